@@ -1,0 +1,100 @@
+"""The one error hierarchy of factory.
+
+``FactoryError`` is the root. ``UserError`` means bad input: the message says what
+was wrong and how to fix it, and the CLI exits 2. ``FactorySystemError`` means
+something outside the caller's control failed and a retry may succeed. Each
+concrete error also inherits the builtin it refines, so ``except KeyError`` keeps
+working. Every error pickles (Ray sends them between processes): constructors pass
+all their arguments to ``super().__init__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FactoryError",
+    "UserError",
+    "FactorySystemError",
+    "InvalidInputError",
+    "NotFoundError",
+    "SchemaChangeError",
+    "RefConflictError",
+    "CorruptBlobError",
+    "ContractViolationError",
+    "UnsafePackageError",
+]
+
+
+class FactoryError(Exception):
+    """Root of every error factory raises on purpose."""
+
+    code = "FACTORY"
+    retryable = False
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class UserError(FactoryError):
+    """Bad input, a denied policy or a violated contract: the caller must change something."""
+
+    code = "USER"
+
+
+class FactorySystemError(FactoryError):
+    """A failure outside the caller's control (storage, cluster); retrying may succeed."""
+
+    code = "SYSTEM"
+    retryable = True
+
+
+class InvalidInputError(UserError, ValueError):
+    """An argument, file or table that cannot be used as given."""
+
+    code = "INVALID_INPUT"
+
+
+class NotFoundError(UserError, KeyError):
+    """A digest, ref or name that the store does not hold."""
+
+    code = "NOT_FOUND"
+
+
+class SchemaChangeError(UserError, ValueError):
+    """A new version whose schema differs from the name's current one, without consent."""
+
+    code = "SCHEMA_CHANGE"
+
+
+class RefConflictError(UserError):
+    """A compare-and-swap on a ref lost: someone else moved it first."""
+
+    code = "REF_CONFLICT"
+
+    def __init__(self, message: str, name: str = "", expected: str | None = None, actual: str | None = None):
+        super().__init__(message, name, expected, actual)
+        self.name = name
+        self.expected = expected
+        self.actual = actual
+
+
+class CorruptBlobError(FactoryError, IOError):
+    """Stored bytes that no longer hash to their digest; they are never handed out."""
+
+    code = "CORRUPT_BLOB"
+
+    def __init__(self, message: str, digest: str = "", location: str = ""):
+        super().__init__(message, digest, location)
+        self.digest = digest
+        self.location = location
+
+
+class ContractViolationError(UserError, ValueError):
+    """A model, package or request that does not satisfy its contract."""
+
+    code = "CONTRACT_VIOLATION"
+
+
+class UnsafePackageError(UserError):
+    """A package holding something that could run code when loaded (pickle and friends)."""
+
+    code = "UNSAFE_PACKAGE"

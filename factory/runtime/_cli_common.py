@@ -1,0 +1,68 @@
+"""What every CLI verb shares: the store, consoles, progress bars, tables, JSON output.
+
+Only typer and rich are imported here; verbs import heavy libraries inside their
+bodies, so ``factory --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from factory.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from factory.store import Store
+
+console = Console()
+err_console = Console(stderr=True)
+
+HomeOption = typer.Option(None, "--home", help="Store root (a folder or s3://, gs:// URI). Default: $FACTORY_HOME or ./.factory", show_default=False)
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+
+
+def open_store(home: str | None = None) -> Store:
+    from factory.store import Store
+
+    return Store(home)
+
+
+def fail(message: str) -> NoReturn:
+    """Stop with a user error: one line, exit 2."""
+    raise InvalidInputError(message)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def progress_bar(description: str, total: float | None, *, unit_bytes: bool = False) -> Iterator[Progress]:
+    """A rich progress bar on stderr (hidden when stderr is not a terminal and CI is set)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = [TextColumn("[progress.description]{task.description}"), BarColumn()]
+    columns += [DownloadColumn(), TransferSpeedColumn()] if unit_bytes else [MofNCompleteColumn()]
+    columns.append(TimeElapsedColumn())
+    disable = not err_console.is_terminal and bool(os.environ.get("CI"))
+    with Progress(*columns, console=err_console, transient=True, disable=disable) as progress:
+        task = progress.add_task(description, total=total)
+        progress.advance_task = lambda n: progress.advance(task, n)  # type: ignore[attr-defined]
+        yield progress

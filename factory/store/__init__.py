@@ -1,0 +1,89 @@
+"""The store: immutable, content-addressed state that every other layer builds on.
+
+Imports no other factory layer. Names load lazily, so ``import factory.store`` stays
+cheap for the CLI; heavy libraries (Lance, Ray) load only where they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "Store",
+    "BlobStore",
+    "CorruptBlob",
+    "Artifact",
+    "ArtifactKind",
+    "ArtifactStore",
+    "Catalog",
+    "SqliteCatalog",
+    "Refs",
+    "Ref",
+    "RefChange",
+    "Lineage",
+    "LineageNode",
+    "DatasetStore",
+    "DatasetVersion",
+    "canonical_digest",
+    "FeatureStore",
+    "FeatureView",
+    "EmbeddingStore",
+    "store_actor",
+    "StoreService",
+    "check_digest",
+    "is_digest",
+]
+
+_WHERE = {
+    "Store": "_store",
+    "BlobStore": "blobs",
+    "CorruptBlob": "blobs",
+    "Artifact": "artifacts",
+    "ArtifactKind": "artifacts",
+    "ArtifactStore": "artifacts",
+    "Catalog": "catalog",
+    "SqliteCatalog": "catalog",
+    "Refs": "refs",
+    "Ref": "refs",
+    "RefChange": "refs",
+    "Lineage": "lineage",
+    "LineageNode": "lineage",
+    "DatasetStore": "datasets",
+    "DatasetVersion": "datasets",
+    "canonical_digest": "_canonical",
+    "FeatureStore": "features",
+    "FeatureView": "features",
+    "EmbeddingStore": "embeddings",
+    "store_actor": "service",
+    "StoreService": "service",
+    "check_digest": "_digest",
+    "is_digest": "_digest",
+}
+
+if TYPE_CHECKING:
+    from factory.store._canonical import canonical_digest
+    from factory.store._digest import check_digest, is_digest
+    from factory.store._store import Store
+    from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
+    from factory.store.blobs import BlobStore, CorruptBlob
+    from factory.store.catalog import Catalog, SqliteCatalog
+    from factory.store.datasets import DatasetStore, DatasetVersion
+    from factory.store.embeddings import EmbeddingStore
+    from factory.store.features import FeatureStore, FeatureView
+    from factory.store.lineage import Lineage, LineageNode
+    from factory.store.refs import Ref, RefChange, Refs
+    from factory.store.service import StoreService, store_actor
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'factory.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"factory.store.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

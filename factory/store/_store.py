@@ -1,0 +1,114 @@
+"""``Store``: one root holding blobs, the catalog, datasets, features and embeddings.
+
+Layout of a store home (a local folder or a ``pyarrow.fs`` URI)::
+
+    <home>/blobs/<d[:2]>/<d>     content-addressed blobs (artifact records included)
+    <home>/blobs/tmp/            writes in progress
+    <home>/datasets/<name>.lance dataset versions, one Lance dataset per name
+    <home>/catalog.db            refs and the artifact index (SQLite, WAL)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, BinaryIO
+
+from factory.errors import InvalidInputError
+from factory.settings import Settings
+from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
+from factory.store.blobs import BlobStore, Progress
+from factory.store.catalog import Catalog, SqliteCatalog
+from factory.store.lineage import Lineage
+from factory.store.refs import Refs
+
+if TYPE_CHECKING:
+    from factory.store.datasets import DatasetStore
+    from factory.store.embeddings import EmbeddingStore
+    from factory.store.features import FeatureStore
+
+__all__ = ["Store"]
+
+
+def _join(home: str, part: str) -> str:
+    return home.rstrip("/") + "/" + part
+
+
+class Store:
+    """The whole store. Cheap to build; the heavy parts (Lance, Ray) load on first use."""
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        catalog: Catalog | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        settings = settings or Settings.from_env()
+        home = os.fspath(home) if home is not None else settings.home
+        self.remote = "://" in home
+        self.home = home if self.remote else os.path.abspath(home)
+        self.settings = settings
+        self.clock = clock
+        self.blobs = BlobStore(_join(self.home, "blobs"), fsync=settings.fsync)
+        if catalog is None:
+            path = settings.catalog
+            if path is None:
+                if self.remote:
+                    raise InvalidInputError(
+                        f"the store home {home} is remote: set FACTORY_CATALOG to a local path for the SQLite catalog"
+                    )
+                path = _join(self.home, "catalog.db")
+            catalog = SqliteCatalog(path)
+        self.catalog = catalog
+        self.artifacts = ArtifactStore(self.blobs, catalog, clock=clock)
+        self.refs = Refs(catalog)
+        self.lineage = Lineage(self.artifacts)
+
+    def uri(self, *parts: str) -> str:
+        """A location inside the store home."""
+        out = self.home
+        for part in parts:
+            out = _join(out, part)
+        return out
+
+    def put_blob(
+        self,
+        source: bytes | str | os.PathLike[str] | BinaryIO,
+        *,
+        name: str | None = None,
+        parents: Iterable[str] = (),
+        progress: Progress | None = None,
+    ) -> Artifact:
+        """Store bytes or a file as a blob and record it as a ``blob`` artifact."""
+        digest = self.blobs.put(source, progress=progress)
+        if name is None and isinstance(source, (str, os.PathLike)):
+            name = os.path.basename(os.fspath(source))
+        return self.artifacts.add(
+            ArtifactKind.BLOB,
+            digest=digest,
+            name=name,
+            metadata={"size": self.blobs.size(digest)},
+            parents=parents,
+        )
+
+    @functools.cached_property
+    def datasets(self) -> DatasetStore:
+        from factory.store.datasets import DatasetStore
+
+        return DatasetStore(self)
+
+    @functools.cached_property
+    def features(self) -> FeatureStore:
+        from factory.store.features import FeatureStore
+
+        return FeatureStore(self)
+
+    @functools.cached_property
+    def embeddings(self) -> EmbeddingStore:
+        from factory.store.embeddings import EmbeddingStore
+
+        return EmbeddingStore(self)
