@@ -1,0 +1,30 @@
+"""Integration tests share one local Ray cluster, started once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster with a bounded object store, shut down after the session."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    ctx = ray.init(
+        num_cpus=2,
+        object_store_memory=256 * 1024 * 1024,
+        include_dashboard=False,
+        namespace="factory-tests",
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield ctx
+    ray.shutdown()

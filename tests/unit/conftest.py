@@ -1,0 +1,20 @@
+"""Unit tests run with Ray forbidden: the logic they test must not need a cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def disallow_ray_init(monkeypatch):
+    import ray
+
+    def raise_on_init(*args, **kwargs):
+        raise RuntimeError("Unit tests should not depend on Ray being initialized.")
+
+    monkeypatch.setattr(ray, "init", raise_on_init)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.unit)
