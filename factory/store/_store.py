@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from factory.errors import InvalidInputError
 from factory.settings import Settings
-from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
 from factory.store.blobs import BlobStore, Progress
 from factory.store.catalog import Catalog, SqliteCatalog
-from factory.store.lineage import Lineage
-from factory.store.refs import Refs
 
 if TYPE_CHECKING:
+    from factory.store.artifacts import Artifact, ArtifactStore
+    from factory.store.lineage import Lineage
+    from factory.store.refs import Refs
     from factory.store.datasets import DatasetStore
     from factory.store.embeddings import EmbeddingStore
     from factory.store.features import FeatureStore
@@ -64,9 +64,26 @@ class Store:
                 path = _join(self.home, "catalog.db")
             catalog = SqliteCatalog(path)
         self.catalog = catalog
-        self.artifacts = ArtifactStore(self.blobs, catalog, clock=clock)
-        self.refs = Refs(catalog)
-        self.lineage = Lineage(self.artifacts)
+
+    # The parts below load on first use: pydantic and friends cost about 0.1 s to
+    # import, which `factory store put` overlaps with hashing instead of paying up front.
+    @functools.cached_property
+    def artifacts(self) -> ArtifactStore:
+        from factory.store.artifacts import ArtifactStore
+
+        return ArtifactStore(self.blobs, self.catalog, clock=self.clock)
+
+    @functools.cached_property
+    def refs(self) -> Refs:
+        from factory.store.refs import Refs
+
+        return Refs(self.catalog)
+
+    @functools.cached_property
+    def lineage(self) -> Lineage:
+        from factory.store.lineage import Lineage
+
+        return Lineage(self.artifacts)
 
     def uri(self, *parts: str) -> str:
         """A location inside the store home."""
@@ -84,6 +101,8 @@ class Store:
         progress: Progress | None = None,
     ) -> Artifact:
         """Store bytes or a file as a blob and record it as a ``blob`` artifact."""
+        from factory.store.artifacts import ArtifactKind
+
         digest = self.blobs.put(source, progress=progress)
         if name is None and isinstance(source, (str, os.PathLike)):
             name = os.path.basename(os.fspath(source))

@@ -29,7 +29,9 @@ __all__ = ["BlobStore", "CorruptBlob"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 4 << 20  # 4 MiB: large enough that hashlib and file writes release the GIL
+CHUNK = 8 << 20  # large enough that hashlib and file writes release the GIL for long stretches
+# Read-ahead while the writer is slow to start (it imports pyarrow) or the disk lags.
+_BUFFERS = 24
 _TMP = "tmp"
 Progress = Callable[[int], None]
 
@@ -58,14 +60,30 @@ class BlobStore:
 
     def __init__(self, root: str | os.PathLike[str], *, filesystem=None, fsync: bool = False):
         root = os.fspath(root)
-        if filesystem is None:
-            self.fs, self.root = _filesystem(root)
-        else:
-            self.fs, self.root = filesystem, root.rstrip("/")
         self.uri = root
         self.fsync = fsync
-        self._local = type(self.fs).__name__ == "LocalFileSystem"
-        self.fs.create_dir(f"{self.root}/{_TMP}", recursive=True)
+        self._fs = filesystem
+        if filesystem is not None:
+            self.root = root.rstrip("/")
+        elif "://" in root:
+            self._fs, self.root = _filesystem(root)
+        else:
+            # A local root needs no pyarrow until the first I/O: the CLI starts hashing
+            # while pyarrow (about 0.1 s of imports) loads in the writer thread.
+            self.root = os.path.abspath(root)
+        self._tmp_ready = False
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            from pyarrow import fs as pafs
+
+            self._fs = pafs.LocalFileSystem()
+        return self._fs
+
+    @property
+    def _local(self) -> bool:
+        return type(self.fs).__name__ == "LocalFileSystem"
 
     # -- locations -------------------------------------------------------------------
     def path(self, digest: str) -> str:
@@ -104,7 +122,7 @@ class BlobStore:
         digest = PREFIX + hashlib.sha256(data).hexdigest()
         if not self.exists(digest):
             tmp = self._tmp_path()
-            with self.fs.open_output_stream(tmp) as out:
+            with self._open_tmp(tmp) as out:
                 out.write(data)
             self._publish(tmp, digest)
         return digest
@@ -120,15 +138,17 @@ class BlobStore:
         hasher = hashlib.sha256()
         tmp = self._tmp_path()
         free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(4):
-            free.put(bytearray(CHUNK))
+        allocated = 0
         filled: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
         failure: list[BaseException] = []
-
-        out = self.fs.open_output_stream(tmp)
+        opened: list = []
 
         def writer() -> None:
             try:
+                # Opening here, not in the caller, lets the first reads and hashes run
+                # while the filesystem layer is still being imported and set up.
+                out = self._open_tmp(tmp)
+                opened.append(out)
                 while (item := filled.get()) is not None:
                     buf, n = item
                     out.write(memoryview(buf)[:n])
@@ -142,7 +162,11 @@ class BlobStore:
         readinto = getattr(stream, "readinto", None)
         try:
             while not failure:
-                buf = free.get()
+                if free.empty() and allocated < _BUFFERS:
+                    buf = bytearray(CHUNK)
+                    allocated += 1
+                else:
+                    buf = free.get()
                 if readinto is not None:
                     n = readinto(buf)
                 else:
@@ -160,7 +184,8 @@ class BlobStore:
         finally:
             filled.put(None)
             thread.join()
-            out.close()
+            for out in opened:
+                out.close()
         if failure:
             self._discard(tmp)
             raise failure[0]
@@ -173,6 +198,12 @@ class BlobStore:
         digest = PREFIX + hasher.hexdigest()
         self._publish(tmp, digest)
         return digest
+
+    def _open_tmp(self, tmp: str):
+        if not self._tmp_ready:
+            self.fs.create_dir(f"{self.root}/{_TMP}", recursive=True)
+            self._tmp_ready = True
+        return self.fs.open_output_stream(tmp)
 
     def _tmp_path(self) -> str:
         return f"{self.root}/{_TMP}/{uuid.uuid4().hex}.part"

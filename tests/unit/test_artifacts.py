@@ -1,0 +1,82 @@
+"""Artifact records: identity, idempotence, typed metadata, records stored as blobs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import BaseModel
+
+from factory.errors import InvalidInputError, NotFoundError
+from factory.settings import Settings
+from factory.store import Artifact, ArtifactKind, Store
+
+
+class TrainingMeta(BaseModel):
+    lr: float
+    epochs: int
+
+
+def test_metadata_artifact_digest_is_its_content(store, tmp_path):
+    """The same metadata and parents give the same digest in any store, at any time."""
+    parent = store.put_blob(b"rows").digest
+    a = store.artifacts.add("training-config", metadata=TrainingMeta(lr=0.1, epochs=3), parents=[parent], name="cfg")
+    other = Store(tmp_path / "other", settings=Settings(home=str(tmp_path / "other")))
+    other.put_blob(b"rows")
+    b = other.artifacts.add("training-config", metadata={"epochs": 3, "lr": 0.1}, parents=[parent], name="cfg")
+    assert a.digest == b.digest
+    c = store.artifacts.add("training-config", metadata={"lr": 0.2, "epochs": 3}, parents=[parent], name="cfg")
+    assert c.digest != a.digest
+
+
+def test_adding_a_known_digest_returns_the_first_record(store):
+    """Artifacts are immutable: re-adding returns the original record unchanged."""
+    digest = store.blobs.put(b"content")
+    first = store.artifacts.add(ArtifactKind.BLOB, digest=digest, name="first")
+    again = store.artifacts.add(ArtifactKind.BLOB, digest=digest, name="second")
+    assert again == first and again.name == "first"
+
+
+def test_record_is_canonical_json_blob_with_typed_metadata(store):
+    """The record is a verified blob; metadata reads back typed."""
+    art = store.artifacts.add("training-config", metadata=TrainingMeta(lr=0.5, epochs=2))
+    entry = store.catalog.artifact(art.digest)
+    raw = store.blobs.get(entry.record_digest)
+    assert json.loads(raw)["type"] == "factory.artifact/v1"
+    assert Artifact.model_validate_json(raw) == art
+    assert store.artifacts.get(art.digest).meta(TrainingMeta) == TrainingMeta(lr=0.5, epochs=2)
+    assert art.producer.startswith("factory/")
+
+
+def test_parents_must_exist(store):
+    """Lineage never points at nothing: an unknown parent is refused."""
+    with pytest.raises(NotFoundError, match="record the parent first"):
+        store.artifacts.add("training-config", metadata={}, parents=["sha256:" + "1" * 64])
+
+
+def test_clock_is_injected(tmp_path):
+    """Creation time comes from the injected clock, so tests are deterministic."""
+    fixed = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    s = Store(tmp_path / "h", settings=Settings(home=str(tmp_path / "h")), clock=lambda: fixed)
+    assert s.put_blob(b"x").created_at == fixed
+
+
+def test_resolve_unique_prefix(store):
+    """A short digest prefix names an artifact when unique, with clear errors otherwise."""
+    art = store.put_blob(b"prefix me")
+    assert store.artifacts.resolve(art.digest[:15]) == art.digest
+    assert store.artifacts.resolve(art.digest[7:20]) == art.digest
+    with pytest.raises(InvalidInputError, match="too short"):
+        store.artifacts.resolve("ab")
+    with pytest.raises(NotFoundError):
+        store.artifacts.resolve("sha256:ffffffffffffff")
+
+
+def test_find_by_kind_and_name(store):
+    """Listing by kind and name returns records oldest first."""
+    store.put_blob(b"1", name="a")
+    store.put_blob(b"2", name="b")
+    store.artifacts.add("training-config", metadata={"x": 1})
+    assert [a.name for a in store.artifacts.find("blob")] == ["a", "b"]
+    assert [a.name for a in store.artifacts.find("blob", name="b")] == ["b"]

@@ -1,0 +1,116 @@
+"""Blob store: content addressing, atomic idempotent writes, verified reads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+
+from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
+from factory.store import BlobStore
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    return BlobStore(tmp_path / "blobs")
+
+
+def _flip_byte(path: str, offset: int = 0) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_put_returns_sha256_of_content_for_bytes_file_and_stream(blobs, tmp_path):
+    """The same content gives the same digest whether put as bytes, a file or a stream."""
+    data = os.urandom(3 * (4 << 20) + 123)  # spans several streaming chunks
+    expected = "sha256:" + hashlib.sha256(data).hexdigest()
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    assert blobs.put(data) == expected
+    assert blobs.put(path) == expected
+    assert blobs.put(io.BytesIO(data)) == expected
+    assert blobs.get(expected) == data
+
+
+def test_blob_lives_under_its_hash_prefix(blobs):
+    """A blob sits at <root>/<d[:2]>/<d>, where other tools can find it."""
+    digest = blobs.put(b"hello")
+    hexd = digest.removeprefix("sha256:")
+    assert blobs.path(digest) == f"{blobs.root}/{hexd[:2]}/{hexd}"
+    assert open(blobs.path(digest), "rb").read() == b"hello"
+
+
+def test_existing_blob_is_not_rewritten(blobs, tmp_path):
+    """Putting content that is already stored leaves the stored file untouched."""
+    digest = blobs.put(b"x" * 1000)
+    before = os.stat(blobs.path(digest))
+    path = tmp_path / "again"
+    path.write_bytes(b"x" * 1000)
+    assert blobs.put(path) == digest
+    after = os.stat(blobs.path(digest))
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    assert os.listdir(f"{blobs.root}/tmp") == []
+
+
+def test_flipped_byte_is_caught_by_get_and_verify(blobs, tmp_path):
+    """A corrupted blob is never handed out: get raises naming digest and location."""
+    good = blobs.put(b"intact content")
+    digest = blobs.put(b"some important content" * 100)
+    _flip_byte(blobs.path(digest), 7)
+    with pytest.raises(CorruptBlobError) as info:
+        blobs.get(digest)
+    assert digest in str(info.value) and blobs.path(digest) in str(info.value)
+    assert info.value.digest == digest
+    dest = tmp_path / "out.bin"
+    with pytest.raises(CorruptBlobError):
+        blobs.get_to(digest, dest)
+    assert not dest.exists() and list(tmp_path.glob(".out.bin*")) == []
+    bad = blobs.verify_all()
+    assert [b.digest for b in bad] == [digest]
+    assert blobs.get(good) == b"intact content"
+
+
+def test_get_to_streams_verified_copy(blobs, tmp_path):
+    """get_to writes exactly the stored bytes and reports progress."""
+    data = os.urandom(9 << 20)
+    digest = blobs.put(data)
+    seen = []
+    out = blobs.get_to(digest, tmp_path / "sub" / "copy.bin", progress=seen.append)
+    assert out.read_bytes() == data and sum(seen) == len(data)
+
+
+def test_unknown_and_malformed_digests_are_clear_errors(blobs):
+    """A digest that is not stored, or not a digest at all, says what is wrong."""
+    with pytest.raises(NotFoundError, match="no blob"):
+        blobs.get("sha256:" + "0" * 64)
+    with pytest.raises(InvalidInputError, match="64 lowercase hex"):
+        blobs.get("md5:abc")
+
+
+def test_put_missing_file_writes_nothing(blobs, tmp_path):
+    """A missing source path is a user error and leaves the store empty."""
+    with pytest.raises(InvalidInputError, match="no such file"):
+        blobs.put(tmp_path / "nope.bin")
+    assert list(blobs.digests()) == []
+
+
+def test_digests_lists_blobs_but_not_temporaries(blobs):
+    """Leftover temporary files of dead writers are invisible and can be cleaned."""
+    d1, d2 = blobs.put(b"a"), blobs.put(b"b")
+    with open(f"{blobs.root}/tmp/dead-writer.part", "wb") as f:
+        f.write(b"partial")
+    assert sorted(blobs.digests()) == sorted([d1, d2])
+    assert blobs.clean_tmp(older_than_s=-1) == 1
+
+
+def test_file_uri_root_goes_through_pyarrow_fs(tmp_path):
+    """A URI root is resolved by pyarrow.fs; the same layout and digests result."""
+    uri_store = BlobStore(f"file://{tmp_path}/uri-root")
+    digest = uri_store.put(b"via uri")
+    assert uri_store.get(digest) == b"via uri"
+    assert (tmp_path / "uri-root" / digest[7:9] / digest[7:]).read_bytes() == b"via uri"
