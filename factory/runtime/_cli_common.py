@@ -7,7 +7,6 @@ bodies, so ``factory --help`` stays fast.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,7 +46,7 @@ def print_json(value: Any) -> None:
 
 @contextmanager
 def progress_bar(description: str, total: float | None, *, unit_bytes: bool = False) -> Iterator[Progress]:
-    """A rich progress bar on stderr (hidden when stderr is not a terminal and CI is set)."""
+    """A rich progress bar on stderr, shown only when stderr is a terminal."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -61,7 +60,7 @@ def progress_bar(description: str, total: float | None, *, unit_bytes: bool = Fa
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn()]
     columns += [DownloadColumn(), TransferSpeedColumn()] if unit_bytes else [MofNCompleteColumn()]
     columns.append(TimeElapsedColumn())
-    disable = not err_console.is_terminal and bool(os.environ.get("CI"))
+    disable = not err_console.is_terminal
     with Progress(*columns, console=err_console, transient=True, disable=disable) as progress:
         task = progress.add_task(description, total=total)
         progress.advance_task = lambda n: progress.advance(task, n)  # type: ignore[attr-defined]

@@ -69,7 +69,7 @@ def verify(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     elif bad:
         table = Table(title=f"{len(bad)} corrupt of {len(digests)} blobs")
         for col in ("digest", "location", "problem"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for p in bad:
             table.add_row(p.digest, p.location, p.reason)
         console.print(table)

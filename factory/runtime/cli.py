@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 
-import click
 import typer
 
 from factory.errors import CorruptBlobError, FactoryError, UserError
@@ -64,16 +63,10 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
+    # Typer handles its own usage errors (exit 2) and exits; our errors come through.
     try:
-        rc = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        rc = exc.exit_code
-    except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
-        rc = 130
-    except click.ClickException as exc:
-        exc.show()
-        rc = 2
+        app(args=argv)
+        rc = 0
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
         rc = 2

@@ -1,0 +1,157 @@
+"""Store faults: writers killed midway, many writers at once, racing ref updates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from factory.errors import RefConflictError
+from factory.settings import Settings
+
+
+def _store(home):
+    from factory.store import Store
+
+    return Store(home, settings=Settings(home=str(home)))
+
+
+class _SlowStream:
+    """A 'large' source that trickles out, so the writer can be killed midway."""
+
+    def __init__(self, total: int):
+        self.left = total
+
+    def read(self, n: int) -> bytes:
+        if self.left <= 0:
+            return b""
+        time.sleep(0.01)
+        n = min(n, self.left, 1 << 20)
+        self.left -= n
+        return b"z" * n
+
+
+def _slow_put(home: str) -> None:
+    _store(home).blobs.put(_SlowStream(10 << 30))
+
+
+def test_kill_9_during_large_put_leaves_no_partial_blob(tmp_path):
+    """A writer killed with SIGKILL leaves no visible blob, and the store keeps working."""
+    home = tmp_path / "home"
+    store = _store(home)
+    before = store.blobs.put(b"already here")
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_slow_put, args=(str(home),))
+    proc.start()
+    tmp_dir = home / "blobs" / "tmp"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        parts = list(tmp_dir.glob("*.part")) if tmp_dir.exists() else []
+        if parts and parts[0].stat().st_size > (4 << 20):
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the writer never started writing")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert list(store.blobs.digests()) == [before]
+    assert store.blobs.verify_all() == []
+    after = store.blobs.put(b"still usable")
+    assert store.blobs.get(after) == b"still usable"
+    assert store.blobs.clean_tmp(older_than_s=-1) == 1
+
+
+def _put_many(home: str, worker: int, out) -> None:
+    store = _store(home)
+    digests = []
+    for i in range(20):
+        shared = f"shared blob {i}".encode() * 5000
+        own = f"worker {worker} blob {i}".encode() * 5000
+        digests += [store.put_blob(shared).digest, store.put_blob(own).digest]
+    out.put(digests)
+
+
+def test_eight_processes_putting_same_and_different_blobs(tmp_path):
+    """Eight concurrent writers: every blob readable and correct afterwards."""
+    home = tmp_path / "home"
+    _store(home)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_put_many, args=(str(home), w, out)) for w in range(8)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    store = _store(home)
+    expected = {}
+    for i in range(20):
+        data = f"shared blob {i}".encode() * 5000
+        expected["sha256:" + hashlib.sha256(data).hexdigest()] = data
+        for w in range(8):
+            data = f"worker {w} blob {i}".encode() * 5000
+            expected["sha256:" + hashlib.sha256(data).hexdigest()] = data
+    assert {d for r in results for d in r} == set(expected)
+    for digest, data in expected.items():
+        assert store.blobs.get(digest) == data
+    assert store.blobs.verify_all() == []
+    assert len(store.artifacts.find("blob")) == len(expected)
+
+
+def _increment(home: str, n: int) -> None:
+    store = _store(home)
+    for _ in range(n):
+        while True:
+            current = store.refs.get("counter")
+            value = int(store.blobs.get(current)) if current else 0
+            nxt = store.blobs.put(str(value + 1).encode())
+            try:
+                store.refs.set("counter", nxt, expected=current, reason=f"+1 by {os.getpid()}")
+                break
+            except RefConflictError:
+                continue
+
+
+def test_ref_compare_and_swap_loses_no_update(tmp_path):
+    """Eight processes incrementing one ref by CAS: the final count equals all increments."""
+    home = tmp_path / "home"
+    _store(home)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_increment, args=(str(home), 15)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    store = _store(home)
+    assert int(store.blobs.get(store.refs.require("counter"))) == 8 * 15
+    assert len(store.refs.history("counter")) == 8 * 15
+
+
+def test_cli_verify_reports_a_flipped_byte(tmp_path):
+    """`factory store verify` lists the corrupt blob and exits 1."""
+    home = tmp_path / "home"
+    store = _store(home)
+    digest = store.blobs.put(b"precious" * 1000)
+    path = store.blobs.path(digest)
+    with open(path, "r+b") as f:
+        f.seek(10)
+        f.write(b"X")
+    exe = os.path.join(os.path.dirname(sys.executable), "factory")
+    res = subprocess.run([exe, "store", "verify", "--home", str(home)], capture_output=True, text=True)
+    assert res.returncode == 1 and "1 corrupt of 1 blobs" in res.stdout
+    res = subprocess.run([exe, "store", "verify", "--json", "--home", str(home)], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert [c["digest"] for c in json.loads(res.stdout)["corrupt"]] == [digest]
+    res = subprocess.run([exe, "store", "get", digest, "-o", str(tmp_path / "o"), "--home", str(home)],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "corrupt" in res.stderr and not (tmp_path / "o").exists()

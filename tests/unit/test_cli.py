@@ -1,0 +1,85 @@
+"""The `factory` command as a user runs it: a real process, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+EXE = os.path.join(os.path.dirname(sys.executable), "factory")
+
+
+def run(*args: str, home=None) -> subprocess.CompletedProcess:
+    argv = [EXE, *args]
+    if home is not None:
+        argv += ["--home", str(home)]
+    return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_help_lists_every_verb():
+    """`factory --help` names each area a user can reach."""
+    res = run("--help")
+    assert res.returncode == 0
+    for verb in ("store", "dataset", "refs", "lineage", "demo"):
+        assert verb in res.stdout
+
+
+def test_cli_import_loads_no_heavy_library():
+    """Loading the CLI pays for none of torch, ray, lance or pyarrow."""
+    code = "import sys, factory.runtime.cli; print(sorted(m for m in ('torch','ray','lance','pyarrow','pandas') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
+
+
+def test_put_get_round_trip(tmp_path):
+    """put prints the digest; get writes the identical bytes."""
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(100_000))
+    put = run("store", "put", str(src), "--json", home=tmp_path / "h")
+    assert put.returncode == 0, put.stderr
+    digest = json.loads(put.stdout)["digest"]
+    got = run("store", "get", digest[:20], "-o", str(tmp_path / "copy.bin"), home=tmp_path / "h")
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "copy.bin").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("store", "put", "/no/such/file"), "no such file"),
+        (("store", "get", "sha256:" + "0" * 64, "-o", "out.bin"), "no blob"),
+        (("lineage", "sha256:" + "1" * 64), "no artifact"),
+        (("refs", "set", "bad name", "sha256:" + "1" * 64), "not a valid ref name"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    """Bad input: exit 2, one line on stderr that says what was wrong, nothing written."""
+    res = run(*args, home=tmp_path / "h")
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "out.bin").exists()
+    blobs = tmp_path / "h" / "blobs"
+    assert not blobs.exists() or not [p for p in blobs.rglob("*") if p.is_file()]
+
+
+def test_usage_error_exits_2(tmp_path):
+    """A missing argument is a usage error, exit 2."""
+    assert run("store", "put").returncode == 2
+
+
+def test_lineage_tree_and_openlineage(tmp_path, store):
+    """`factory lineage` prints the tree upstream and exports RunEvents."""
+    raw = store.put_blob(b"raw rows", name="raw.csv").digest
+    cfg = store.artifacts.add("training-config", metadata={"lr": 0.1}, parents=[raw], name="cfg").digest
+    tree = run("lineage", cfg, home=store.home)
+    assert tree.returncode == 0, tree.stderr
+    assert "training-config" in tree.stdout and "raw.csv" in tree.stdout
+    down = run("lineage", raw, "--down", home=store.home)
+    assert "cfg" in down.stdout
+    ol = run("lineage", cfg, "--format", "openlineage", home=store.home)
+    events = json.loads(ol.stdout)
+    assert [e["outputs"][0]["name"] for e in events] == [cfg]
