@@ -33,6 +33,7 @@ __all__ = [
     "StoreService",
     "check_digest",
     "is_digest",
+    "canonical_json",
 ]
 
 _WHERE = {
@@ -59,11 +60,12 @@ _WHERE = {
     "StoreService": "service",
     "check_digest": "_digest",
     "is_digest": "_digest",
+    "canonical_json": "_digest",
 }
 
 if TYPE_CHECKING:
     from factory.store._canonical import canonical_digest
-    from factory.store._digest import check_digest, is_digest
+    from factory.store._digest import canonical_json, check_digest, is_digest
     from factory.store._store import Store
     from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
     from factory.store.blobs import BlobStore, CorruptBlob

@@ -1,0 +1,96 @@
+"""The steps that turn a package's files back into a module, each returning its violations.
+
+``load`` raises as soon as a step reports a problem; the validation harness runs
+every step it can and reports all of them together.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from factory.contract._checks import Violation, compare_state, state_of_header, state_of_module
+from factory.contract._safetensors import Header, check_header
+from factory.contract._schema import Contract
+from factory.contract.architectures import Architecture, ArchitectureRef, ArchitectureRegistry
+from factory.errors import ContractViolationError, InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["read_contract", "read_architecture", "read_header", "build_module", "pydantic_violations"]
+
+
+def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def pydantic_violations(prefix: str, exc: ValidationError) -> list[Violation]:
+    out = []
+    for err in exc.errors(include_url=False):
+        actual = "missing" if err["type"] == "missing" else repr(err.get("input"))
+        if len(actual) > 80:
+            actual = actual[:77] + "..."
+        out.append(Violation(_loc(prefix, err["loc"]), err["msg"].removeprefix("Value error, "), actual,
+                             f"fix {prefix}.json"))
+    return out
+
+
+def read_contract(data: bytes) -> tuple[Contract | None, list[Violation]]:
+    try:
+        return Contract.from_json(data), []
+    except ValidationError as exc:
+        if exc.errors() and exc.errors()[0]["type"] == "json_invalid":
+            return None, [Violation("contract", "a JSON object", "invalid JSON", str(exc.errors()[0]["msg"]))]
+        return None, pydantic_violations("contract", exc)
+
+
+def read_architecture(data: bytes, registry: ArchitectureRegistry, *, allow_code_mismatch: bool = False,
+                      ) -> tuple[ArchitectureRef | None, Architecture | None, list[Violation]]:
+    """The package's architecture reference, and the installed architecture it names."""
+    try:
+        ref = ArchitectureRef.model_validate_json(data)
+    except ValidationError as exc:
+        return None, None, pydantic_violations("architecture", exc)
+    try:
+        arch = registry.get(ref.name, ref.version)
+    except NotFoundError as exc:
+        return ref, None, [Violation("architecture.name", ref.label, "not installed", str(exc))]
+    if arch.code_digest != ref.code_digest and not allow_code_mismatch:
+        return ref, None, [Violation(
+            "architecture.code_digest", ref.code_digest, arch.code_digest,
+            f"the installed {arch.label} code differs from the code these weights were packaged with: install "
+            "that code, or accept the difference with allow_code_mismatch=True (--allow-code-mismatch)",
+        )]
+    return ref, arch, []
+
+
+def read_header(data: bytes) -> tuple[Header | None, list[Violation]]:
+    try:
+        return check_header(data), []
+    except ContractViolationError as exc:
+        return None, [Violation("weights", "a well-formed safetensors file", "malformed", str(exc))]
+
+
+def build_module(arch: Architecture, ref: ArchitectureRef, header: Header, weights: bytes,
+                 ) -> tuple[nn.Module | None, list[Violation]]:
+    """Build the architecture from its config and load the weights strictly, in eval mode."""
+    from factory.contract._safetensors import load_tensors
+
+    try:
+        module = arch.build(ref.config)
+    except InvalidInputError as exc:
+        return None, [Violation("architecture.config", f"a valid config for {arch.label}", json.dumps(ref.config),
+                                str(exc))]
+    problems = compare_state(state_of_module(module), state_of_header(header), arch.label)
+    if problems:
+        return None, problems
+    _, tensors = load_tensors(weights)
+    module.load_state_dict(tensors, strict=True)
+    module.eval()
+    return module, []

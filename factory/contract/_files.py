@@ -1,0 +1,204 @@
+"""The files of a model package, read from the store or a folder, refused if unsafe.
+
+A package is exactly five files (weights, contract, architecture reference, model
+card, metrics) plus, in a folder, an optional ``manifest.json``. Its digest is the
+SHA-256 of the manifest: canonical JSON mapping each file name to its digest, so any
+changed byte in any file changes it. File names are checked before any file is
+read, and every file's first bytes before it is parsed: pickles, torch zip
+checkpoints and their usual suffixes are refused outright, never opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from factory.contract._schema import canonical_json
+from factory.errors import ContractViolationError, InvalidInputError, UnsafePackageError
+
+if TYPE_CHECKING:
+    from factory.store import Store
+
+__all__ = [
+    "FORMAT",
+    "WEIGHTS",
+    "CONTRACT",
+    "ARCHITECTURE",
+    "CARD",
+    "METRICS",
+    "MANIFEST",
+    "PACKAGE_FILES",
+    "UNSAFE_SUFFIXES",
+    "PackageFiles",
+    "manifest_bytes",
+    "open_files",
+    "read_from_store",
+    "read_from_dir",
+    "write_dir",
+]
+
+FORMAT = "factory.model-package/v1"
+WEIGHTS = "model.safetensors"
+CONTRACT = "contract.json"
+ARCHITECTURE = "architecture.json"
+CARD = "README.md"
+METRICS = "metrics.json"
+MANIFEST = "manifest.json"
+PACKAGE_FILES = (ARCHITECTURE, CARD, CONTRACT, METRICS, WEIGHTS)
+UNSAFE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz", ".h5")
+
+_PROTOCOL0_PICKLE = re.compile(rb"^c[A-Za-z_][\w.]*\n[\w.]+\n")
+
+
+@dataclass(frozen=True)
+class PackageFiles:
+    """A package's verified bytes, by file name, and its digest."""
+
+    digest: str
+    files: Mapping[str, bytes]
+    manifest: Mapping[str, str]
+    source: str
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def manifest_bytes(digests: Mapping[str, str]) -> bytes:
+    """The manifest whose SHA-256 is the package digest."""
+    return canonical_json({"format": FORMAT, "files": dict(sorted(digests.items()))})
+
+
+def _check_names(names: Iterable[str], where: str) -> None:
+    """Refuse unsafe, unknown or missing files by name alone, before anything is read."""
+    names = list(names)
+    for name in names:
+        lowered = name.lower()
+        if lowered.endswith(UNSAFE_SUFFIXES):
+            raise UnsafePackageError(
+                f"{where} holds {name!r}, a file type that can run code when loaded (pickle, torch.save): "
+                "refused without reading it. Re-export the weights as safetensors and drop the file"
+            )
+    unknown = sorted(set(names) - set(PACKAGE_FILES) - {MANIFEST})
+    if unknown:
+        raise ContractViolationError(
+            f"{where} holds unexpected files {unknown}: a package holds only {list(PACKAGE_FILES)}"
+        )
+    missing = sorted(set(PACKAGE_FILES) - set(names))
+    if missing:
+        raise ContractViolationError(f"{where} lacks {missing}: write the package with factory.contract.package")
+
+
+def _sniff(name: str, data: bytes, where: str) -> None:
+    """Refuse content that is a pickle or a zip (torch's checkpoint format), whatever the file is called."""
+    found = None
+    if name == WEIGHTS and data[8:9] == b"{":
+        return  # a safetensors header follows the 8-byte length; the header check covers the rest
+    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
+        found = f"a pickle (protocol {data[1]})"
+    elif data.startswith(b"PK\x03\x04"):
+        found = "a zip archive (the torch.save checkpoint format)"
+    elif _PROTOCOL0_PICKLE.match(data):
+        found = "a pickle (protocol 0)"
+    if found:
+        raise UnsafePackageError(
+            f"{name} in {where} is {found}: refused without loading it. "
+            "A package holds weights only as safetensors; re-export them with safetensors.torch.save_file"
+        )
+
+
+def _parse_manifest(data: bytes, where: str) -> dict[str, str]:
+    try:
+        manifest = json.loads(data)
+        files = manifest["files"]
+        if manifest.get("format") != FORMAT or not isinstance(files, dict):
+            raise ValueError(f"format {manifest.get('format')!r}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise ValueError("file entries must map names to digests")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ContractViolationError(
+            f"the manifest of {where} is not a {FORMAT} manifest ({exc}): re-package the model"
+        ) from None
+    return files
+
+
+def read_from_store(store: Store, digest: str) -> PackageFiles:
+    """The files of the ``model`` artifact ``digest``, each verified against the manifest."""
+    from factory.store import ArtifactKind
+
+    digest = store.artifacts.resolve(digest)
+    artifact = store.artifacts.get(digest)
+    if artifact.kind != ArtifactKind.MODEL:
+        raise InvalidInputError(f"{digest} is a {artifact.kind} artifact, not a model package: give a model digest")
+    where = f"package {digest}"
+    manifest = _parse_manifest(store.blobs.get(digest), where)
+    _check_names(manifest, where)
+    files = {}
+    for name in PACKAGE_FILES:
+        data = store.blobs.get(manifest[name])  # verified: a tampered blob raises CorruptBlobError
+        _sniff(name, data, where)
+        files[name] = data
+    return PackageFiles(digest, files, dict(manifest), where)
+
+
+def read_from_dir(path: str | os.PathLike[str]) -> PackageFiles:
+    """The files of a package folder (as ``export`` writes it); its digest is computed from them."""
+    root = Path(path)
+    if not root.is_dir():
+        raise InvalidInputError(f"{root} is not a folder: give a package folder or a model digest")
+    real_root = root.resolve()
+    where = f"package folder {root}"
+    entries = {}
+    for entry in os.scandir(root):
+        if entry.is_symlink():
+            target = Path(os.path.realpath(entry.path))
+            if real_root not in target.parents:
+                raise UnsafePackageError(
+                    f"{entry.name} in {where} is a link to {target}, outside the package: copy the file in instead"
+                )
+        if entry.is_dir():
+            raise ContractViolationError(f"{where} holds a folder {entry.name!r}: a package holds only files")
+        entries[entry.name] = entry.path
+    _check_names(entries, where)
+    files = {}
+    for name in PACKAGE_FILES:
+        data = Path(entries[name]).read_bytes()
+        _sniff(name, data, where)
+        files[name] = data
+    digests = {name: _sha256(data) for name, data in files.items()}
+    if MANIFEST in entries:
+        recorded = _parse_manifest(Path(entries[MANIFEST]).read_bytes(), where)
+        changed = sorted(n for n in PACKAGE_FILES if recorded.get(n) != digests[n])
+        if changed or set(recorded) != set(PACKAGE_FILES):
+            raise ContractViolationError(
+                f"{where}: {changed or 'the file list'} no longer match manifest.json: the files were changed "
+                "after packaging; re-export the package, or delete manifest.json to validate the files as they are"
+            )
+    return PackageFiles(_sha256(manifest_bytes(digests)), files, digests, where)
+
+
+def open_files(source: str | os.PathLike[str], store: Store | None = None) -> PackageFiles:
+    """A package folder (a path) or a model digest (or unique prefix) in ``store``."""
+    if isinstance(source, os.PathLike) or os.path.exists(source):
+        return read_from_dir(source)
+    if store is None:
+        raise InvalidInputError(f"{source!r} is not a folder, and no store was given to look it up as a digest")
+    return read_from_store(store, source)
+
+
+def write_dir(files: PackageFiles, dest: str | os.PathLike[str]) -> Path:
+    """Write the package files and its manifest to ``dest`` (created; must be empty if it exists)."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise InvalidInputError(f"{dest} exists and is not empty: choose a new folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, data in files.files.items():
+        (dest / name).write_bytes(data)
+    (dest / MANIFEST).write_bytes(manifest_bytes(files.manifest))
+    return dest
