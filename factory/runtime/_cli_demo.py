@@ -1,8 +1,8 @@
 """``factory demo``: the main job, walked through step by step on generated data.
 
-For now the walkthrough covers the store: blobs, verification, dataset versions
-(content digests, shared storage), derived artifacts, lineage and its OpenLineage
-export. Each step prints the CLI command that does the same thing.
+For now the walkthrough covers the store (blobs, verification, dataset versions
+with content digests and shared storage, derived artifacts, lineage and its
+OpenLineage export) and a model packaged and validated behind its contract. Each step prints the CLI command that does the same thing.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ def demo(
     started = time.perf_counter()
 
     def step(n: int, title: str, command: str) -> None:
-        console.print(f"\n[bold cyan]{n}. {title}[/bold cyan]")
-        console.print(f"   [dim]$ {command}[/dim]", highlight=False)
+        console.print(f"\n[bold cyan]{n}. {title}[/bold cyan]", soft_wrap=True)
+        console.print(f"   [dim]$ {command}[/dim]", highlight=False, soft_wrap=True)
 
     def show(label: str, value: object) -> None:
-        console.print(f"   {label:<22} {value}", highlight=False)
+        console.print(f"   {label:<22} {value}", highlight=False, soft_wrap=True)
 
     # -- 1. raw data as an immutable blob ------------------------------------------
     table = _transactions(np.random.default_rng(7), rows, start_id=0)
@@ -132,6 +132,38 @@ def demo(
     out.write_text(json.dumps(events, indent=2))
     show("events", f"{len(events)} written to {out}")
     show("schema", events[0]["schemaURL"] if events else "-")
+
+    # -- 9. a model behind its contract ------------------------------------------------
+    step(9, "Package a model behind its contract and validate it, with no training",
+         "factory contract package-example ...; factory contract validate DIGEST")
+    from factory.contract import Contract, Provenance, Resources, default_registry, load, package, validate
+
+    registry = default_registry()
+    arch = registry.get("mlp-classifier")
+    arch_config = {"in_features": 2, "out_features": 2, "hidden": [16, 16]}
+    signature = arch.expected(arch_config)
+    contract = Contract(
+        name="fraud-mlp",
+        description="Fraud classifier over (amount, hour); weights as initialised, before training.",
+        inputs=signature.inputs,
+        outputs=signature.outputs,
+        resources=Resources(p99_latency_ms=20.0, max_batch_size=64),
+        provenance=Provenance(training_config=config.digest, dataset=v2.digest),
+    )
+    pkg = package(store, arch.build(arch_config, seed=7), contract, registry=registry)
+    show("model digest", pkg.digest)
+    result = validate(pkg.digest, store=store, registry=registry)
+    show("validation", f"{'ok' if result.ok else 'FAILED'}: {len(result.checks)} checks, "
+                       f"{len(result.violations)} violations in {result.duration_s:.2f} s")
+    for stat in result.latency:
+        show(f"p99, batch {stat.batch_size}", f"{stat.p99_ms:.3f} ms (bound {result.p99_bound_ms:g} ms)")
+    model = load(store, pkg.digest, registry=registry)
+    sample = v2_table.slice(0, 3)
+    features = np.stack([sample["amount"].to_numpy(), sample["hour"].to_numpy()], axis=1).astype("float32")
+    out = model.predict({contract.inputs[0].name: features})
+    show("loaded, predicts", {k: v.shape for k, v in out.items()})
+    show("lineage of the model", f"{len(store.lineage.ancestors(pkg.digest))} ancestors, back to the raw CSV: "
+                                 f"{raw.digest in store.lineage.ancestors(pkg.digest)}")
 
     console.print(f"\n[bold green]done[/bold green] in {time.perf_counter() - started:.1f} s; the store is in {home / 'store'}")
     console.print(f"   try: [dim]factory dataset list --home {home / 'store'}[/dim]", highlight=False)
