@@ -28,6 +28,8 @@ __all__ = [
     "canonical_digest",
     "FeatureStore",
     "FeatureView",
+    "HistoricalFeatures",
+    "FeatureLog",
     "EmbeddingStore",
     "store_actor",
     "StoreService",
@@ -55,6 +57,8 @@ _WHERE = {
     "canonical_digest": "_canonical",
     "FeatureStore": "features",
     "FeatureView": "features",
+    "HistoricalFeatures": "features",
+    "FeatureLog": "feature_log",
     "EmbeddingStore": "embeddings",
     "store_actor": "service",
     "StoreService": "service",
@@ -72,7 +76,8 @@ if TYPE_CHECKING:
     from factory.store.catalog import Catalog, SqliteCatalog
     from factory.store.datasets import DatasetStore, DatasetVersion
     from factory.store.embeddings import EmbeddingStore
-    from factory.store.features import FeatureStore, FeatureView
+    from factory.store.feature_log import FeatureLog
+    from factory.store.features import FeatureStore, FeatureView, HistoricalFeatures
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, Refs
     from factory.store.service import StoreService, store_actor
