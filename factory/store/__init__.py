@@ -31,6 +31,12 @@ __all__ = [
     "HistoricalFeatures",
     "FeatureLog",
     "EmbeddingStore",
+    "EmbeddingVersion",
+    "SearchHits",
+    "Encoder",
+    "EncoderRef",
+    "HashingEncoder",
+    "SentenceEncoder",
     "store_actor",
     "StoreService",
     "check_digest",
@@ -60,6 +66,12 @@ _WHERE = {
     "HistoricalFeatures": "features",
     "FeatureLog": "feature_log",
     "EmbeddingStore": "embeddings",
+    "EmbeddingVersion": "embeddings",
+    "SearchHits": "embeddings",
+    "Encoder": "embeddings",
+    "EncoderRef": "embeddings",
+    "HashingEncoder": "embeddings",
+    "SentenceEncoder": "embeddings",
     "store_actor": "service",
     "StoreService": "service",
     "check_digest": "_digest",
@@ -75,7 +87,15 @@ if TYPE_CHECKING:
     from factory.store.blobs import BlobStore, CorruptBlob
     from factory.store.catalog import Catalog, SqliteCatalog
     from factory.store.datasets import DatasetStore, DatasetVersion
-    from factory.store.embeddings import EmbeddingStore
+    from factory.store.embeddings import (
+        EmbeddingStore,
+        EmbeddingVersion,
+        SearchHits,
+        Encoder,
+        EncoderRef,
+        HashingEncoder,
+        SentenceEncoder,
+    )
     from factory.store.feature_log import FeatureLog
     from factory.store.features import FeatureStore, FeatureView, HistoricalFeatures
     from factory.store.lineage import Lineage, LineageNode
