@@ -47,6 +47,9 @@ def print_json(value: Any) -> None:
 @contextmanager
 def progress_bar(description: str, total: float | None, *, unit_bytes: bool = False) -> Iterator[Progress]:
     """A rich progress bar on stderr, shown only when stderr is a terminal."""
+    if not err_console.is_terminal:
+        yield _SilentProgress()
+        return
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -60,8 +63,17 @@ def progress_bar(description: str, total: float | None, *, unit_bytes: bool = Fa
     columns = [TextColumn("[progress.description]{task.description}"), BarColumn()]
     columns += [DownloadColumn(), TransferSpeedColumn()] if unit_bytes else [MofNCompleteColumn()]
     columns.append(TimeElapsedColumn())
-    disable = not err_console.is_terminal
-    with Progress(*columns, console=err_console, transient=True, disable=disable) as progress:
+    with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         progress.advance_task = lambda n: progress.advance(task, n)  # type: ignore[attr-defined]
         yield progress
+
+
+class _SilentProgress:
+    """What ``progress_bar`` yields when nobody can see it: every update is a no-op."""
+
+    def advance_task(self, n: float) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None

@@ -62,8 +62,14 @@ class Store:
                         f"the store home {home} is remote: set FACTORY_CATALOG to a local path for the SQLite catalog"
                     )
                 path = _join(self.home, "catalog.db")
-            catalog = SqliteCatalog(path)
-        self.catalog = catalog
+            self._catalog_path = path
+        else:
+            self.catalog = catalog
+
+    @functools.cached_property
+    def catalog(self) -> Catalog:
+        """The SQLite catalog, opened (and created) on first use."""
+        return SqliteCatalog(self._catalog_path)
 
     # The parts below load on first use: pydantic and friends cost about 0.1 s to
     # import, which `factory store put` overlaps with hashing instead of paying up front.

@@ -114,3 +114,34 @@ def test_file_uri_root_goes_through_pyarrow_fs(tmp_path):
     digest = uri_store.put(b"via uri")
     assert uri_store.get(digest) == b"via uri"
     assert (tmp_path / "uri-root" / digest[7:9] / digest[7:]).read_bytes() == b"via uri"
+
+
+class _FailingStream:
+    """A source that breaks after a few chunks, like a network read dropping."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def read(self, n: int) -> bytes:
+        self.calls += 1
+        if self.calls > 3:
+            raise OSError("connection reset")
+        return b"q" * n
+
+
+def test_failed_source_leaves_no_blob_and_no_temporary(blobs):
+    """A read error mid-stream surfaces to the caller; nothing partial stays behind."""
+    with pytest.raises(OSError, match="connection reset"):
+        blobs.put(_FailingStream())
+    assert list(blobs.digests()) == []
+    assert os.listdir(f"{blobs.root}/tmp") == []
+
+
+def test_failed_progress_callback_stops_the_put_cleanly(blobs):
+    """An exception from the caller's progress callback stops the pipeline without hanging."""
+    def progress(n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        blobs.put(io.BytesIO(os.urandom(50 << 20)), progress=progress)
+    assert list(blobs.digests()) == []
