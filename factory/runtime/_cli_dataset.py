@@ -51,7 +51,7 @@ def add(
 ) -> None:
     """Store a file as the new version of NAME; prints its digest and whether it is new."""
     store = open_store(home)
-    from factory.store.datasets import check_dataset_name
+    from factory.store import check_dataset_name
 
     check_dataset_name(name)
     columns = [c.strip() for k in key for c in k.split(",") if c.strip()]

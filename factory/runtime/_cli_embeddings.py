@@ -20,7 +20,7 @@ from factory.runtime._cli_common import (
 if TYPE_CHECKING:
     import numpy as np
 
-    from factory.store.embeddings import EmbeddingVersion
+    from factory.store import EmbeddingVersion
 
 app = typer.Typer(help="Embedding collections: import, list, show, search, tag, index.", no_args_is_help=True)
 
@@ -151,7 +151,7 @@ def search(
     from rich.markup import escape
     from rich.table import Table
 
-    from factory.store._encoders import encoder_for
+    from factory.store import encoder_for
 
     if (vector_file is None) == (not text):
         fail("give either --vector-file or --text")

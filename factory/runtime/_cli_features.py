@@ -20,7 +20,7 @@ from factory.runtime._cli_common import (
 )
 
 if TYPE_CHECKING:
-    from factory.store.features import ViewVersion
+    from factory.store import ViewVersion
 
 app = typer.Typer(help="Feature views: register, list, historical (training sets), materialize, get-online.",
                   no_args_is_help=True)
@@ -55,7 +55,7 @@ def register(
     """Register a feature view from YAML or JSON; its source may be a dataset NAME, NAME@N or digest."""
     from pydantic import ValidationError
 
-    from factory.store.features import FeatureView
+    from factory.store import FeatureView
 
     if not path.is_file():
         fail(f"no file at {path}: give the view definition as a .yaml or .json file")
@@ -118,7 +118,7 @@ def historical(
     store = open_store(home)
     rows: Any = entities
     if Path(entities).is_file():
-        from factory.store.datasets import read_table_file
+        from factory.store import read_table_file
 
         rows = read_table_file(entities)
     with err_console.status("point-in-time join"):

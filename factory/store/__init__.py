@@ -42,6 +42,10 @@ __all__ = [
     "check_digest",
     "is_digest",
     "canonical_json",
+    "encoder_for",
+    "read_table_file",
+    "check_dataset_name",
+    "ViewVersion",
 ]
 
 _WHERE = {
@@ -77,6 +81,10 @@ _WHERE = {
     "check_digest": "_digest",
     "is_digest": "_digest",
     "canonical_json": "_digest",
+    "encoder_for": "_encoders",
+    "read_table_file": "datasets",
+    "check_dataset_name": "datasets",
+    "ViewVersion": "features",
 }
 
 if TYPE_CHECKING:
@@ -85,8 +93,9 @@ if TYPE_CHECKING:
     from factory.store._store import Store
     from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
     from factory.store.blobs import BlobStore, CorruptBlob
+    from factory.store._encoders import encoder_for
     from factory.store.catalog import Catalog, SqliteCatalog
-    from factory.store.datasets import DatasetStore, DatasetVersion
+    from factory.store.datasets import DatasetStore, DatasetVersion, check_dataset_name, read_table_file
     from factory.store.embeddings import (
         EmbeddingStore,
         EmbeddingVersion,
@@ -97,7 +106,7 @@ if TYPE_CHECKING:
         SentenceEncoder,
     )
     from factory.store.feature_log import FeatureLog
-    from factory.store.features import FeatureStore, FeatureView, HistoricalFeatures
+    from factory.store.features import FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, Refs
     from factory.store.service import StoreService, store_actor
