@@ -21,9 +21,14 @@ def time_call(fn: Callable[[], object], repeat: int) -> list[float]:
 
 def time_process(argv: Sequence[str] | str, *, shell: bool = False, env: dict | None = None,
                  before: Callable[[], object] | None = None) -> float:
-    """Wall time of one whole process (start-up included), failing loudly if it fails."""
+    """Wall time of one whole process (start-up included), failing loudly if it fails.
+
+    Dirty pages left by the previous run are flushed first (untimed), so no tool
+    pays for another's disk writeback.
+    """
     if before is not None:
         before()
+    os.sync()
     start = time.perf_counter()
     subprocess.run(argv, shell=shell, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, **(env or {})})
