@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "Store",
     "BlobStore",
+    "HashingReader",
     "CorruptBlob",
+    "StagedBlob",
     "Artifact",
     "ArtifactKind",
     "ArtifactStore",
@@ -51,7 +53,9 @@ __all__ = [
 _WHERE = {
     "Store": "_store",
     "BlobStore": "blobs",
+    "HashingReader": "_hashing",
     "CorruptBlob": "blobs",
+    "StagedBlob": "blobs",
     "Artifact": "artifacts",
     "ArtifactKind": "artifacts",
     "ArtifactStore": "artifacts",
@@ -90,9 +94,10 @@ _WHERE = {
 if TYPE_CHECKING:
     from factory.store._canonical import canonical_digest
     from factory.store._digest import canonical_json, check_digest, is_digest
+    from factory.store._hashing import HashingReader
     from factory.store._store import Store
     from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
-    from factory.store.blobs import BlobStore, CorruptBlob
+    from factory.store.blobs import BlobStore, CorruptBlob, StagedBlob
     from factory.store._encoders import encoder_for
     from factory.store.catalog import Catalog, SqliteCatalog
     from factory.store.datasets import DatasetStore, DatasetVersion, check_dataset_name, read_table_file

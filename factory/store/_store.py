@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from factory.errors import InvalidInputError
 from factory.settings import Settings
-from factory.store.blobs import BlobStore, Progress
+from factory.store._hashing import HashingReader
+from factory.store.blobs import BlobStore, Progress, StagedBlob
 from factory.store.catalog import Catalog, SqliteCatalog
 
 if TYPE_CHECKING:
     from factory.store.artifacts import Artifact, ArtifactStore
-    from factory.store.lineage import Lineage
-    from factory.store.refs import Refs
     from factory.store.datasets import DatasetStore
     from factory.store.embeddings import EmbeddingStore
     from factory.store.features import FeatureStore
+    from factory.store.lineage import Lineage
+    from factory.store.refs import Refs
 
 __all__ = ["Store"]
 
@@ -100,7 +101,7 @@ class Store:
 
     def put_blob(
         self,
-        source: bytes | str | os.PathLike[str] | BinaryIO,
+        source: bytes | str | os.PathLike[str] | BinaryIO | HashingReader | StagedBlob,
         *,
         name: str | None = None,
         parents: Iterable[str] = (),
@@ -112,6 +113,9 @@ class Store:
         digest = self.blobs.put(source, progress=progress)
         if name is None and isinstance(source, (str, os.PathLike)):
             name = os.path.basename(os.fspath(source))
+        elif name is None and isinstance(source, (HashingReader, StagedBlob)):
+            reader = source if isinstance(source, HashingReader) else source.reader
+            name = os.path.basename(reader.name) if reader.name else None
         return self.artifacts.add(
             ArtifactKind.BLOB,
             digest=digest,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
@@ -23,15 +22,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
-from factory.store._digest import PREFIX, check_digest, hex_of
+from factory.store._digest import PREFIX, hex_of
+from factory.store._hashing import CHUNK, HashingReader
 
-__all__ = ["BlobStore", "CorruptBlob"]
+__all__ = ["BlobStore", "CorruptBlob", "StagedBlob"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 8 << 20  # large enough that hashlib and file writes release the GIL for long stretches
-# Read-ahead while the writer is slow to start (it imports pyarrow) or the disk lags.
-_BUFFERS = 24
 _TMP = "tmp"
 Progress = Callable[[int], None]
 
@@ -103,17 +100,24 @@ class BlobStore:
         return info.size
 
     # -- writing ---------------------------------------------------------------------
-    def put(self, source: bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO,
+    def put(self, source: bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | HashingReader | StagedBlob,
             *, progress: Progress | None = None) -> str:
-        """Store ``source`` (bytes, a file path or a readable binary stream); return its digest."""
+        """Store ``source`` (bytes, a file path, a readable binary stream, a running
+        ``HashingReader`` or this store's ``StagedBlob``); return its digest."""
         if isinstance(source, (bytes, bytearray, memoryview)):
             return self.put_bytes(source)
+        if isinstance(source, HashingReader):
+            return self.put_hashed(source, progress=progress)
+        if isinstance(source, StagedBlob):
+            if source.blobs.root != self.root:
+                raise ValueError(f"a blob staged in {source.blobs.uri} cannot be committed to {self.uri}")
+            return source.commit(progress=progress)
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
             if not path.is_file():
                 raise InvalidInputError(f"cannot put {path}: no such file (give the path of a readable file)")
-            with open(path, "rb", buffering=0) as f:
-                return self.put_stream(f, progress=progress)
+            with HashingReader.open(path) as reader:
+                return self.put_hashed(reader, progress=progress)
         if hasattr(source, "readinto") or hasattr(source, "read"):
             return self.put_stream(source, progress=progress)
         raise InvalidInputError(f"cannot put a {type(source).__name__}: give bytes, a file path or a binary stream")
@@ -128,105 +132,49 @@ class BlobStore:
         return digest
 
     def put_stream(self, stream: BinaryIO, *, progress: Progress | None = None) -> str:
-        """Hash and copy ``stream`` in one pass.
+        """Hash and copy ``stream`` in one pass (see ``HashingReader``)."""
+        with HashingReader(stream) as reader:
+            return self.put_hashed(reader, progress=progress)
 
-        Three stages share a pool of buffers: a reader thread fills them, the calling
-        thread hashes them, a writer thread copies them out. hashlib and file I/O
-        release the GIL on large buffers, so on two cores the reads and writes overlap
-        the hash and the wall time approaches the hash alone (measured in
-        ``benchmarks/bench_store_put.py`` against ``openssl dgst``; reading in the
-        hashing thread instead cost about 15 % more).
+    def put_hashed(self, reader: HashingReader, *, progress: Progress | None = None) -> str:
+        """Write out what ``reader`` reads and hashes, then publish it under its digest.
+
+        The reader runs ahead on its own threads while this one writes, so the wall
+        time approaches hashing alone (measured in ``benchmarks/bench_store_put.py``
+        against ``openssl dgst``; reading in the hashing thread cost about 15 % more).
         """
-        hasher = hashlib.sha256()
         tmp = self._tmp_path()
-        free: queue.Queue[bytearray] = queue.Queue()
-        to_hash: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-        to_write: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-        stop = threading.Event()
-        failure: list[BaseException] = []
-        opened: list = []
+        self._write_tmp(reader, tmp, progress)
+        return self._finish(tmp, reader.digest)
 
-        def reader() -> None:
-            allocated = 0
-            readinto = getattr(stream, "readinto", None)
-            try:
-                while not stop.is_set():
-                    if free.empty() and allocated < _BUFFERS:
-                        buf, allocated = bytearray(CHUNK), allocated + 1
-                    else:
-                        try:
-                            buf = free.get(timeout=0.1)
-                        except queue.Empty:
-                            continue
-                    if readinto is not None:
-                        n = readinto(buf)
-                    else:
-                        data = stream.read(CHUNK)
-                        n = len(data)
-                        buf[:n] = data
-                    if not n:
-                        break
-                    to_hash.put((buf, n))
-            except BaseException as exc:  # surfaced to the caller below
-                failure.append(exc)
-            finally:
-                to_hash.put(None)
+    def stage(self, reader: HashingReader) -> StagedBlob:
+        """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
+        return StagedBlob(self, reader)
 
-        def writer() -> None:
-            try:
-                # Opening here, not in the caller, lets the first reads and hashes run
-                # while the filesystem layer is still being imported and set up.
-                out = self._open_tmp(tmp)
-                opened.append(out)
-            except BaseException as exc:
-                failure.append(exc)
-                stop.set()
-            while (item := to_write.get()) is not None:
-                buf, n = item
-                if not failure:
-                    try:
-                        out.write(memoryview(buf)[:n])
-                    except BaseException as exc:
-                        failure.append(exc)
-                        stop.set()
-                free.put(buf)
-
-        threads = [threading.Thread(target=reader, name="blob-reader", daemon=True),
-                   threading.Thread(target=writer, name="blob-writer", daemon=True)]
-        for thread in threads:
-            thread.start()
-        drained = False
+    def _write_tmp(self, reader: HashingReader, tmp: str, progress: Progress | None) -> None:
         try:
-            while (item := to_hash.get()) is not None:
-                buf, n = item
-                hasher.update(memoryview(buf)[:n])
-                to_write.put(item)
-                if progress is not None:
-                    progress(n)
-            drained = True
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            to_write.put(None)
-            if not drained:
-                while to_hash.get() is not None:  # let a blocked reader finish
-                    pass
-            for thread in threads:
-                thread.join()
-            for out in opened:
+            # Opening here lets the reader's first reads and hashes run while the
+            # filesystem layer (pyarrow) is still being imported and set up.
+            out = self._open_tmp(tmp)
+            try:
+                for chunk in reader.chunks():
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+            finally:
                 out.close()
-            if failure or stop.is_set():
-                self._discard(tmp)
-        if failure:
-            raise failure[0]
+        except BaseException:
+            reader.close()
+            self._discard(tmp)
+            raise
+
+    def _finish(self, tmp: str, digest: str) -> str:
         if self.fsync and self._local:
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        digest = PREFIX + hasher.hexdigest()
         self._publish(tmp, digest)
         return digest
 
@@ -348,6 +296,66 @@ class BlobStore:
                 self._discard(info.path)
                 removed += 1
         return removed
+
+
+class StagedBlob:
+    """A blob being written into the store's temporary area by a thread of its own.
+
+    Nothing is visible until ``commit`` publishes it under its digest; ``abort``
+    stops the write and removes the temporary file. The CLI stages the file of
+    ``factory store put`` while it is still parsing its arguments.
+    """
+
+    def __init__(self, blobs: BlobStore, reader: HashingReader):
+        self.blobs = blobs
+        self.reader = reader
+        self._tmp = blobs._tmp_path()
+        self._written = 0
+        self._failure: list[BaseException] = []
+        self._done = False
+        self._thread = threading.Thread(target=self._write, name="blob-stager", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        try:
+            self.blobs._write_tmp(self.reader, self._tmp, self._count)
+        except BaseException as exc:  # raised again by commit()
+            self._failure.append(exc)
+
+    def _count(self, n: int) -> None:
+        self._written += n
+
+    def commit(self, *, progress: Progress | None = None) -> str:
+        """Wait for the write to end, then publish the blob; return its digest."""
+        if self._done:
+            raise RuntimeError("this staged blob was already committed or aborted")
+        self._done = True
+        reported = 0
+        try:
+            while self._thread.is_alive():
+                self._thread.join(timeout=0.1)
+                if progress is not None and self._written > reported:
+                    progress(self._written - reported)
+                    reported = self._written
+        except BaseException:
+            self.reader.close()
+            self._thread.join()
+            self.blobs._discard(self._tmp)
+            raise
+        if self._failure:
+            raise self._failure[0]
+        if progress is not None and self._written > reported:
+            progress(self._written - reported)
+        return self.blobs._finish(self._tmp, self.reader.digest)
+
+    def abort(self) -> None:
+        """Stop writing and remove what was written; nothing becomes visible."""
+        if self._done:
+            return
+        self._done = True
+        self.reader.close()
+        self._thread.join()
+        self.blobs._discard(self._tmp)
 
 
 def _corrupt_message(digest: str, location: str, actual: str) -> str:

@@ -145,3 +145,48 @@ def test_failed_progress_callback_stops_the_put_cleanly(blobs):
     with pytest.raises(KeyboardInterrupt):
         blobs.put(io.BytesIO(os.urandom(50 << 20)), progress=progress)
     assert list(blobs.digests()) == []
+
+
+def test_a_staged_blob_is_invisible_until_committed(blobs, tmp_path):
+    """Staging writes in the background; only commit makes the blob appear, under its digest."""
+    from factory.store import HashingReader
+
+    data = os.urandom(9 << 20)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    staged = blobs.stage(HashingReader.open(path))
+    assert list(blobs.digests()) == []
+    written: list[int] = []
+    digest = blobs.put(staged, progress=written.append)
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert blobs.get(digest) == data
+    assert sum(written) == len(data)
+    assert os.listdir(f"{blobs.root}/tmp") == []
+
+
+def test_an_aborted_staged_blob_leaves_nothing(blobs, tmp_path):
+    """Abort stops the write and removes the temporary file; no blob appears."""
+    from factory.store import HashingReader
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(9 << 20))
+    staged = blobs.stage(HashingReader.open(path, chunk=1 << 20, buffers=2))
+    staged.abort()
+    assert list(blobs.digests()) == []
+    assert os.listdir(f"{blobs.root}/tmp") == []
+    with pytest.raises(RuntimeError, match="already committed or aborted"):
+        staged.commit()
+
+
+def test_a_blob_staged_in_one_store_cannot_be_committed_to_another(blobs, tmp_path):
+    """Committing elsewhere would publish into the wrong root; it is refused and nothing moves."""
+    from factory.store import HashingReader
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc" * 1000)
+    staged = blobs.stage(HashingReader.open(path))
+    other = BlobStore(tmp_path / "other")
+    with pytest.raises(ValueError, match="cannot be committed"):
+        other.put(staged)
+    staged.abort()
+    assert list(other.digests()) == [] and list(blobs.digests()) == []
