@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, err_console, open_store, print_json, progress_bar
+from factory.runtime import _prefetch
+from factory.runtime._cli_common import (
+    HomeOption,
+    JsonOption,
+    console,
+    err_console,
+    open_store,
+    print_json,
+    progress_bar,
+)
 
 app = typer.Typer(help="Content-addressed blobs: put, get, verify.", no_args_is_help=True)
 
@@ -25,8 +34,10 @@ def put(
     if not path.is_file():
         raise InvalidInputError(f"cannot put {path}: no such file (give the path of a readable file)")
     store = open_store(home)
+    # The console script may have started storing this file already (see _prefetch).
+    source = _prefetch.take(path, store.blobs) or path
     with progress_bar(f"put {path.name}", os.path.getsize(path), unit_bytes=True) as bar:
-        artifact = store.put_blob(path, name=name, progress=bar.advance_task)
+        artifact = store.put_blob(source, name=name or path.name, progress=bar.advance_task)
     if as_json:
         print_json({"digest": artifact.digest, "size": artifact.metadata["size"], "name": artifact.name})
     else:

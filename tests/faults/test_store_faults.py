@@ -42,31 +42,53 @@ def _slow_put(home: str) -> None:
     _store(home).blobs.put(_SlowStream(10 << 30))
 
 
+def _kill_9_once_writing(home, kill, *, at_least: int) -> None:
+    """SIGKILL the writer as soon as its temporary file holds ``at_least`` bytes."""
+    tmp_dir = home / "blobs" / "tmp"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        parts = list(tmp_dir.glob("*.part")) if tmp_dir.exists() else []
+        if parts and parts[0].stat().st_size > at_least:
+            kill()
+            return
+        time.sleep(0.01)
+    kill()
+    pytest.fail("the writer never started writing")
+
+
+def _assert_nothing_visible_and_store_usable(store, before: str) -> None:
+    assert list(store.blobs.digests()) == [before]
+    assert store.blobs.verify_all() == []
+    assert store.blobs.get(store.blobs.put(b"still usable")) == b"still usable"
+    assert store.blobs.clean_tmp(older_than_s=-1) == 1
+
+
 def test_kill_9_during_large_put_leaves_no_partial_blob(tmp_path):
     """A writer killed with SIGKILL leaves no visible blob, and the store keeps working."""
     home = tmp_path / "home"
     store = _store(home)
     before = store.blobs.put(b"already here")
-    ctx = mp.get_context("spawn")
-    proc = ctx.Process(target=_slow_put, args=(str(home),))
+    proc = mp.get_context("spawn").Process(target=_slow_put, args=(str(home),))
     proc.start()
-    tmp_dir = home / "blobs" / "tmp"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        parts = list(tmp_dir.glob("*.part")) if tmp_dir.exists() else []
-        if parts and parts[0].stat().st_size > (4 << 20):
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the writer never started writing")
-    os.kill(proc.pid, signal.SIGKILL)
+    _kill_9_once_writing(home, lambda: os.kill(proc.pid, signal.SIGKILL), at_least=4 << 20)
     proc.join()
-    assert list(store.blobs.digests()) == [before]
-    assert store.blobs.verify_all() == []
-    after = store.blobs.put(b"still usable")
-    assert store.blobs.get(after) == b"still usable"
-    assert store.blobs.clean_tmp(older_than_s=-1) == 1
+    _assert_nothing_visible_and_store_usable(store, before)
+
+
+def test_kill_9_of_the_cli_during_a_head_started_put(tmp_path):
+    """`factory store put` killed while its head start writes: no blob appears, the store works on."""
+    home = tmp_path / "home"
+    store = _store(home)
+    before = store.blobs.put(b"already here")
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(8 << 30)  # sparse: cheap on disk, takes seconds to hash
+    exe = os.path.join(os.path.dirname(sys.executable), "factory")
+    proc = subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_9_once_writing(home, lambda: proc.send_signal(signal.SIGKILL), at_least=16 << 20)
+    proc.wait()
+    _assert_nothing_visible_and_store_usable(store, before)
 
 
 def _put_many(home: str, worker: int, out) -> None:

@@ -29,7 +29,7 @@ def test_help_lists_every_verb():
 
 def test_cli_import_loads_no_heavy_library():
     """Loading the CLI pays for none of torch, ray, lance or pyarrow."""
-    code = "import sys, factory.runtime.cli; print(sorted(m for m in ('torch','ray','lance','pyarrow','pandas') if m in sys.modules))"
+    code = "import sys, factory.runtime._entry, factory.runtime._prefetch, factory.runtime.cli; print(sorted(m for m in ('torch','ray','lance','pyarrow','pandas') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
 
@@ -64,6 +64,49 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     assert not (tmp_path / "out.bin").exists()
     blobs = tmp_path / "h" / "blobs"
     assert not blobs.exists() or not [p for p in blobs.rglob("*") if p.is_file()]
+
+
+def test_large_put_through_the_head_start_stores_the_exact_file(tmp_path):
+    """A put big enough for the console script's head start stores the file, byte for byte."""
+    import hashlib
+
+    src = tmp_path / "weights.bin"
+    src.write_bytes(os.urandom(20 << 20))
+    home = tmp_path / "h"
+    put = run("store", "put", "--json", f"--home={home}", str(src))
+    assert put.returncode == 0, put.stderr
+    out = json.loads(put.stdout)
+    assert out["digest"] == "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()
+    assert out["name"] == "weights.bin" and out["size"] == 20 << 20
+    hexd = out["digest"].removeprefix("sha256:")
+    assert (home / "blobs" / hexd[:2] / hexd).read_bytes() == src.read_bytes()
+    assert list((home / "blobs" / "tmp").iterdir()) == []
+    assert run("store", "verify", home=home).returncode == 0
+
+
+def test_a_head_start_the_verb_never_takes_leaves_nothing(tmp_path, monkeypatch):
+    """If the CLI fails after the head start began writing, the temporary is removed and no blob appears."""
+    from factory.runtime import _entry, cli
+
+    src = tmp_path / "weights.bin"
+    src.write_bytes(os.urandom(20 << 20))
+    home = tmp_path / "h"
+
+    def failing_cli(argv):
+        import time
+
+        deadline = time.monotonic() + 30
+        while not list((home / "blobs").rglob("*.part")):  # wait until the head start is writing
+            assert time.monotonic() < deadline, "the head start never began writing"
+            time.sleep(0.001)
+        raise SystemExit(2)
+
+    monkeypatch.setattr(cli, "main", failing_cli)
+    codes: list[int] = []
+    monkeypatch.setattr(_entry, "_exit", codes.append)
+    _entry.main(["store", "put", str(src), "--home", str(home)])
+    assert codes == [2]
+    assert [p for p in (home / "blobs").rglob("*") if p.is_file()] == []
 
 
 def test_usage_error_exits_2(tmp_path):
