@@ -12,22 +12,24 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from factory.runtime import _prefetch
+
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``factory`` command line and exit with its status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    from factory.runtime import _prefetch
-
-    _prefetch.start(args)
     try:
+        _prefetch.start(args)
         from factory.runtime.cli import main as cli_main
 
         cli_main(args)
         rc = 0
     except SystemExit as exc:
         rc = _status(exc.code)
+    except KeyboardInterrupt:  # Ctrl-C before typer was up: exit as typer would, 130
+        rc = 130
     finally:
         _prefetch.discard()
     _exit(rc)
@@ -54,7 +56,7 @@ def _exit(rc: int) -> None:
     busy = any(t.is_alive() and not t.daemon and t is not main_thread for t in threading.enumerate())
     if busy or "ray" in sys.modules:
         sys.exit(rc)
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # CPython's own exit path runs exactly this before teardown
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -84,7 +84,7 @@ def start(argv: Sequence[str]) -> None:
             return
         from factory.store import HashingReader
 
-        reader = HashingReader.open(path)  # hashing starts now; the store loads meanwhile
+        _started = reader = HashingReader.open(path)  # hashing starts now; the store loads meanwhile
     except OSError:
         return  # the verb reports a missing or unreadable file in its own words
     try:
@@ -92,9 +92,16 @@ def start(argv: Sequence[str]) -> None:
 
         store = Store(home)  # the same store the verb opens: --home, else FACTORY_HOME
     except FactoryError:
-        reader.close()
+        discard()
         return  # the verb reports a bad store in its own words
-    _started = reader if store.remote else store.blobs.stage(reader)
+    if not store.remote:
+        _started = store.blobs.stage(reader)
+        # Let the stager load the filesystem layer before this thread imports typer:
+        # the imports take the GIL in turn anyway, and a Ctrl-C landing while two
+        # threads import at once can leave CPython's module locks held, hanging the
+        # other thread for good (seen in tests/faults: "Exception ignored in
+        # _get_module_lock ... KeyboardInterrupt").
+        _started.wait_opened(timeout=30)
     # Imports in this thread hold the GIL while the hasher waits for it between
     # buffers; a shorter switch interval hands it over sooner (measured 1.31 s ->
     # 1.19 s for a 1 GiB put on 2 cores). Restored by discard().
@@ -104,22 +111,25 @@ def start(argv: Sequence[str]) -> None:
 
 
 def take(path: str | os.PathLike[str], blobs: BlobStore) -> HashingReader | StagedBlob | None:
-    """What was started on ``path`` for the store ``blobs``, if anything; the caller then owns it."""
-    global _started
+    """What was started on ``path`` for the store ``blobs``, if anything.
+
+    The head start stays registered here until the process ends: ``discard`` then
+    aborts it unless the verb committed it, so an interrupt anywhere between the two
+    still leaves nothing behind.
+    """
     started = _started
     if started is None:
         return None
     staged = getattr(started, "reader", None) is not None
     reader = started.reader if staged else started
     if reader.same_file(path) and (not staged or started.blobs.root == blobs.root):
-        _started = None
         return started
     discard()
     return None
 
 
 def discard() -> None:
-    """Stop a head start nobody took (the verb failed before it got there); nothing stays."""
+    """Abort a head start nobody committed (the verb failed or never ran); nothing stays."""
     global _started, _switch_interval
     started, _started = _started, None
     if started is not None:

@@ -151,11 +151,14 @@ class BlobStore:
         """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
         return StagedBlob(self, reader)
 
-    def _write_tmp(self, reader: HashingReader, tmp: str, progress: Progress | None) -> None:
+    def _write_tmp(self, reader: HashingReader, tmp: str, progress: Progress | None,
+                   opened: Callable[[], object] | None = None) -> None:
         try:
             # Opening here lets the reader's first reads and hashes run while the
             # filesystem layer (pyarrow) is still being imported and set up.
             out = self._open_tmp(tmp)
+            if opened is not None:
+                opened()
             try:
                 for chunk in reader.chunks():
                     out.write(chunk)
@@ -313,14 +316,21 @@ class StagedBlob:
         self._written = 0
         self._failure: list[BaseException] = []
         self._done = False
+        self._opened = threading.Event()
         self._thread = threading.Thread(target=self._write, name="blob-stager", daemon=True)
         self._thread.start()
 
     def _write(self) -> None:
         try:
-            self.blobs._write_tmp(self.reader, self._tmp, self._count)
+            self.blobs._write_tmp(self.reader, self._tmp, self._count, opened=self._opened.set)
         except BaseException as exc:  # raised again by commit()
             self._failure.append(exc)
+        finally:
+            self._opened.set()
+
+    def wait_opened(self, timeout: float | None = None) -> bool:
+        """Wait until the temporary file is open (the filesystem layer loaded) or the write failed."""
+        return self._opened.wait(timeout)
 
     def _count(self, n: int) -> None:
         self._written += n
@@ -349,7 +359,10 @@ class StagedBlob:
         return self.blobs._finish(self._tmp, self.reader.digest)
 
     def abort(self) -> None:
-        """Stop writing and remove what was written; nothing becomes visible."""
+        """Stop writing and remove what was written; nothing becomes visible.
+
+        Does nothing once ``commit`` has begun: from then on the commit owns the file.
+        """
         if self._done:
             return
         self._done = True

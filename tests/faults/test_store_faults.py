@@ -43,7 +43,7 @@ def _slow_put(home: str) -> None:
 
 
 def _kill_9_once_writing(home, kill, *, at_least: int) -> None:
-    """SIGKILL the writer as soon as its temporary file holds ``at_least`` bytes."""
+    """Signal the writer (``kill``) as soon as its temporary file holds ``at_least`` bytes."""
     tmp_dir = home / "blobs" / "tmp"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -89,6 +89,43 @@ def test_kill_9_of_the_cli_during_a_head_started_put(tmp_path):
     _kill_9_once_writing(home, lambda: proc.send_signal(signal.SIGKILL), at_least=16 << 20)
     proc.wait()
     _assert_nothing_visible_and_store_usable(store, before)
+
+
+def test_ctrl_c_during_a_put_leaves_nothing_behind(tmp_path):
+    """Ctrl-C while `factory store put` writes: it stops, no blob appears, no temporary stays."""
+    home = tmp_path / "home"
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(8 << 30)
+    exe = os.path.join(os.path.dirname(sys.executable), "factory")
+    proc = subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _kill_9_once_writing(home, lambda: proc.send_signal(signal.SIGINT), at_least=16 << 20)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert [p for p in (home / "blobs").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("delay_s", [0.1, 0.2, 0.3, 0.45])
+def test_ctrl_c_while_the_cli_loads_neither_hangs_nor_leaves_files(tmp_path, delay_s):
+    """Ctrl-C at any moment of start-up, while the head start runs beside the imports: prompt exit, nothing left."""
+    home = tmp_path / "home"
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(8 << 30)
+    exe = os.path.join(os.path.dirname(sys.executable), "factory")
+    proc = subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the put hung after Ctrl-C")
+    # 130 from factory; -SIGINT only if the signal beat the interpreter's own start-up.
+    assert proc.returncode in (130, -signal.SIGINT)
+    assert not home.exists() or [p for p in home.rglob("*") if p.is_file()] == []
 
 
 def _put_many(home: str, worker: int, out) -> None:
