@@ -75,17 +75,22 @@ def test_kill_9_during_large_put_leaves_no_partial_blob(tmp_path):
     _assert_nothing_visible_and_store_usable(store, before)
 
 
+def _cli_put_of_a_big_file(tmp_path, home, **popen) -> subprocess.Popen:
+    """Start `factory store put` of an 8 GiB sparse file: cheap on disk, seconds to hash."""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(8 << 30)
+    exe = os.path.join(os.path.dirname(sys.executable), "factory")
+    return subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)],
+                            stdout=subprocess.DEVNULL, **({"stderr": subprocess.DEVNULL} | popen))
+
+
 def test_kill_9_of_the_cli_during_a_head_started_put(tmp_path):
     """`factory store put` killed while its head start writes: no blob appears, the store works on."""
     home = tmp_path / "home"
     store = _store(home)
     before = store.blobs.put(b"already here")
-    big = tmp_path / "big.bin"
-    with open(big, "wb") as f:
-        f.truncate(8 << 30)  # sparse: cheap on disk, takes seconds to hash
-    exe = os.path.join(os.path.dirname(sys.executable), "factory")
-    proc = subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _cli_put_of_a_big_file(tmp_path, home)
     _kill_9_once_writing(home, lambda: proc.send_signal(signal.SIGKILL), at_least=16 << 20)
     proc.wait()
     _assert_nothing_visible_and_store_usable(store, before)
@@ -94,12 +99,7 @@ def test_kill_9_of_the_cli_during_a_head_started_put(tmp_path):
 def test_ctrl_c_during_a_put_leaves_nothing_behind(tmp_path):
     """Ctrl-C while `factory store put` writes: it stops, no blob appears, no temporary stays."""
     home = tmp_path / "home"
-    big = tmp_path / "big.bin"
-    with open(big, "wb") as f:
-        f.truncate(8 << 30)
-    exe = os.path.join(os.path.dirname(sys.executable), "factory")
-    proc = subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _cli_put_of_a_big_file(tmp_path, home, stderr=subprocess.PIPE, text=True)
     _kill_9_once_writing(home, lambda: proc.send_signal(signal.SIGINT), at_least=16 << 20)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
@@ -110,12 +110,7 @@ def test_ctrl_c_during_a_put_leaves_nothing_behind(tmp_path):
 def test_ctrl_c_while_the_cli_loads_neither_hangs_nor_leaves_files(tmp_path, delay_s):
     """Ctrl-C at any moment of start-up, while the head start runs beside the imports: prompt exit, nothing left."""
     home = tmp_path / "home"
-    big = tmp_path / "big.bin"
-    with open(big, "wb") as f:
-        f.truncate(8 << 30)
-    exe = os.path.join(os.path.dirname(sys.executable), "factory")
-    proc = subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _cli_put_of_a_big_file(tmp_path, home)
     time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     try:
