@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 __all__ = ["BUFFERS", "CHUNK", "HashingReader"]
 
@@ -164,7 +164,7 @@ class HashingReader:
         for thread in self._threads:
             thread.join()
 
-    def __enter__(self) -> HashingReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
