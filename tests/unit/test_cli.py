@@ -84,6 +84,20 @@ def test_large_put_through_the_head_start_stores_the_exact_file(tmp_path):
     assert run("store", "verify", home=home).returncode == 0
 
 
+def test_large_put_goes_to_the_store_named_by_factory_home(tmp_path):
+    """With no --home, the head start and the verb both use $FACTORY_HOME, and nothing lands in the cwd."""
+    src = tmp_path / "weights.bin"
+    src.write_bytes(os.urandom(20 << 20))
+    home, cwd = tmp_path / "from-env", tmp_path / "cwd"
+    cwd.mkdir()
+    res = subprocess.run([EXE, "store", "put", str(src), "--json"], capture_output=True, text=True, cwd=cwd,
+                         env={**os.environ, "FACTORY_HOME": str(home)})
+    assert res.returncode == 0, res.stderr
+    hexd = json.loads(res.stdout)["digest"].removeprefix("sha256:")
+    assert (home / "blobs" / hexd[:2] / hexd).read_bytes() == src.read_bytes()
+    assert list(cwd.iterdir()) == []
+
+
 def test_a_head_start_the_verb_never_takes_leaves_nothing(tmp_path, monkeypatch):
     """If the CLI fails after the head start began writing, the temporary is removed and no blob appears."""
     from factory.runtime import _entry, cli
