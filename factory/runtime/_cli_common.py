@@ -35,6 +35,11 @@ def open_store(home: str | None = None) -> Store:
     return Store(home)
 
 
+def short_digest(digest: str) -> str:
+    """``sha256:`` and the first 12 hex characters: enough to tell blobs apart in a table."""
+    return digest[: len("sha256:") + 12]
+
+
 def fail(message: str) -> NoReturn:
     """Stop with a user error: one line, exit 2."""
     raise InvalidInputError(message)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, fail, open_store, print_json
+from factory.runtime._cli_common import HomeOption, JsonOption, console, fail, open_store, print_json, short_digest
 
 if TYPE_CHECKING:
     from factory.contract import ValidationResult
@@ -204,5 +204,5 @@ def architectures(as_json: bool = JsonOption) -> None:
     for col in ("name", "version", "task", "code digest", "description"):
         table.add_column(col)
     for a in archs:
-        table.add_row(a.name, escape(a.version), a.task or "", a.code_digest[:19], escape(a.description))
+        table.add_row(a.name, escape(a.version), a.task or "", short_digest(a.code_digest), escape(a.description))
     console.print(table)

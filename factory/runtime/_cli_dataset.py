@@ -7,16 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, err_console, open_store, print_json
+from factory.runtime._cli_common import HomeOption, JsonOption, console, err_console, open_store, print_json, short_digest
 
 if TYPE_CHECKING:
     from factory.store import DatasetVersion, Store
 
 app = typer.Typer(help="Dataset versions: add, list, show.", no_args_is_help=True)
-
-
-def _short(digest: str) -> str:
-    return digest[: len("sha256:") + 12]
 
 
 def _as_dict(store: Store, v: DatasetVersion) -> dict[str, Any]:
@@ -85,7 +81,7 @@ def list_datasets(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     for col in ("name", "versions", "latest", "rows", "updated"):
         table.add_column(col, justify="right" if col in ("versions", "rows") else "left")
     for r in rows:
-        table.add_row(r["name"], str(r["versions"]), f"@{r['version']} {_short(r['latest'])}", f"{r['rows']:,}",
+        table.add_row(r["name"], str(r["versions"]), f"@{r['version']} {short_digest(r['latest'])}", f"{r['rows']:,}",
                       r["updated"][:19])
     console.print(table)
 

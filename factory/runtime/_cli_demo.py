@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from factory.runtime._cli_common import console
+from factory.runtime._cli_common import console, short_digest
 
 _DEFAULT_HOME = ".factory/demo"
 
@@ -114,7 +114,7 @@ def demo(
     show("digest", config.digest)
 
     # -- 7. lineage --------------------------------------------------------------------
-    step(7, "Where did the config come from?", f"factory lineage {config.digest[:19]}")
+    step(7, "Where did the config come from?", f"factory lineage {short_digest(config.digest)}")
     from rich.tree import Tree
 
     from factory.runtime._cli_lineage import _grow, _label
@@ -127,7 +127,7 @@ def demo(
     # -- 8. OpenLineage ------------------------------------------------------------------
     out = home / "openlineage.json"
     step(8, "Export lineage as OpenLineage RunEvents (spec 2-0-2)",
-         f"factory lineage {config.digest[:19]} --format openlineage > {out}")
+         f"factory lineage {short_digest(config.digest)} --format openlineage > {out}")
     events = store.lineage.openlineage_events(config.digest)
     out.write_text(json.dumps(events, indent=2))
     show("events", f"{len(events)} written to {out}")

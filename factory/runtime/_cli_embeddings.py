@@ -15,6 +15,7 @@ from factory.runtime._cli_common import (
     fail,
     open_store,
     print_json,
+    short_digest,
 )
 
 if TYPE_CHECKING:
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
     from factory.store import EmbeddingVersion
 
 app = typer.Typer(help="Embedding collections: import, list, show, search, tag, index.", no_args_is_help=True)
-
-
-def _short(digest: str) -> str:
-    return digest[: len("sha256:") + 12]
 
 
 def _split(spec: str) -> tuple[str, str | None]:
@@ -73,7 +70,7 @@ def list_collections(home: str = HomeOption, as_json: bool = JsonOption) -> None
     for col in ("name", "latest", "rows", "dim", "metric", "index"):
         table.add_column(col, justify="right" if col in ("rows", "dim") else "left")
     for r in rows:
-        table.add_row(r["name"], f"@{r['version']} {_short(r['digest'])}", f"{r['count']:,}", str(r["dim"]),
+        table.add_row(r["name"], f"@{r['version']} {short_digest(r['digest'])}", f"{r['count']:,}", str(r["dim"]),
                       r["metric"], r["index"]["type"] if r["index"] else "-")
     console.print(table)
 
@@ -105,7 +102,7 @@ def show(
         ("encoder", str(v.encoder) if v.encoder else "-"),
         ("index", _index_text(v)),
         ("lance", f"{v.uri} (version {v.lance_version})"),
-        ("tags", ", ".join(f"{t} -> {_short(d)}" for t, d in sorted(tags.items())) or "-"),
+        ("tags", ", ".join(f"{t} -> {short_digest(d)}" for t, d in sorted(tags.items())) or "-"),
     ]
     for label, value in fields:
         console.print(f"[bold]{label:<8}[/bold] {escape(str(value))}", highlight=False, soft_wrap=True)
@@ -113,7 +110,7 @@ def show(
     for col in ("version", "digest", "rows", "created"):
         table.add_column(col)
     for x in versions:
-        table.add_row(str(x.version), _short(x.digest), f"{x.count:,}", x.created_at.isoformat()[:19])
+        table.add_row(str(x.version), short_digest(x.digest), f"{x.count:,}", x.created_at.isoformat()[:19])
     console.print(table)
 
 

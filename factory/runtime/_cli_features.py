@@ -17,6 +17,7 @@ from factory.runtime._cli_common import (
     fail,
     open_store,
     print_json,
+    short_digest,
 )
 
 if TYPE_CHECKING:
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Feature views: register, list, historical (training sets), materialize, get-online.",
                   no_args_is_help=True)
-
-
-def _short(digest: str) -> str:
-    return digest[: len("sha256:") + 12]
 
 
 def _time(text: str | None, option: str) -> datetime | None:
@@ -98,8 +95,8 @@ def list_views(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     for col in ("name", "digest", "entities", "features", "ttl", "source"):
         table.add_column(col)
     for v in views:
-        table.add_row(v.name, _short(v.digest), ", ".join(v.view.entities), ", ".join(v.view.features),
-                      str(v.view.ttl), _short(v.view.source))
+        table.add_row(v.name, short_digest(v.digest), ", ".join(v.view.entities), ", ".join(v.view.features),
+                      str(v.view.ttl), short_digest(v.view.source))
     console.print(table)
 
 

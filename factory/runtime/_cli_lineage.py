@@ -6,7 +6,7 @@ import enum
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, console, open_store, print_json
+from factory.runtime._cli_common import HomeOption, console, open_store, print_json, short_digest
 
 
 class Format(enum.StrEnum):
@@ -42,7 +42,7 @@ def _label(node) -> str:
     a = node.artifact
     name = f" [bold]{a.name}[/bold]" if a.name else ""
     seen = " [dim](shown above)[/dim]" if node.seen else ""
-    return f"[cyan]{a.kind}[/cyan]{name} {a.digest[:19]} [dim]{a.created_at:%Y-%m-%d %H:%M:%S}[/dim]{seen}"
+    return f"[cyan]{a.kind}[/cyan]{name} {short_digest(a.digest)} [dim]{a.created_at:%Y-%m-%d %H:%M:%S}[/dim]{seen}"
 
 
 def _grow(tree, node) -> None:

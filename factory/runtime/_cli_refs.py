@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, open_store, print_json
+from factory.runtime._cli_common import HomeOption, JsonOption, console, open_store, print_json, short_digest
 
 app = typer.Typer(help="Refs (dataset names, model aliases): list, history, set.", no_args_is_help=True)
 
@@ -40,7 +40,7 @@ def history(name: str, home: str = HomeOption, as_json: bool = JsonOption) -> No
     for col in ("at", "actor", "from", "to", "reason"):
         table.add_column(col)
     for c in changes:
-        table.add_row(c.at, c.actor, (c.old or "-")[:19], (c.new or "-")[:19], c.reason)
+        table.add_row(c.at, c.actor, short_digest(c.old or "-"), short_digest(c.new or "-"), c.reason)
     console.print(table)
 
 

@@ -16,6 +16,7 @@ from factory.runtime._cli_common import (
     open_store,
     print_json,
     progress_bar,
+    short_digest,
 )
 
 app = typer.Typer(help="Content-addressed blobs: put, get, verify.", no_args_is_help=True)
@@ -56,7 +57,7 @@ def get(
     store = open_store(home)
     if not is_digest(digest):
         digest = store.artifacts.resolve(digest)
-    with progress_bar(f"get {digest[:19]}", store.blobs.size(digest), unit_bytes=True) as bar:
+    with progress_bar(f"get {short_digest(digest)}", store.blobs.size(digest), unit_bytes=True) as bar:
         store.blobs.get_to(digest, output, progress=bar.advance_task)
     err_console.print(f"wrote {output}")
 
