@@ -120,9 +120,8 @@ def take(path: str | os.PathLike[str], blobs: BlobStore) -> HashingReader | Stag
     started = _started
     if started is None:
         return None
-    staged = getattr(started, "reader", None) is not None
-    reader = started.reader if staged else started
-    if reader.same_file(path) and (not staged or started.blobs.root == blobs.root):
+    reader = getattr(started, "reader", started)  # a StagedBlob's reader, or the reader itself
+    if reader.same_file(path) and (reader is started or started.blobs.root == blobs.root):
         return started
     discard()
     return None
@@ -133,14 +132,7 @@ def discard() -> None:
     global _started, _switch_interval
     started, _started = _started, None
     if started is not None:
-        _cancel(started)
+        started.close()  # aborts unless the verb committed it
     if _switch_interval is not None:
         sys.setswitchinterval(_switch_interval)
         _switch_interval = None
-
-
-def _cancel(started: HashingReader | StagedBlob) -> None:
-    if hasattr(started, "abort"):
-        started.abort()
-    else:
-        started.close()

@@ -7,9 +7,9 @@ memory stays bounded by the buffer pool. hashlib and file reads release the GIL 
 large buffers, so on two cores reading, hashing and writing overlap and a put of a
 large file costs about what hashing it alone costs.
 
-A reader can start before anyone knows where the bytes will go: the CLI starts one
-on the file named by ``factory store put`` before it parses its arguments, and the
-blob store attaches to it once it is open (see ``factory.runtime._prefetch``).
+A reader can start before anyone knows where the bytes will go; the CLI starts one
+on the file named by ``factory store put`` before it parses its arguments and stages
+it into the store (``StagedBlob``; see ``factory.runtime._prefetch``).
 """
 
 from __future__ import annotations

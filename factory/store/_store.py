@@ -114,7 +114,7 @@ class Store:
         if name is None and isinstance(source, (str, os.PathLike)):
             name = os.path.basename(os.fspath(source))
         elif name is None and isinstance(source, (HashingReader, StagedBlob)):
-            reader = source if isinstance(source, HashingReader) else source.reader
+            reader = getattr(source, "reader", source)
             name = os.path.basename(reader.name) if reader.name else None
         return self.artifacts.add(
             ArtifactKind.BLOB,

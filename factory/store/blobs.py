@@ -370,6 +370,8 @@ class StagedBlob:
         self._thread.join()
         self.blobs._discard(self._tmp)
 
+    close = abort  # what a HashingReader calls it: release, cancelling if unfinished
+
 
 def _corrupt_message(digest: str, location: str, actual: str) -> str:
     return (
