@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark in one go (each prints its ratio last).
 
-`python -m benchmarks [--quick] [NAME ...]` runs the named ones (store_put,
-dataset_storage, features, embeddings), or all of them.
+`python -m benchmarks [--quick] [NAME ...]` runs the named ones (each
+``benchmarks/bench_<name>.py``), or all of them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import json
 import time
 from pathlib import Path
 
-BENCHES = ["store_put", "dataset_storage", "features", "embeddings"]
+# Every benchmarks/bench_<name>.py, in name order: adding a file adds a benchmark.
+BENCHES = sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
 
 
 def main() -> None:

@@ -75,13 +75,13 @@ VIEWS = {"v1": ("f1", "f2"), "v2": ("g1", "g2")}
 
 
 def specs():
-    from factory.store._pit import PitSpec
+    from factory.store.features._pit import PitSpec
 
     return {name: PitSpec(name, ("entity_id",), "event_ts", "created_ts", TTL, feats) for name, feats in VIEWS.items()}
 
 
 def ours(rows: pa.Table, views: dict[str, pa.Table], allow_backfill: bool) -> pa.Table:
-    from factory.store import _pit
+    from factory.store.features import _pit
 
     out = rows
     for name, spec in specs().items():

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from factory.contract import _files
+import factory.contract._files as _files
 from factory.contract._assemble import build_module, read_architecture, read_contract, read_header
 from factory.contract._card import check_metrics, render_card
 from factory.contract._checks import (

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from factory._version import code_version
-from factory.contract import _files
+import factory.contract._files as _files
 from factory.contract._assemble import build_module, read_architecture, read_contract, read_header
 from factory.contract._card import parse_card
 from factory.contract._checks import Violation, check_outputs, check_signature, make_inputs, name_outputs, to_tensors

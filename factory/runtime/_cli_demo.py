@@ -190,3 +190,4 @@ def _transactions(rng, n: int, *, start_id: int):
         "merchant": pa.array(merchant, pa.string()),
         "is_fraud": pa.array(fraud, pa.bool_()),
     })
+COMMANDS = {"demo": demo}

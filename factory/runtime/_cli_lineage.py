@@ -62,3 +62,4 @@ def _as_dict(node) -> dict:
         "neighbours": [_as_dict(n) for n in node.neighbours],
         "seen": node.seen,
     }
+COMMANDS = {"lineage": lineage}

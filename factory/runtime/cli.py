@@ -27,29 +27,49 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-# (area module, command name): each sub-app lives in factory/runtime/_cli_<area>.py.
-_SUBAPPS = [
-    ("_cli_store", "store"),
-    ("_cli_dataset", "dataset"),
-    ("_cli_refs", "refs"),
-    ("_cli_contract", "contract"),
-    ("_cli_features", "features"),
-    ("_cli_embeddings", "embeddings"),
+# Each area lives in factory/runtime/_cli_<area>.py and exposes either ``app`` (a
+# sub-app, mounted under ``GROUP``) or ``COMMANDS`` (top-level verbs by name), or both.
+# Areas not built yet are skipped, so this list names every area once, in help order.
+_AREAS = [
+    "_cli_init",        # factory init
+    "_cli_store",       # factory store ...
+    "_cli_catalog",     # factory catalog migrate
+    "_cli_dataset",     # factory dataset ...
+    "_cli_refs",        # factory refs ...
+    "_cli_lineage",     # factory lineage
+    "_cli_contract",    # factory contract ...
+    "_cli_features",    # factory features ...
+    "_cli_embeddings",  # factory embeddings ...
+    "_cli_runs",        # factory runs list|show
+    "_cli_train",       # factory train, factory tune
+    "_cli_gates",       # factory gates ..., factory attest ..., factory tickets
+    "_cli_serve",       # factory serve deploy|list|delete
+    "_cli_rollout",     # factory rollout ..., factory promote, factory rollback
+    "_cli_pipeline",    # factory run, status, cancel
+    "_cli_experiment",  # factory experiment ...
+    "_cli_trace",       # factory trace, factory metrics
+    "_cli_demo",        # factory demo
 ]
 
-for _module, _name in _SUBAPPS:
+
+def _mount(module_name: str) -> None:
     try:
-        _sub = importlib.import_module(f"factory.runtime.{_module}")
+        module = importlib.import_module(f"factory.runtime.{module_name}")
     except ModuleNotFoundError as exc:  # an area not built yet
-        if exc.name != f"factory.runtime.{_module}":
+        if exc.name != f"factory.runtime.{module_name}":
             raise
-        continue
-    app.add_typer(_sub.app, name=_name)
+        return
+    sub = getattr(module, "app", None)
+    if sub is not None:
+        app.add_typer(sub, name=getattr(module, "GROUP", module_name.removeprefix("_cli_")))
+    for name, command in getattr(module, "COMMANDS", {}).items():
+        app.command(name)(command)
+    for group, sub in getattr(module, "GROUPS", {}).items():
+        app.add_typer(sub, name=group)
 
-from factory.runtime import _cli_lineage, _cli_demo  # noqa: E402  (top-level verbs)
 
-app.command("lineage")(_cli_lineage.lineage)
-app.command("demo")(_cli_demo.demo)
+for _module in _AREAS:
+    _mount(_module)
 
 
 @app.callback()

@@ -72,7 +72,7 @@ _WHERE = {
     "FeatureStore": "features",
     "FeatureView": "features",
     "HistoricalFeatures": "features",
-    "FeatureLog": "feature_log",
+    "FeatureLog": "features",
     "EmbeddingStore": "embeddings",
     "EmbeddingVersion": "embeddings",
     "SearchHits": "embeddings",
@@ -85,7 +85,7 @@ _WHERE = {
     "check_digest": "_digest",
     "is_digest": "_digest",
     "canonical_json": "_digest",
-    "encoder_for": "_encoders",
+    "encoder_for": "embeddings",
     "read_table_file": "datasets",
     "check_dataset_name": "datasets",
     "ViewVersion": "features",
@@ -98,7 +98,6 @@ if TYPE_CHECKING:
     from factory.store._store import Store
     from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
     from factory.store.blobs import BlobStore, CorruptBlob, StagedBlob
-    from factory.store._encoders import encoder_for
     from factory.store.catalog import Catalog, SqliteCatalog
     from factory.store.datasets import DatasetStore, DatasetVersion, check_dataset_name, read_table_file
     from factory.store.embeddings import (
@@ -110,8 +109,8 @@ if TYPE_CHECKING:
         HashingEncoder,
         SentenceEncoder,
     )
-    from factory.store.feature_log import FeatureLog
-    from factory.store.features import FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
+    from factory.store.embeddings import encoder_for
+    from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, Refs
     from factory.store.service import StoreService, store_actor

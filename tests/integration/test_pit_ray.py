@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from factory.errors import InvalidInputError
-from factory.store import _pit, _pit_ray
+from factory.store.features import _pit, _pit_ray
 from factory.store.features import FeatureView
 
 

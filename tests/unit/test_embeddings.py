@@ -127,7 +127,7 @@ def test_the_metric_is_part_of_the_digest(store):
 @given(st.permutations(list(range(12))))
 def test_digest_ignores_row_order(order):
     """Any permutation of the same rows hashes to the same collection digest."""
-    from factory.store._embedding_rows import (
+    from factory.store.embeddings._rows import (
         CollectionSpec,
         collection_digest,
         rows_digest,

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from factory.errors import InvalidInputError, NotFoundError
-from factory.store.feature_log import FeatureLog
+from factory.store.features import FeatureLog
 from factory.store.features import FeatureView
 
 

@@ -181,7 +181,7 @@ def test_cli_register_historical_materialize_and_lookup(store, tmp_path, monkeyp
 
 def test_random_training_set_equals_the_engine_on_the_stored_source(store):
     """Through the store (Lance round trip included) the join equals the engine on the original rows."""
-    from factory.store import _pit
+    from factory.store.features import _pit
 
     rng = np.random.default_rng(4)
     n = 3000

@@ -12,7 +12,7 @@ from factory.errors import InvalidInputError, NotFoundError
 from factory.settings import Settings
 from factory.store import Store
 from factory.store.features import FeatureStore, FeatureView
-from factory.store.online import OnlineTable
+from factory.store.features._online import OnlineTable
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -67,7 +67,7 @@ def test_materialize_sees_only_rows_known_by_up_to(store):
     effective = pa.compute.coalesce(created, table.column("ts").combine_chunks())
     known = table.filter(pa.compute.less_equal(effective, pa.scalar(up_to, pa.timestamp("us", tz="UTC"))))
     spec = store.features.get("v").view.spec()
-    from factory.store import _pit
+    from factory.store.features import _pit
 
     users, times = rng.integers(0, 300, 1000), rng.integers(2000, 3200, 1000)
     expected = _pit.join(pa.table({"user": users, "event_timestamp": ts(times)}), known, spec).to_pylist()
@@ -138,7 +138,7 @@ def test_unmaterialized_view_and_naive_time_are_clear_errors(store):
 
 def test_ipc_round_trip_keeps_every_answer():
     """Saved and reloaded bytes answer exactly like the table they came from."""
-    from factory.store.online import materialize_table
+    from factory.store.features._online import materialize_table
 
     rng = np.random.default_rng(9)
     n = 2000

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from factory.errors import InvalidInputError
 from factory.store._keysort import argsort_keys
-from factory.store._pit import PitSpec, Steps, content_rank, join, search_steps
+from factory.store.features._pit import PitSpec, Steps, content_rank, join, search_steps
 
 UTC_US = pa.timestamp("us", tz="UTC")
 SPEC = PitSpec("v", ("e",), "ts", "cr", timedelta(seconds=10), ("x", "y"))

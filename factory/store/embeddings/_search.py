@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from factory.errors import InvalidInputError
-from factory.store._embedding_rows import CollectionSpec
-from factory.store._encoders import Encoder, encoder_ref
-from factory.store._vector_index import (
+from factory.store.embeddings._rows import CollectionSpec
+from factory.store.embeddings._encoders import Encoder, encoder_ref
+from factory.store.embeddings._vector_index import (
     EXACT_BELOW,
     IndexInfo,
     VectorMatrix,

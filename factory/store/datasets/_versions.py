@@ -54,7 +54,7 @@ from factory.store.artifacts import Artifact, ArtifactKind
 if TYPE_CHECKING:
     import ray.data
 
-    from factory.store._store import Store
+    from factory.store._parts import StoreParts
 
 __all__ = ["DatasetMeta", "DatasetStore", "DatasetVersion", "read_table_file", "check_dataset_name"]
 
@@ -220,7 +220,7 @@ def _schema_change(old: Sequence[Sequence[str]], new: Sequence[Sequence[str]]) -
 class DatasetStore:
     """Add, find and read dataset versions of one store."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: StoreParts):
         self.store = store
 
     # -- naming -----------------------------------------------------------------

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from factory.errors import InvalidInputError, NotFoundError
 from factory.store._digest import is_digest
-from factory.store._embedding_rows import (
+from factory.store.embeddings._rows import (
     ID_TYPES,
     METRICS,
     CollectionMeta,
@@ -41,7 +41,7 @@ from factory.store._embedding_rows import (
     parse_columns,
     rows_digest,
 )
-from factory.store._embedding_search import (
+from factory.store.embeddings._search import (
     MatrixCache,
     SearchHits,
     Snapshot,
@@ -50,14 +50,14 @@ from factory.store._embedding_search import (
     scan,
     search_snapshot,
 )
-from factory.store._encoders import (
+from factory.store.embeddings._encoders import (
     Encoder,
     EncoderRef,
     HashingEncoder,
     SentenceEncoder,
     encoder_ref,
 )
-from factory.store._vector_index import (
+from factory.store.embeddings._vector_index import (
     EXACT_BELOW,
     INDEX_NAME,
     IndexInfo,
@@ -71,7 +71,7 @@ from factory.store.artifacts import ArtifactKind
 if TYPE_CHECKING:
     import lance
 
-    from factory.store._store import Store
+    from factory.store._parts import StoreParts
 
 __all__ = [
     "EXACT_BELOW",
@@ -113,7 +113,7 @@ class EmbeddingVersion:
 class EmbeddingStore:
     """Collections of embeddings in a store, each a Lance dataset with versions, tags and an index."""
 
-    def __init__(self, store: Store, *, cache_bytes: int = 2 << 30):
+    def __init__(self, store: StoreParts, *, cache_bytes: int = 2 << 30):
         self.store = store
         self._matrices = MatrixCache(cache_bytes)
         self._snapshots: OrderedDict[tuple[str, str, int], Snapshot] = OrderedDict()

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from factory.errors import InvalidInputError
-from factory.store import _pit
+import factory.store.features._pit as _pit
 
 if TYPE_CHECKING:
     import ray.data

@@ -7,10 +7,10 @@ is a ``feature-view`` artifact whose parent is that dataset version, under the r
 version pinned to it.
 
 ``get_historical_features`` joins entity rows against views by the rule in
-``factory.store._pit`` (latest event at or before the row's time, within the TTL, no
+``factory.store.features._pit`` (latest event at or before the row's time, within the TTL, no
 value created after the row's time unless ``allow_backfill``) and records the result
 as a dataset version whose parents are the view versions. ``materialize`` and
-``get_online_features`` serve the same values online (``factory.store.online``).
+``get_online_features`` serve the same values online (``factory.store.features._online``).
 
 Output columns: the entity rows' columns, then each view's features under their own
 names; a feature name that is not unique (it appears in two views, or is already a
@@ -32,13 +32,20 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from factory.errors import InvalidInputError, NotFoundError
-from factory.store import _pit
 from factory.store.artifacts import Artifact, ArtifactKind, Digest
+import factory.store.features._pit as _pit
 
 if TYPE_CHECKING:
-    from factory.store._store import Store
-    from factory.store.datasets import DatasetVersion
-    from factory.store.online import OnlineTable
+    from typing import Protocol
+
+    from factory.store._parts import StoreParts
+    from factory.store.datasets import DatasetStore, DatasetVersion
+    from factory.store.features._online import OnlineTable
+
+    class FeatureHost(StoreParts, Protocol):
+        """A store's core parts and its dataset versions: what feature views need."""
+
+        datasets: DatasetStore
 
 __all__ = ["FeatureStore", "FeatureView", "HistoricalFeatures", "ViewVersion"]
 
@@ -128,7 +135,7 @@ def _as_table(rows: Any) -> pa.Table:
 class FeatureStore:
     """Register views, ingest rows, build training sets and serve features online."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], datetime] | None = None):
+    def __init__(self, store: FeatureHost, *, clock: Callable[[], datetime] | None = None):
         self.store = store
         self._clock = clock or store.clock or (lambda: datetime.now(UTC))
         self._online: dict[str, OnlineTable] = {}
@@ -285,7 +292,7 @@ class FeatureStore:
         for version in versions:
             spec = version.view.spec()
             if use_ray:
-                from factory.store import _pit_ray
+                import factory.store.features._pit_ray as _pit_ray
 
                 ds = self.store.datasets.to_ray(version.view.source, columns=version.view.columns)
                 joined = _pit_ray.join(rows, ds, spec, timestamp=timestamp, allow_backfill=allow_backfill,
@@ -327,7 +334,7 @@ class FeatureStore:
 
     def materialize(self, view: str | ViewVersion, up_to: datetime | None = None) -> OnlineTable:
         """Load a view's rows known at ``up_to`` (default now) into the online store, and save them."""
-        from factory.store.online import materialize_table
+        from factory.store.features._online import materialize_table
 
         version = self.get(view)
         up_to = up_to or self._clock()
@@ -342,7 +349,7 @@ class FeatureStore:
         """The online state of view ``name``: in memory, else reloaded from the store."""
         table = self._online.get(name)
         if table is None:
-            from factory.store.online import OnlineTable
+            from factory.store.features._online import OnlineTable
 
             digest = self.store.refs.get(_ONLINE_REF + name)
             if digest is None:

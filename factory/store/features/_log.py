@@ -23,9 +23,8 @@ import pyarrow.compute as pc
 from factory.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
-    from factory.store._store import Store
     from factory.store.datasets import DatasetVersion
-    from factory.store.features import FeatureStore
+    from factory.store.features._views import FeatureHost, FeatureStore
 
 __all__ = ["REQUIRED", "FeatureLog", "SkewReport"]
 
@@ -48,7 +47,7 @@ class SkewReport:
 class FeatureLog:
     """An append-only log of served features under a store."""
 
-    def __init__(self, store: Store, name: str = "serving"):
+    def __init__(self, store: FeatureHost, name: str = "serving"):
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", name):
             raise InvalidInputError(f"{name!r} is not a valid log name: use letters, digits, '.', '_' or '-'")
         self.store = store

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from factory.errors import InvalidInputError, SchemaChangeError
 from factory.store._canonical import canonical_digest, canonical_type
 from factory.store._digest import PREFIX, canonical_json, is_digest
-from factory.store._encoders import EncoderRef
+from factory.store.embeddings._encoders import EncoderRef
 
 __all__ = [
     "ID_TYPES",

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from factory.errors import InvalidInputError
-from factory.store import _pit
+import factory.store.features._pit as _pit
 
 __all__ = ["OnlineTable", "materialize_table"]
 
