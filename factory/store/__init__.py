@@ -60,7 +60,7 @@ _WHERE = {
     "ArtifactKind": "artifacts",
     "ArtifactStore": "artifacts",
     "Catalog": "catalog",
-    "SqliteCatalog": "catalog",
+    "SqliteCatalog": "_sqlite",
     "Refs": "refs",
     "Ref": "refs",
     "RefChange": "refs",
@@ -98,7 +98,8 @@ if TYPE_CHECKING:
     from factory.store._store import Store
     from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
     from factory.store.blobs import BlobStore, CorruptBlob, StagedBlob
-    from factory.store.catalog import Catalog, SqliteCatalog
+    from factory.store._sqlite import SqliteCatalog
+    from factory.store.catalog import Catalog
     from factory.store.datasets import DatasetStore, DatasetVersion, check_dataset_name, read_table_file
     from factory.store.embeddings import (
         EmbeddingStore,

@@ -20,7 +20,7 @@ from factory.errors import InvalidInputError
 from factory.settings import Settings
 from factory.store._hashing import HashingReader
 from factory.store.blobs import BlobStore, Progress, StagedBlob
-from factory.store.catalog import Catalog, SqliteCatalog
+from factory.store.catalog import Catalog
 
 if TYPE_CHECKING:
     from factory.store.artifacts import Artifact, ArtifactStore
@@ -69,7 +69,9 @@ class Store:
 
     @functools.cached_property
     def catalog(self) -> Catalog:
-        """The SQLite catalog, opened (and created) on first use."""
+        """The SQLite catalog; its file is created by the first write."""
+        from factory.store._sqlite import SqliteCatalog
+
         return SqliteCatalog(self._catalog_path)
 
     # The parts below load on first use: pydantic and friends cost about 0.1 s to

@@ -1,29 +1,39 @@
-"""The catalog: refs with history and the artifact index, in one transactional store.
+"""The catalog: the artifact index, refs with history, runs, metadata and append-only logs.
 
 Blobs hold the truth (artifact records are blobs); the catalog indexes them and holds
-the only mutable state, refs, which move by compare-and-swap. ``Catalog`` is the small
-interface a server database could implement; ``SqliteCatalog`` is the embedded default
-(WAL mode, so readers never block the writer, and ``BEGIN IMMEDIATE`` for every write,
-so two writers serialise instead of losing an update).
+the only mutable state, refs and runs. ``Catalog`` is the interface, and the records
+below are what it hands out. Implementations: ``SqliteCatalog`` (``_sqlite.py``, the
+embedded default) on the portable SQL of ``_sql.py``, which a server database reuses.
+
+Every write is one transaction. Times are ISO 8601 strings in UTC, given by the caller
+(the store's clock) or, when left out, the wall clock.
 """
 
 from __future__ import annotations
 
 import abc
-import os
-import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from factory.errors import InvalidInputError, RefConflictError
+__all__ = ["Catalog", "IndexedArtifact", "Ref", "RefChange", "now_iso", "to_iso"]
 
-__all__ = ["Catalog", "SqliteCatalog", "IndexedArtifact", "Ref", "RefChange"]
+
+def to_iso(moment: datetime) -> str:
+    """The one text form of a time in the catalog: UTC, microseconds, sortable as text."""
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment!r} has no time zone: give times in UTC (datetime.now(UTC))")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def now_iso() -> str:
+    return to_iso(datetime.now(UTC))
 
 
 @dataclass(frozen=True)
 class IndexedArtifact:
+    """An artifact as the catalog indexes it; the full record is the blob ``record_digest``."""
+
     digest: str
     kind: str
     name: str | None
@@ -42,7 +52,10 @@ class Ref:
 
 @dataclass(frozen=True)
 class RefChange:
-    """One move of a ref: who moved it, when, from what, to what, and why."""
+    """One move of a ref: who moved it, when, from what, to what, and why.
+
+    ``seq`` orders every change of every ref (``changes(since=seq)`` reads on from one).
+    """
 
     name: str
     old: str | None
@@ -50,12 +63,40 @@ class RefChange:
     actor: str
     reason: str
     at: str
+    seq: int = 0
 
 
 class Catalog(abc.ABC):
-    """Refs and the artifact index. Implementations must make ``set_ref`` atomic."""
+    """The catalog's operations. Implementations make each write atomic."""
 
-    # artifacts
+    # -- schema ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The schema version of this catalog (0 if it holds nothing yet)."""
+
+    # -- metadata --------------------------------------------------------------------
+    @abc.abstractmethod
+    def meta(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+
+    @abc.abstractmethod
+    def set_meta(self, key: str, value: str | None, *, expected: str | None = None) -> None:
+        """Set ``key`` to ``value`` (None deletes it) only if it holds ``expected`` now
+        (None: only if it is not set); else raise ``MetaConflictError``."""
+
+    # -- append-only logs ------------------------------------------------------------
+    @abc.abstractmethod
+    def log_append(self, log: str, entries: Sequence[bytes]) -> int:
+        """Append ``entries`` to ``log`` in one transaction; the index of the first one."""
+
+    @abc.abstractmethod
+    def log_size(self, log: str) -> int: ...
+
+    @abc.abstractmethod
+    def log_read(self, log: str, start: int = 0, end: int | None = None) -> list[bytes]:
+        """Entries ``start`` (inclusive) to ``end`` (exclusive; None: to the end)."""
+
+    # -- artifacts -------------------------------------------------------------------
     @abc.abstractmethod
     def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str]) -> bool:
         """Index an artifact and its parent edges; False if the digest was already indexed."""
@@ -75,12 +116,13 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     def digests_with_prefix(self, prefix: str, limit: int = 2) -> list[str]: ...
 
-    # refs
+    # -- refs ------------------------------------------------------------------------
     @abc.abstractmethod
     def ref(self, name: str) -> Ref | None: ...
 
     @abc.abstractmethod
-    def set_ref(self, name: str, new: str | None, *, expected: str | None, actor: str, reason: str) -> RefChange:
+    def set_ref(self, name: str, new: str | None, *, expected: str | None, actor: str, reason: str,
+                at: str | None = None) -> RefChange:
         """Move ``name`` to ``new`` (None deletes) only if it points at ``expected`` now."""
 
     @abc.abstractmethod
@@ -89,171 +131,3 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     def history(self, name: str) -> list[RefChange]:
         """Every change of ``name``, oldest first."""
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS artifacts (
-    digest TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    name TEXT,
-    record_digest TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS artifacts_kind_name ON artifacts(kind, name);
-CREATE TABLE IF NOT EXISTS edges (
-    child TEXT NOT NULL,
-    parent TEXT NOT NULL,
-    PRIMARY KEY (child, parent)
-);
-CREATE INDEX IF NOT EXISTS edges_parent ON edges(parent);
-CREATE TABLE IF NOT EXISTS refs (
-    name TEXT PRIMARY KEY,
-    target TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ref_history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    old TEXT,
-    new TEXT,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ref_history_name ON ref_history(name, seq);
-"""
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-class SqliteCatalog(Catalog):
-    """The embedded catalog: one SQLite file in WAL mode, safe across processes.
-
-    A connection is opened per operation, so the object pickles (Ray ships it to
-    actors) and is safe to share between threads.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=60000")
-            if write:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            else:
-                yield db
-        finally:
-            db.close()
-
-    # -- artifacts -------------------------------------------------------------------
-    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str]) -> bool:
-        with self._connect(write=True) as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO artifacts(digest, kind, name, record_digest, created_at) VALUES (?,?,?,?,?)",
-                (entry.digest, entry.kind, entry.name, entry.record_digest, entry.created_at),
-            )
-            if cur.rowcount == 0:
-                return False
-            db.executemany("INSERT OR IGNORE INTO edges(child, parent) VALUES (?,?)", [(entry.digest, p) for p in parents])
-            return True
-
-    def artifact(self, digest: str) -> IndexedArtifact | None:
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT digest, kind, name, record_digest, created_at FROM artifacts WHERE digest=?", (digest,)
-            ).fetchone()
-        return IndexedArtifact(*row) if row else None
-
-    def artifacts(self, kind: str | None = None, name: str | None = None) -> list[IndexedArtifact]:
-        query = "SELECT digest, kind, name, record_digest, created_at FROM artifacts WHERE 1=1"
-        args: list[str] = []
-        if kind is not None:
-            query += " AND kind=?"
-            args.append(kind)
-        if name is not None:
-            query += " AND name=?"
-            args.append(name)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY created_at, digest", args).fetchall()
-        return [IndexedArtifact(*row) for row in rows]
-
-    def parents(self, digest: str) -> list[str]:
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT parent FROM edges WHERE child=? ORDER BY parent", (digest,))]
-
-    def children(self, digest: str) -> list[str]:
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT child FROM edges WHERE parent=? ORDER BY child", (digest,))]
-
-    def digests_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT digest FROM artifacts WHERE digest >= ? AND digest < ? ORDER BY digest LIMIT ?",
-                (prefix, prefix + "\uffff", limit),
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    # -- refs ------------------------------------------------------------------------
-    def ref(self, name: str) -> Ref | None:
-        with self._connect() as db:
-            row = db.execute("SELECT name, target, updated_at FROM refs WHERE name=?", (name,)).fetchone()
-        return Ref(*row) if row else None
-
-    def set_ref(self, name: str, new: str | None, *, expected: str | None, actor: str, reason: str) -> RefChange:
-        at = _now()
-        with self._connect(write=True) as db:
-            row = db.execute("SELECT target FROM refs WHERE name=?", (name,)).fetchone()
-            actual = row[0] if row else None
-            if actual != expected:
-                raise RefConflictError(
-                    f"ref {name!r} points at {actual or 'nothing'}, not {expected or 'nothing'} as expected: "
-                    "someone moved it first; re-read it and retry",
-                    name,
-                    expected,
-                    actual,
-                )
-            if new is None:
-                if actual is None:
-                    raise InvalidInputError(f"ref {name!r} does not exist, so it cannot be deleted")
-                db.execute("DELETE FROM refs WHERE name=?", (name,))
-            else:
-                db.execute(
-                    "INSERT INTO refs(name, target, updated_at) VALUES (?,?,?) "
-                    "ON CONFLICT(name) DO UPDATE SET target=excluded.target, updated_at=excluded.updated_at",
-                    (name, new, at),
-                )
-            db.execute(
-                "INSERT INTO ref_history(name, old, new, actor, reason, at) VALUES (?,?,?,?,?,?)",
-                (name, actual, new, actor, reason, at),
-            )
-        return RefChange(name, actual, new, actor, reason, at)
-
-    def refs(self, prefix: str = "") -> list[Ref]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT name, target, updated_at FROM refs WHERE name >= ? AND name < ? ORDER BY name",
-                (prefix, prefix + "\uffff"),
-            ).fetchall()
-        return [Ref(*row) for row in rows]
-
-    def history(self, name: str) -> list[RefChange]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT name, old, new, actor, reason, at FROM ref_history WHERE name=? ORDER BY seq", (name,)
-            ).fetchall()
-        return [RefChange(*row) for row in rows]

@@ -1,0 +1,222 @@
+"""``SqlCatalog``: the catalog's queries in portable SQL, over any DB-API connection.
+
+A subclass supplies the connection (``_connect``), its dialect, the version probe and
+the driver's integrity-error class; everything else (the migrations included) is here,
+so SQLite and PostgreSQL run the same statements. See ``_schema.py`` for the rules the
+SQL follows.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from factory.errors import InvalidInputError, MetaConflictError, RefConflictError
+from factory.store._schema import LATEST, MIGRATIONS, VERSION_TABLE, Dialect, check_version
+from factory.store.catalog import Catalog, IndexedArtifact, Ref, RefChange, now_iso
+
+__all__ = ["SqlCatalog"]
+
+_ARTIFACT = "digest, kind, name, record_digest, created_at"
+_CHANGE = "name, old, new, actor, reason, at, seq"
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """Bounds for ``col >= lo AND col < hi``: a prefix match that uses the index (no LIKE escaping)."""
+    return prefix, prefix + "\uffff"
+
+
+class SqlCatalog(Catalog):
+    """Catalog operations in portable SQL; subclasses bring the connection."""
+
+    dialect: Dialect
+    #: the exception a UNIQUE or PRIMARY KEY violation raises in this driver
+    integrity_error: type[BaseException]
+
+    @abc.abstractmethod
+    def _connect(self, write: bool = False) -> AbstractContextManager[Any]:
+        """A connection; with ``write``, inside one transaction committed on exit."""
+
+    @abc.abstractmethod
+    def _stored_version(self) -> int:
+        """The highest applied migration, 0 for a catalog without a version table."""
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where this catalog lives, for messages."""
+
+    # -- helpers ---------------------------------------------------------------------
+    def _run(self, db: Any, sql: str, args: Sequence[Any] = ()) -> Any:
+        return db.execute(self.dialect.query(sql), tuple(args))
+
+    def _many(self, db: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            db.cursor().executemany(self.dialect.query(sql), [tuple(r) for r in rows])
+
+    def _compare(self, db: Any, sql: str, key: str, expected: str | None,
+                 conflict: Callable[[str | None], Exception]) -> str | None:
+        """The compare of a compare-and-swap: the value ``sql`` reads for ``key``, if it is ``expected``."""
+        row = self._run(db, sql, (key,)).fetchone()
+        actual = row[0] if row else None
+        if actual != expected:
+            raise conflict(actual)
+        return actual
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        with self._connect() as db:
+            return self._run(db, sql, args).fetchone()
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._connect() as db:
+            return self._run(db, sql, args).fetchall()
+
+    # -- schema ----------------------------------------------------------------------
+    def schema_version(self) -> int:
+        return self._stored_version()
+
+    def _migrate(self, db: Any) -> None:
+        """Bring the schema up to date inside the caller's write transaction."""
+        db.execute(VERSION_TABLE)
+        row = self._run(db, "SELECT MAX(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        check_version(current, self.location)
+        for migration in MIGRATIONS[current:]:
+            for statement in migration.statements:
+                db.execute(self.dialect.ddl(statement))
+            self._run(db, "INSERT INTO schema_version(version, summary, applied_at) VALUES (?,?,?)",
+                      (migration.version, migration.summary, now_iso()))
+
+    def _needs_migration(self) -> bool:
+        found = self._stored_version()
+        check_version(found, self.location)
+        return found < LATEST
+
+    # -- metadata --------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None, *, expected: str | None = None) -> None:
+        with self._connect(write=True) as db:
+            actual = self._compare(db, "SELECT value FROM meta WHERE key=?", key, expected, lambda actual: MetaConflictError(
+                f"catalog metadata {key!r} holds {actual!r}, not {expected!r} as expected: "
+                "another process set it first; re-read it and retry",
+                key, expected, actual,
+            ))
+            if value is None:
+                self._run(db, "DELETE FROM meta WHERE key=?", (key,))
+            elif actual is None:
+                self._run(db, "INSERT INTO meta(key, value) VALUES (?,?)", (key, value))
+            else:
+                self._run(db, "UPDATE meta SET value=? WHERE key=?", (value, key))
+
+    # -- append-only logs ------------------------------------------------------------
+    def log_append(self, log: str, entries: Sequence[bytes]) -> int:
+        entries = [bytes(e) for e in entries]
+        with self._connect(write=True) as db:
+            self._run(db, "INSERT INTO log_heads(log, size) VALUES (?, 0) ON CONFLICT (log) DO NOTHING", (log,))
+            # The UPDATE takes the head's row lock first, so concurrent appends serialise here.
+            self._run(db, "UPDATE log_heads SET size = size + ? WHERE log=?", (len(entries), log))
+            end = self._run(db, "SELECT size FROM log_heads WHERE log=?", (log,)).fetchone()[0]
+            first = end - len(entries)
+            self._many(db, "INSERT INTO log_entries(log, idx, entry) VALUES (?,?,?)",
+                       [(log, first + i, e) for i, e in enumerate(entries)])
+        return first
+
+    def log_size(self, log: str) -> int:
+        row = self._one("SELECT size FROM log_heads WHERE log=?", (log,))
+        return row[0] if row else 0
+
+    def log_read(self, log: str, start: int = 0, end: int | None = None) -> list[bytes]:
+        if start < 0 or (end is not None and end < start):
+            raise InvalidInputError(f"log range [{start}, {end}) is not a range: give 0 <= start <= end")
+        rows = self._all(
+            "SELECT entry FROM log_entries WHERE log=? AND idx >= ? AND idx < ? ORDER BY idx",
+            (log, start, end if end is not None else 2**62),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    # -- artifacts -------------------------------------------------------------------
+    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str]) -> bool:
+        with self._connect(write=True) as db:
+            if self._run(db, "SELECT 1 FROM artifacts WHERE digest=?", (entry.digest,)).fetchone():
+                return False
+            self._run(db, f"INSERT INTO artifacts({_ARTIFACT}) VALUES (?,?,?,?,?)",
+                      (entry.digest, entry.kind, entry.name, entry.record_digest, entry.created_at))
+            self._add_edges(db, entry.digest, parents)
+            return True
+
+    def _add_edges(self, db: Any, child: str, parents: Sequence[str]) -> None:
+        self._many(db, "INSERT INTO edges(child, parent) VALUES (?,?) ON CONFLICT (child, parent) DO NOTHING",
+                   [(child, p) for p in parents])
+
+    def artifact(self, digest: str) -> IndexedArtifact | None:
+        row = self._one(f"SELECT {_ARTIFACT} FROM artifacts WHERE digest=?", (digest,))
+        return IndexedArtifact(*row) if row else None
+
+    def artifacts(self, kind: str | None = None, name: str | None = None) -> list[IndexedArtifact]:
+        query = f"SELECT {_ARTIFACT} FROM artifacts WHERE 1=1"
+        args: list[str] = []
+        if kind is not None:
+            query += " AND kind=?"
+            args.append(kind)
+        if name is not None:
+            query += " AND name=?"
+            args.append(name)
+        return [IndexedArtifact(*row) for row in self._all(query + " ORDER BY created_at, digest", args)]
+
+    def parents(self, digest: str) -> list[str]:
+        return [r[0] for r in self._all("SELECT parent FROM edges WHERE child=? ORDER BY parent", (digest,))]
+
+    def children(self, digest: str) -> list[str]:
+        return [r[0] for r in self._all("SELECT child FROM edges WHERE parent=? ORDER BY child", (digest,))]
+
+    def digests_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        rows = self._all("SELECT digest FROM artifacts WHERE digest >= ? AND digest < ? ORDER BY digest LIMIT ?",
+                         (*_prefix_range(prefix), limit))
+        return [r[0] for r in rows]
+
+    # -- refs ------------------------------------------------------------------------
+    def ref(self, name: str) -> Ref | None:
+        row = self._one("SELECT name, target, updated_at FROM refs WHERE name=?", (name,))
+        return Ref(*row) if row else None
+
+    def set_ref(self, name: str, new: str | None, *, expected: str | None, actor: str, reason: str,
+                at: str | None = None) -> RefChange:
+        at = at or now_iso()
+        with self._connect(write=True) as db:
+            actual = self._compare(db, "SELECT target FROM refs WHERE name=?", name, expected, lambda actual: RefConflictError(
+                f"ref {name!r} points at {actual or 'nothing'}, not {expected or 'nothing'} as expected: "
+                "someone moved it first; re-read it and retry",
+                name, expected, actual,
+            ))
+            if new is None:
+                if actual is None:
+                    raise InvalidInputError(f"ref {name!r} does not exist, so it cannot be deleted")
+                self._run(db, "DELETE FROM refs WHERE name=?", (name,))
+            elif actual is None:
+                self._run(db, "INSERT INTO refs(name, target, updated_at) VALUES (?,?,?)", (name, new, at))
+            else:
+                self._run(db, "UPDATE refs SET target=?, updated_at=? WHERE name=?", (new, at, name))
+            seq = self._record_change(db, name, actual, new, actor, reason, at)
+        return RefChange(name, actual, new, actor, reason, at, seq)
+
+    def _record_change(self, db: Any, name: str, old: str | None, new: str | None, actor: str, reason: str,
+                       at: str) -> int:
+        return self._run(
+            db, "INSERT INTO ref_history(name, old, new, actor, reason, at) VALUES (?,?,?,?,?,?) RETURNING seq",
+            (name, old, new, actor, reason, at),
+        ).fetchone()[0]
+
+    def refs(self, prefix: str = "") -> list[Ref]:
+        rows = self._all("SELECT name, target, updated_at FROM refs WHERE name >= ? AND name < ? ORDER BY name",
+                         _prefix_range(prefix))
+        return [Ref(*row) for row in rows]
+
+    def history(self, name: str) -> list[RefChange]:
+        rows = self._all(f"SELECT {_CHANGE} FROM ref_history WHERE name=? ORDER BY seq", (name,))
+        return [RefChange(*row) for row in rows]
+
