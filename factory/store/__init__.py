@@ -48,6 +48,9 @@ __all__ = [
     "read_table_file",
     "check_dataset_name",
     "ViewVersion",
+    "register_kind",
+    "known_kinds",
+    "check_kind",
 ]
 
 _WHERE = {
@@ -57,7 +60,7 @@ _WHERE = {
     "CorruptBlob": "blobs",
     "StagedBlob": "blobs",
     "Artifact": "artifacts",
-    "ArtifactKind": "artifacts",
+    "ArtifactKind": "kinds",
     "ArtifactStore": "artifacts",
     "Catalog": "catalog",
     "SqliteCatalog": "_sqlite",
@@ -89,6 +92,9 @@ _WHERE = {
     "read_table_file": "datasets",
     "check_dataset_name": "datasets",
     "ViewVersion": "features",
+    "register_kind": "kinds",
+    "known_kinds": "kinds",
+    "check_kind": "kinds",
 }
 
 if TYPE_CHECKING:
@@ -96,7 +102,7 @@ if TYPE_CHECKING:
     from factory.store._digest import canonical_json, check_digest, is_digest
     from factory.store._hashing import HashingReader
     from factory.store._store import Store
-    from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
+    from factory.store.artifacts import Artifact, ArtifactStore
     from factory.store.blobs import BlobStore, CorruptBlob, StagedBlob
     from factory.store._sqlite import SqliteCatalog
     from factory.store.catalog import Catalog
@@ -111,6 +117,7 @@ if TYPE_CHECKING:
         SentenceEncoder,
     )
     from factory.store.embeddings import encoder_for
+    from factory.store.kinds import ArtifactKind, check_kind, known_kinds, register_kind
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, Refs

@@ -107,6 +107,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (log, idx)
         )""",
     )),
+    Migration(3, "every production record of an artifact (a known digest made again with new parents)", (
+        """CREATE TABLE productions (
+            seq {serial},
+            digest TEXT NOT NULL,
+            record_digest TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX productions_digest ON productions(digest, record_digest)",
+        "INSERT INTO productions(digest, record_digest, created_at) "
+        "SELECT digest, record_digest, created_at FROM artifacts ORDER BY created_at, digest",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -146,8 +146,27 @@ class SqlCatalog(Catalog):
                 return False
             self._run(db, f"INSERT INTO artifacts({_ARTIFACT}) VALUES (?,?,?,?,?)",
                       (entry.digest, entry.kind, entry.name, entry.record_digest, entry.created_at))
-            self._add_edges(db, entry.digest, parents)
+            self._add_production(db, entry.digest, entry.record_digest, entry.created_at, parents)
             return True
+
+    def add_production(self, digest: str, record_digest: str, created_at: str, parents: Sequence[str]) -> bool:
+        with self._connect(write=True) as db:
+            known = {r[0] for r in self._run(db, "SELECT parent FROM edges WHERE child=?", (digest,))}
+            if set(parents) <= known:
+                return False
+            self._add_production(db, digest, record_digest, created_at, parents)
+            return True
+
+    def _add_production(self, db: Any, digest: str, record_digest: str, created_at: str,
+                        parents: Sequence[str]) -> None:
+        self._run(db, "INSERT INTO productions(digest, record_digest, created_at) VALUES (?,?,?)",
+                  (digest, record_digest, created_at))
+        self._add_edges(db, digest, parents)
+
+    def productions(self, digest: str) -> list[str]:
+        rows = self._all("SELECT record_digest FROM productions WHERE digest=? ORDER BY seq",
+                         (digest,))
+        return [r[0] for r in rows]
 
     def _add_edges(self, db: Any, child: str, parents: Sequence[str]) -> None:
         self._many(db, "INSERT INTO edges(child, parent) VALUES (?,?) ON CONFLICT (child, parent) DO NOTHING",

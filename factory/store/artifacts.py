@@ -8,12 +8,14 @@ itself is canonical JSON stored as a blob (``record_digest``), so records are
 tamper-evident and the catalog index can be rebuilt from blobs alone.
 
 Adding an artifact whose digest is already known returns the existing record: the
-same content is the same artifact, whoever makes it again.
+same content is the same artifact, whoever makes it again. If the new call brings
+parents not recorded yet (a second producer of the same bytes), they are kept: a
+production record (the same digest and kind, the new parents) is stored beside the
+first, and lineage shows the parents of both.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +28,7 @@ from factory.errors import InvalidInputError, NotFoundError
 from factory.store._digest import canonical_json, check_digest, is_digest
 from factory.store.blobs import BlobStore
 from factory.store.catalog import Catalog, IndexedArtifact
+from factory.store.kinds import ArtifactKind, check_kind, check_kind_name
 
 __all__ = ["Artifact", "ArtifactKind", "ArtifactStore", "Digest", "RECORD_TYPE"]
 
@@ -34,28 +37,13 @@ Digest = Annotated[str, AfterValidator(check_digest)]
 M = TypeVar("M", bound=BaseModel)
 
 
-class ArtifactKind(enum.StrEnum):
-    BLOB = "blob"
-    DATASET = "dataset"
-    FEATURE_VIEW = "feature-view"
-    EMBEDDING_COLLECTION = "embedding-collection"
-    TRAINING_CONFIG = "training-config"
-    CODE = "code"
-    ENVIRONMENT = "environment"
-    MODEL = "model"
-    EVALUATION = "evaluation"
-    ATTESTATION = "attestation"
-    TICKET = "ticket"
-    DEPLOYMENT = "deployment"
-
-
 class Artifact(BaseModel):
     """One immutable record. ``metadata`` is JSON; read it typed with ``meta(Model)``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["factory.artifact/v1"] = RECORD_TYPE
-    kind: ArtifactKind
+    kind: Annotated[str, AfterValidator(check_kind_name)]
     digest: Digest
     name: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -106,7 +94,7 @@ class ArtifactStore:
         JSON of (kind, name, metadata, parents), stored as a blob, and its digest is
         that blob's.
         """
-        kind = ArtifactKind(kind)
+        kind = check_kind(kind)
         meta = _metadata_dict(metadata)
         parent_list = sorted(set(parents))
         for parent in parent_list:
@@ -116,27 +104,39 @@ class ArtifactStore:
                     f"parent {parent} of the new {kind} artifact is not in the store: record the parent first"
                 )
         if digest is None:
-            content = {"kind": str(kind), "name": name, "metadata": meta, "parents": parent_list}
-            digest = self.blobs.put_bytes(canonical_json(content))
+            digest = self.blobs.put_bytes(self.content(kind, name=name, metadata=meta, parents=parent_list))
         else:
             check_digest(digest)
         existing = self.catalog.artifact(digest)
         if existing is not None:
-            return self._load(existing)
-        record = Artifact(
-            kind=kind,
-            digest=digest,
-            name=name,
-            metadata=meta,
-            parents=tuple(parent_list),
-            created_at=self._clock(),
-            producer=code_version(),
-        )
+            return self._another_production(existing, name, meta, parent_list)
+        record = self._record(kind, digest, name, meta, parent_list)
         record_digest = self.blobs.put_bytes(record.to_json())
-        entry = IndexedArtifact(digest, str(kind), name, record_digest, record.created_at.isoformat())
+        entry = IndexedArtifact(digest, kind, name, record_digest, record.created_at.isoformat())
         if not self.catalog.add_artifact(entry, parent_list):
             # Another writer indexed the same digest first; theirs is the record.
-            return self.get(digest)
+            return self._another_production(self.catalog.artifact(digest), name, meta, parent_list)
+        return record
+
+    @staticmethod
+    def content(kind: str, *, name: str | None, metadata: Mapping[str, Any], parents: Iterable[str]) -> bytes:
+        """The bytes a pure-metadata artifact is: its digest is theirs (``add`` without ``digest``)."""
+        return canonical_json({"kind": str(kind), "name": name, "metadata": dict(metadata), "parents": sorted(parents)})
+
+    def _record(self, kind: str, digest: str, name: str | None, meta: dict[str, Any], parents: list[str]) -> Artifact:
+        return Artifact(kind=kind, digest=digest, name=name, metadata=meta, parents=tuple(parents),
+                        created_at=self._clock(), producer=code_version())
+
+    def _another_production(self, existing: IndexedArtifact, name: str | None, meta: dict[str, Any],
+                            parents: list[str]) -> Artifact:
+        """The known record, or, when ``parents`` adds to its parents, the record of this new production."""
+        known = set(self.catalog.parents(existing.digest))
+        if set(parents) <= known:
+            return self._load(existing)
+        record = self._record(existing.kind, existing.digest, name or existing.name, meta, parents)
+        record_digest = self.blobs.put_bytes(record.to_json())
+        if not self.catalog.add_production(existing.digest, record_digest, record.created_at.isoformat(), parents):
+            return self._load(existing)  # a concurrent writer recorded these parents first
         return record
 
     def exists(self, digest: str) -> bool:
@@ -153,11 +153,19 @@ class ArtifactStore:
         return self._load(entry)
 
     def _load(self, entry: IndexedArtifact) -> Artifact:
-        return Artifact.model_validate_json(self.blobs.get(entry.record_digest))
+        return self._load_record(entry.record_digest)
+
+    def _load_record(self, record_digest: str) -> Artifact:
+        return Artifact.model_validate_json(self.blobs.get(record_digest))
+
+    def productions(self, digest: str) -> list[Artifact]:
+        """Every record of ``digest``'s production, oldest (the one ``get`` returns) first."""
+        self.get(digest)
+        return [self._load_record(r) for r in self.catalog.productions(digest)]
 
     def find(self, kind: ArtifactKind | str | None = None, name: str | None = None) -> list[Artifact]:
         """Every artifact of ``kind`` (and ``name``), oldest first."""
-        entries = self.catalog.artifacts(str(ArtifactKind(kind)) if kind is not None else None, name)
+        entries = self.catalog.artifacts(str(kind) if kind is not None else None, name)
         return [self._load(e) for e in entries]
 
     def resolve(self, text: str) -> str:

@@ -102,6 +102,15 @@ class Catalog(abc.ABC):
         """Index an artifact and its parent edges; False if the digest was already indexed."""
 
     @abc.abstractmethod
+    def add_production(self, digest: str, record_digest: str, created_at: str, parents: Sequence[str]) -> bool:
+        """Record another production of a known artifact and its parent edges; False (and
+        nothing written) if every one of ``parents`` is recorded already."""
+
+    @abc.abstractmethod
+    def productions(self, digest: str) -> list[str]:
+        """The record digests of every production of ``digest``, oldest first."""
+
+    @abc.abstractmethod
     def artifact(self, digest: str) -> IndexedArtifact | None: ...
 
     @abc.abstractmethod

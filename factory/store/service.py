@@ -39,6 +39,12 @@ class StoreService:
         return self.store.blobs.get(digest)
 
     # artifacts and lineage
+    def register_kind(self, name: str, description: str = "") -> str:
+        """Register a layer's kind in the actor's process as well: kinds are registered per process."""
+        from factory.store.kinds import register_kind
+
+        return register_kind(name, description)
+
     def add_artifact(self, kind: str, *, digest: str | None = None, metadata: dict[str, Any] | None = None,
                      parents: list[str] | tuple[str, ...] = (), name: str | None = None) -> dict[str, Any]:
         art = self.store.artifacts.add(kind, digest=digest, metadata=metadata, parents=parents, name=name)

@@ -80,3 +80,20 @@ def test_find_by_kind_and_name(store):
     store.artifacts.add("training-config", metadata={"x": 1})
     assert [a.name for a in store.artifacts.find("blob")] == ["a", "b"]
     assert [a.name for a in store.artifacts.find("blob", name="b")] == ["b"]
+
+
+def test_a_known_digest_made_again_by_another_producer_keeps_both(store):
+    """The same bytes produced twice stay one artifact, and lineage shows both producers' parents."""
+    first_src = store.put_blob(b"source one", name="one.csv").digest
+    second_src = store.put_blob(b"source two", name="two.csv").digest
+    digest = store.blobs.put(b"the same output")
+    first = store.artifacts.add("checkpoint", digest=digest, parents=[first_src], name="ckpt")
+    again = store.artifacts.add("checkpoint", digest=digest, parents=[second_src], metadata={"by": "second"})
+    assert again.digest == first.digest and again.parents == (second_src,)
+    assert store.artifacts.get(digest) == first
+    assert store.lineage.parents(digest) == sorted([first_src, second_src])
+    assert [p.parents for p in store.artifacts.productions(digest)] == [(first_src,), (second_src,)]
+    assert len(store.artifacts.find("checkpoint")) == 1
+    # Nothing new: the same parents again record no third production.
+    assert store.artifacts.add("checkpoint", digest=digest, parents=[second_src]) == first
+    assert len(store.artifacts.productions(digest)) == 2
