@@ -51,6 +51,11 @@ __all__ = [
     "register_kind",
     "known_kinds",
     "check_kind",
+    "Runs",
+    "Run",
+    "RunState",
+    "RunEvent",
+    "MetricPoint",
 ]
 
 _WHERE = {
@@ -95,6 +100,11 @@ _WHERE = {
     "register_kind": "kinds",
     "known_kinds": "kinds",
     "check_kind": "kinds",
+    "Runs": "runs",
+    "Run": "runs",
+    "RunState": "runs",
+    "RunEvent": "runs",
+    "MetricPoint": "runs",
 }
 
 if TYPE_CHECKING:
@@ -121,6 +131,7 @@ if TYPE_CHECKING:
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, Refs
+    from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState
     from factory.store.service import StoreService, store_actor
 
 

@@ -118,6 +118,53 @@ MIGRATIONS: tuple[Migration, ...] = (
         "INSERT INTO productions(digest, record_digest, created_at) "
         "SELECT digest, record_digest, created_at FROM artifacts ORDER BY created_at, digest",
     )),
+    Migration(4, "runs: their owner and heartbeat, state events, metrics and outputs", (
+        """CREATE TABLE runs (
+            seq {serial},
+            id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            run_key TEXT,
+            name TEXT,
+            digest TEXT NOT NULL,
+            state TEXT NOT NULL,
+            owner_host TEXT NOT NULL,
+            owner_pid BIGINT NOT NULL,
+            owner_started DOUBLE PRECISION NOT NULL,
+            heartbeat_at TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        # At most one run per key that is not failed or cancelled: starting a key is atomic.
+        "CREATE UNIQUE INDEX runs_live_key ON runs(run_key) WHERE state NOT IN ('failed', 'cancelled')",
+        "CREATE INDEX runs_key ON runs(run_key, started_at)",
+        "CREATE INDEX runs_kind_state ON runs(kind, state, started_at)",
+        "CREATE INDEX runs_started ON runs(started_at)",
+        """CREATE TABLE run_events (
+            seq {serial},
+            run_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at TEXT NOT NULL,
+            details TEXT NOT NULL
+        )""",
+        "CREATE INDEX run_events_run ON run_events(run_id, seq)",
+        """CREATE TABLE run_metrics (
+            run_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            step BIGINT NOT NULL,
+            value DOUBLE PRECISION,
+            at TEXT NOT NULL,
+            PRIMARY KEY (run_id, name, step)
+        )""",
+        """CREATE TABLE run_outputs (
+            run_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (run_id, name)
+        )""",
+        "CREATE INDEX run_outputs_digest ON run_outputs(digest)",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

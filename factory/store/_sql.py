@@ -15,6 +15,7 @@ from typing import Any
 
 from factory.errors import InvalidInputError, MetaConflictError, RefConflictError
 from factory.store._schema import LATEST, MIGRATIONS, VERSION_TABLE, Dialect, check_version
+from factory.store._sql_runs import SqlRuns
 from factory.store.catalog import Catalog, IndexedArtifact, Ref, RefChange, now_iso
 
 __all__ = ["SqlCatalog"]
@@ -28,7 +29,7 @@ def _prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "\uffff"
 
 
-class SqlCatalog(Catalog):
+class SqlCatalog(SqlRuns, Catalog):
     """Catalog operations in portable SQL; subclasses bring the connection."""
 
     dialect: Dialect

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from factory.store.features import FeatureStore
     from factory.store.lineage import Lineage
     from factory.store.refs import Refs
+    from factory.store.runs import Runs
 
 __all__ = ["Store"]
 
@@ -87,6 +88,12 @@ class Store:
         from factory.store.refs import Refs
 
         return Refs(self.catalog)
+
+    @functools.cached_property
+    def runs(self) -> Runs:
+        from factory.store.runs import Runs
+
+        return Runs(self.catalog, self.artifacts, actor=self.settings.actor, clock=self.clock)
 
     @functools.cached_property
     def lineage(self) -> Lineage:

@@ -94,15 +94,7 @@ class ArtifactStore:
         JSON of (kind, name, metadata, parents), stored as a blob, and its digest is
         that blob's.
         """
-        kind = check_kind(kind)
-        meta = _metadata_dict(metadata)
-        parent_list = sorted(set(parents))
-        for parent in parent_list:
-            check_digest(parent)
-            if not self.exists(parent):
-                raise NotFoundError(
-                    f"parent {parent} of the new {kind} artifact is not in the store: record the parent first"
-                )
+        kind, meta, parent_list = self._checked(kind, metadata, parents)
         if digest is None:
             digest = self.blobs.put_bytes(self.content(kind, name=name, metadata=meta, parents=parent_list))
         else:
@@ -110,22 +102,44 @@ class ArtifactStore:
         existing = self.catalog.artifact(digest)
         if existing is not None:
             return self._another_production(existing, name, meta, parent_list)
-        record = self._record(kind, digest, name, meta, parent_list)
-        record_digest = self.blobs.put_bytes(record.to_json())
-        entry = IndexedArtifact(digest, kind, name, record_digest, record.created_at.isoformat())
+        record, entry = self._written(kind, digest, name, meta, parent_list)
         if not self.catalog.add_artifact(entry, parent_list):
             # Another writer indexed the same digest first; theirs is the record.
             return self._another_production(self.catalog.artifact(digest), name, meta, parent_list)
         return record
 
+    def prepare(self, kind: ArtifactKind | str, *, metadata: BaseModel | Mapping[str, Any] | None = None,
+                parents: Iterable[str] = (), name: str | None = None) -> tuple[Artifact, IndexedArtifact]:
+        """Write a new pure-metadata artifact's blobs without indexing it, for a caller that
+        indexes it together with other rows in one catalog transaction (``runs.start``)."""
+        kind, meta, parent_list = self._checked(kind, metadata, parents)
+        digest = self.blobs.put_bytes(self.content(kind, name=name, metadata=meta, parents=parent_list))
+        return self._written(kind, digest, name, meta, parent_list)
+
+    def _checked(self, kind: str, metadata: BaseModel | Mapping[str, Any] | None,
+                 parents: Iterable[str]) -> tuple[str, dict[str, Any], list[str]]:
+        kind = check_kind(kind)
+        parent_list = sorted(set(parents))
+        for parent in parent_list:
+            check_digest(parent)
+            if not self.exists(parent):
+                raise NotFoundError(
+                    f"parent {parent} of the new {kind} artifact is not in the store: record the parent first"
+                )
+        return kind, _metadata_dict(metadata), parent_list
+
+    def _written(self, kind: str, digest: str, name: str | None, meta: dict[str, Any],
+                 parents: list[str]) -> tuple[Artifact, IndexedArtifact]:
+        """A new record for ``digest``, stored as a blob, and its index entry."""
+        record = Artifact(kind=kind, digest=digest, name=name, metadata=meta, parents=tuple(parents),
+                          created_at=self._clock(), producer=code_version())
+        record_digest = self.blobs.put_bytes(record.to_json())
+        return record, IndexedArtifact(digest, kind, name, record_digest, record.created_at.isoformat())
+
     @staticmethod
     def content(kind: str, *, name: str | None, metadata: Mapping[str, Any], parents: Iterable[str]) -> bytes:
         """The bytes a pure-metadata artifact is: its digest is theirs (``add`` without ``digest``)."""
         return canonical_json({"kind": str(kind), "name": name, "metadata": dict(metadata), "parents": sorted(parents)})
-
-    def _record(self, kind: str, digest: str, name: str | None, meta: dict[str, Any], parents: list[str]) -> Artifact:
-        return Artifact(kind=kind, digest=digest, name=name, metadata=meta, parents=tuple(parents),
-                        created_at=self._clock(), producer=code_version())
 
     def _another_production(self, existing: IndexedArtifact, name: str | None, meta: dict[str, Any],
                             parents: list[str]) -> Artifact:
@@ -133,9 +147,8 @@ class ArtifactStore:
         known = set(self.catalog.parents(existing.digest))
         if set(parents) <= known:
             return self._load(existing)
-        record = self._record(existing.kind, existing.digest, name or existing.name, meta, parents)
-        record_digest = self.blobs.put_bytes(record.to_json())
-        if not self.catalog.add_production(existing.digest, record_digest, record.created_at.isoformat(), parents):
+        record, entry = self._written(existing.kind, existing.digest, name or existing.name, meta, parents)
+        if not self.catalog.add_production(entry.digest, entry.record_digest, entry.created_at, parents):
             return self._load(existing)  # a concurrent writer recorded these parents first
         return record
 

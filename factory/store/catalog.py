@@ -12,11 +12,23 @@ Every write is one transaction. Times are ISO 8601 strings in UTC, given by the 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-__all__ = ["Catalog", "IndexedArtifact", "Ref", "RefChange", "now_iso", "to_iso"]
+__all__ = [
+    "Catalog",
+    "IndexedArtifact",
+    "Ref",
+    "RefChange",
+    "RunOwner",
+    "RunRecord",
+    "RunEvent",
+    "MetricPoint",
+    "now_iso",
+    "to_iso",
+]
 
 
 def to_iso(moment: datetime) -> str:
@@ -64,6 +76,56 @@ class RefChange:
     reason: str
     at: str
     seq: int = 0
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The process that runs a run: its host, pid and start time (so a reused pid is not it)."""
+
+    host: str
+    pid: int
+    started: float
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as the catalog holds it. ``state`` is the last state recorded by an event."""
+
+    id: str
+    kind: str
+    key: str | None
+    name: str | None
+    digest: str
+    state: str
+    owner: RunOwner
+    heartbeat_at: str
+    started_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One state change of a run: who, when, and any details. ``seq`` orders all events."""
+
+    seq: int
+    run_id: str
+    state: str
+    actor: str
+    at: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One value of one metric at one step of a run."""
+
+    step: int
+    name: str
+    value: float
+    at: str
 
 
 class Catalog(abc.ABC):
@@ -140,3 +202,56 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     def history(self, name: str) -> list[RefChange]:
         """Every change of ``name``, oldest first."""
+
+    # -- runs ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def start_run(self, run: RunRecord, artifact: IndexedArtifact, parents: Sequence[str], *, actor: str,
+                  details: Mapping[str, Any]) -> RunEvent | None:
+        """Record a new run in one transaction: its row, its ``run`` artifact (blobs already
+        written), the ref ``run/<id>`` and its first event. None (nothing written) if a live
+        or succeeded run already holds ``run.key``."""
+
+    @abc.abstractmethod
+    def run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    def run_by_key(self, key: str) -> RunRecord | None:
+        """The run holding ``key``: not failed or cancelled (at most one)."""
+
+    @abc.abstractmethod
+    def runs(self, *, kind: str | None = None, states: Sequence[str] | None = None, since: str | None = None,
+             key: str | None = None) -> list[RunRecord]:
+        """Runs started at or after ``since``, oldest first."""
+
+    @abc.abstractmethod
+    def claim_run(self, run_id: str, expected: RunOwner, owner: RunOwner, *, state: str, actor: str, at: str,
+                  details: Mapping[str, Any]) -> RunEvent | None:
+        """Take a run over from ``expected`` (its owner, gone) and record the event; None if
+        another process took it first."""
+
+    @abc.abstractmethod
+    def run_event(self, run_id: str, owner: RunOwner, *, state: str, actor: str, at: str,
+                  details: Mapping[str, Any]) -> RunEvent:
+        """Append an event and move the run's state; only its owner may, and never after a
+        terminal state."""
+
+    @abc.abstractmethod
+    def heartbeat_run(self, run_id: str, owner: RunOwner, at: str) -> None: ...
+
+    @abc.abstractmethod
+    def run_events(self, run_id: str | None = None, since: int = 0) -> list[RunEvent]:
+        """Events with ``seq > since`` (of one run, or of all), in order."""
+
+    @abc.abstractmethod
+    def log_run_metrics(self, run_id: str, owner: RunOwner, step: int, metrics: Mapping[str, float], at: str) -> None:
+        """Record metric values at ``step``; a value logged again for the same step replaces it."""
+
+    @abc.abstractmethod
+    def run_metrics(self, run_id: str) -> list[MetricPoint]: ...
+
+    @abc.abstractmethod
+    def add_run_output(self, run_id: str, owner: RunOwner, name: str, digest: str, at: str) -> None:
+        """Record an output; the same name again must be the same digest."""
+
+    @abc.abstractmethod
+    def run_outputs(self, run_id: str) -> dict[str, str]: ...
