@@ -165,6 +165,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX run_outputs_digest ON run_outputs(digest)",
     )),
+    Migration(5, "an index of artifacts' top-level metadata fields (find where field = value)", (
+        """CREATE TABLE artifact_fields (
+            digest TEXT NOT NULL,
+            field TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (digest, field)
+        )""",
+        "CREATE INDEX artifact_fields_value ON artifact_fields(field, value, digest)",
+        # Fields live in the record blobs, which SQL cannot read: the artifact store fills
+        # the index for existing artifacts on first use, and clears this mark when done.
+        "INSERT INTO meta(key, value) SELECT 'backfill:artifact-fields', 'pending' WHERE EXISTS (SELECT 1 FROM artifacts)",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

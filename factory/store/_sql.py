@@ -9,7 +9,7 @@ SQL follows.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -141,14 +141,57 @@ class SqlCatalog(SqlRuns, Catalog):
         return [bytes(r[0]) for r in rows]
 
     # -- artifacts -------------------------------------------------------------------
-    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str]) -> bool:
+    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str],
+                     fields: Mapping[str, str] | None = None) -> bool:
         with self._connect(write=True) as db:
             if self._run(db, "SELECT 1 FROM artifacts WHERE digest=?", (entry.digest,)).fetchone():
                 return False
-            self._run(db, f"INSERT INTO artifacts({_ARTIFACT}) VALUES (?,?,?,?,?)",
-                      (entry.digest, entry.kind, entry.name, entry.record_digest, entry.created_at))
-            self._add_production(db, entry.digest, entry.record_digest, entry.created_at, parents)
+            self._insert_artifact(db, entry, parents, fields)
             return True
+
+    def _insert_artifact(self, db: Any, entry: IndexedArtifact, parents: Sequence[str],
+                         fields: Mapping[str, str] | None) -> None:
+        self._run(db, f"INSERT INTO artifacts({_ARTIFACT}) VALUES (?,?,?,?,?)",
+                  (entry.digest, entry.kind, entry.name, entry.record_digest, entry.created_at))
+        self._add_production(db, entry.digest, entry.record_digest, entry.created_at, parents)
+        self._index_fields(db, [(entry.digest, f, v) for f, v in (fields or {}).items()])
+
+    def index_fields(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        with self._connect(write=True) as db:
+            self._index_fields(db, rows)
+
+    def _index_fields(self, db: Any, rows: Sequence[tuple[str, str, str]]) -> None:
+        self._many(db, "INSERT INTO artifact_fields(digest, field, value) VALUES (?,?,?) "
+                       "ON CONFLICT (digest, field) DO NOTHING", rows)
+
+    def find_artifacts(self, kind: str | None = None, name: str | None = None,
+                       where: Mapping[str, str] | None = None, limit: int | None = None) -> list[IndexedArtifact]:
+        columns = ", ".join(f"a.{c.strip()}" for c in _ARTIFACT.split(","))
+        matches = list((where or {}).items())
+        args: list[Any] = []
+        if matches:
+            # The first field match drives the query through the field index. CROSS JOIN
+            # keeps SQLite from starting at the artifacts table instead (PostgreSQL plans
+            # it as an inner join).
+            query = f"SELECT {columns} FROM artifact_fields f0 CROSS JOIN artifacts a WHERE a.digest = f0.digest"
+            for i, (field, value) in enumerate(matches):
+                if i:
+                    query += (f" AND EXISTS (SELECT 1 FROM artifact_fields f{i} WHERE f{i}.digest = a.digest"
+                              f" AND f{i}.field = ? AND f{i}.value = ?)")
+                else:
+                    query += " AND f0.field = ? AND f0.value = ?"
+                args += [field, value]
+        else:
+            query = f"SELECT {columns} FROM artifacts a WHERE 1=1"
+        for column, value in (("kind", kind), ("name", name)):
+            if value is not None:
+                query += f" AND a.{column} = ?"
+                args.append(value)
+        query += " ORDER BY a.created_at, a.digest"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(limit)
+        return [IndexedArtifact(*row) for row in self._all(query, args)]
 
     def add_production(self, digest: str, record_digest: str, created_at: str, parents: Sequence[str]) -> bool:
         with self._connect(write=True) as db:
@@ -178,15 +221,7 @@ class SqlCatalog(SqlRuns, Catalog):
         return IndexedArtifact(*row) if row else None
 
     def artifacts(self, kind: str | None = None, name: str | None = None) -> list[IndexedArtifact]:
-        query = f"SELECT {_ARTIFACT} FROM artifacts WHERE 1=1"
-        args: list[str] = []
-        if kind is not None:
-            query += " AND kind=?"
-            args.append(kind)
-        if name is not None:
-            query += " AND name=?"
-            args.append(name)
-        return [IndexedArtifact(*row) for row in self._all(query + " ORDER BY created_at, digest", args)]
+        return self.find_artifacts(kind, name)
 
     def parents(self, digest: str) -> list[str]:
         return [r[0] for r in self._all("SELECT parent FROM edges WHERE child=? ORDER BY parent", (digest,))]
@@ -238,5 +273,10 @@ class SqlCatalog(SqlRuns, Catalog):
 
     def history(self, name: str) -> list[RefChange]:
         rows = self._all(f"SELECT {_CHANGE} FROM ref_history WHERE name=? ORDER BY seq", (name,))
+        return [RefChange(*row) for row in rows]
+
+    def ref_changes(self, since: int = 0, prefix: str = "") -> list[RefChange]:
+        rows = self._all(f"SELECT {_CHANGE} FROM ref_history WHERE seq > ? AND name >= ? AND name < ? ORDER BY seq",
+                         (since, *_prefix_range(prefix)))
         return [RefChange(*row) for row in rows]
 

@@ -51,11 +51,11 @@ class SqlRuns:
     _all: Any
     _connect: Any
     _record_change: Any
-    _add_production: Any
+    _insert_artifact: Any
     integrity_error: type[BaseException]
 
     def start_run(self, run: RunRecord, artifact: IndexedArtifact, parents: Sequence[str], *, actor: str,
-                  details: Mapping[str, Any]) -> RunEvent | None:
+                  details: Mapping[str, Any], fields: Mapping[str, str] | None = None) -> RunEvent | None:
         text = _details(details)
         try:
             with self._connect(write=True) as db:
@@ -63,9 +63,7 @@ class SqlRuns:
                 self._run(db, f"INSERT INTO runs({_RUN}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                           (run.id, run.kind, run.key, run.name, run.digest, run.state, o.host, o.pid, o.started,
                            run.heartbeat_at, run.started_at, run.updated_at))
-                self._run(db, "INSERT INTO artifacts(digest, kind, name, record_digest, created_at) VALUES (?,?,?,?,?)",
-                          (artifact.digest, artifact.kind, artifact.name, artifact.record_digest, artifact.created_at))
-                self._add_production(db, artifact.digest, artifact.record_digest, artifact.created_at, parents)
+                self._insert_artifact(db, artifact, parents, fields)
                 ref = f"run/{run.id}"
                 self._run(db, "INSERT INTO refs(name, target, updated_at) VALUES (?,?,?)", (ref, run.digest, run.started_at))
                 self._record_change(db, ref, None, run.digest, actor, f"start {run.kind} run", run.started_at)

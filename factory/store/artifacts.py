@@ -17,6 +17,7 @@ first, and lineage shows the parents of both.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -24,7 +25,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from factory._version import code_version
-from factory.errors import InvalidInputError, NotFoundError
+from factory.errors import InvalidInputError, MetaConflictError, NotFoundError
+from factory.store._fields import BACKFILL_KEY, indexed_fields, where_values
 from factory.store._digest import canonical_json, check_digest, is_digest
 from factory.store.blobs import BlobStore
 from factory.store.catalog import Catalog, IndexedArtifact
@@ -32,7 +34,10 @@ from factory.store.kinds import ArtifactKind, check_kind, check_kind_name
 
 __all__ = ["Artifact", "ArtifactKind", "ArtifactStore", "Digest", "RECORD_TYPE"]
 
+log = logging.getLogger(__name__)
+
 RECORD_TYPE = "factory.artifact/v1"
+_BACKFILL_BATCH = 1000
 Digest = Annotated[str, AfterValidator(check_digest)]
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,6 +83,7 @@ class ArtifactStore:
         self.blobs = blobs
         self.catalog = catalog
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._fields_ready = False
 
     def add(
         self,
@@ -103,7 +109,7 @@ class ArtifactStore:
         if existing is not None:
             return self._another_production(existing, name, meta, parent_list)
         record, entry = self._written(kind, digest, name, meta, parent_list)
-        if not self.catalog.add_artifact(entry, parent_list):
+        if not self.catalog.add_artifact(entry, parent_list, indexed_fields(meta)):
             # Another writer indexed the same digest first; theirs is the record.
             return self._another_production(self.catalog.artifact(digest), name, meta, parent_list)
         return record
@@ -176,10 +182,38 @@ class ArtifactStore:
         self.get(digest)
         return [self._load_record(r) for r in self.catalog.productions(digest)]
 
-    def find(self, kind: ArtifactKind | str | None = None, name: str | None = None) -> list[Artifact]:
-        """Every artifact of ``kind`` (and ``name``), oldest first."""
-        entries = self.catalog.artifacts(str(kind) if kind is not None else None, name)
+    def find(self, kind: ArtifactKind | str | None = None, name: str | None = None,
+             where: Mapping[str, str | int | float | bool | None] | None = None,
+             limit: int | None = None) -> list[Artifact]:
+        """Artifacts of ``kind``, ``name`` and top-level metadata fields equal to ``where``'s
+        values (all must match), oldest first, at most ``limit``.
+
+        Served by the catalog's indexes: only the matching records are read.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidInputError(f"limit {limit!r} is not a count: give an int >= 1")
+        values = where_values(where) if where else None
+        if values:
+            self._backfill_fields()
+        entries = self.catalog.find_artifacts(str(kind) if kind is not None else None, name, values, limit)
         return [self._load(e) for e in entries]
+
+    def _backfill_fields(self) -> None:
+        """Index the fields of artifacts recorded before the field index existed (once per catalog)."""
+        if self._fields_ready:
+            return
+        if self.catalog.meta(BACKFILL_KEY) is not None:
+            entries = self.catalog.artifacts()
+            for start in range(0, len(entries), _BACKFILL_BATCH):
+                rows = [(e.digest, f, v) for e in entries[start:start + _BACKFILL_BATCH]
+                        for f, v in indexed_fields(self._load(e).metadata).items()]
+                self.catalog.index_fields(rows)
+            try:
+                self.catalog.set_meta(BACKFILL_KEY, None, expected="pending")
+            except MetaConflictError:
+                pass  # another process finished the same backfill first
+            log.info("indexed the metadata fields of %d existing artifacts", len(entries))
+        self._fields_ready = True
 
     def resolve(self, text: str) -> str:
         """A full digest from a digest or a unique prefix of one (``sha256:ab12``)."""

@@ -160,8 +160,20 @@ class Catalog(abc.ABC):
 
     # -- artifacts -------------------------------------------------------------------
     @abc.abstractmethod
-    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str]) -> bool:
-        """Index an artifact and its parent edges; False if the digest was already indexed."""
+    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str],
+                     fields: Mapping[str, str] | None = None) -> bool:
+        """Index an artifact, its parent edges and its metadata ``fields`` (field -> index
+        text); False if the digest was already indexed."""
+
+    @abc.abstractmethod
+    def find_artifacts(self, kind: str | None = None, name: str | None = None,
+                       where: Mapping[str, str] | None = None, limit: int | None = None) -> list[IndexedArtifact]:
+        """Artifacts by kind, name and indexed field values (all must match), oldest first,
+        served by the catalog's indexes."""
+
+    @abc.abstractmethod
+    def index_fields(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Add (digest, field, value) rows to the field index; rows already there are kept."""
 
     @abc.abstractmethod
     def add_production(self, digest: str, record_digest: str, created_at: str, parents: Sequence[str]) -> bool:
@@ -203,10 +215,14 @@ class Catalog(abc.ABC):
     def history(self, name: str) -> list[RefChange]:
         """Every change of ``name``, oldest first."""
 
+    @abc.abstractmethod
+    def ref_changes(self, since: int = 0, prefix: str = "") -> list[RefChange]:
+        """Changes with ``seq > since`` of refs starting with ``prefix``, in order."""
+
     # -- runs ------------------------------------------------------------------------
     @abc.abstractmethod
     def start_run(self, run: RunRecord, artifact: IndexedArtifact, parents: Sequence[str], *, actor: str,
-                  details: Mapping[str, Any]) -> RunEvent | None:
+                  details: Mapping[str, Any], fields: Mapping[str, str] | None = None) -> RunEvent | None:
         """Record a new run in one transaction: its row, its ``run`` artifact (blobs already
         written), the ref ``run/<id>`` and its first event. None (nothing written) if a live
         or succeeded run already holds ``run.key``."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import getpass
 import re
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from factory.errors import InvalidInputError, NotFoundError
 from factory.store._digest import check_digest
-from factory.store.catalog import Catalog, Ref, RefChange
+from factory.store.catalog import Catalog, Ref, RefChange, to_iso
 
 __all__ = ["Refs", "Ref", "RefChange"]
 
@@ -38,8 +40,12 @@ def _actor() -> str:
 class Refs:
     """Validated access to the catalog's refs."""
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, *, clock: Callable[[], datetime] | None = None):
         self.catalog = catalog
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def _now(self) -> str:
+        return to_iso(self._clock())
 
     def get(self, name: str) -> str | None:
         ref = self.catalog.ref(check_ref_name(name))
@@ -63,13 +69,20 @@ class Refs:
         check_digest(target)
         if expected is _UNSET:
             expected = self.get(name)
-        return self.catalog.set_ref(name, target, expected=expected, actor=actor or _actor(), reason=reason)
+        return self.catalog.set_ref(name, target, expected=expected, actor=actor or _actor(), reason=reason,
+                                    at=self._now())
 
     def delete(self, name: str, *, expected: str, actor: str | None = None, reason: str = "") -> RefChange:
-        return self.catalog.set_ref(check_ref_name(name), None, expected=expected, actor=actor or _actor(), reason=reason)
+        return self.catalog.set_ref(check_ref_name(name), None, expected=expected, actor=actor or _actor(),
+                                    reason=reason, at=self._now())
 
     def list(self, prefix: str = "") -> list[Ref]:
         return self.catalog.refs(prefix)
 
     def history(self, name: str) -> list[RefChange]:
         return self.catalog.history(check_ref_name(name))
+
+    def changes(self, since: int = 0, prefix: str = "") -> list[RefChange]:
+        """Every move after ``since`` (a ``RefChange.seq``) of refs starting with ``prefix``,
+        in order: a watcher keeps the last ``seq`` it saw and reads on from there."""
+        return self.catalog.ref_changes(since, prefix)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory.errors import InvalidInputError, NotFoundError, RunInProgressError
 from factory.store._digest import check_digest
+from factory.store._fields import indexed_fields
 from factory.store._owner import current_owner, owner_alive
 from factory.store.artifacts import _metadata_dict
 from factory.store.catalog import Catalog, MetricPoint, RunEvent, RunOwner, RunRecord, to_iso
@@ -240,7 +241,8 @@ class Runs:
         artifact, entry = self.artifacts.prepare(ArtifactKind.RUN, metadata=meta, parents=parents, name=name or run_id)
         at = self.now()
         record = RunRecord(run_id, kind, key, name, artifact.digest, str(RunState.RUNNING), current_owner(), at, at, at)
-        if self.catalog.start_run(record, entry, parents, actor=self.actor, details={}) is None:
+        fields = indexed_fields(artifact.metadata)
+        if self.catalog.start_run(record, entry, parents, actor=self.actor, details={}, fields=fields) is None:
             return None
         run = Run(self, record)
         run._artifact = artifact

@@ -57,3 +57,27 @@ def test_ref_target_must_be_a_digest(store):
     """Refs point at digests, never paths."""
     with pytest.raises(InvalidInputError, match="not a digest"):
         store.refs.set("dataset/x", "/tmp/file.csv", expected=None)
+
+
+def test_changes_are_read_on_from_a_sequence_number(store):
+    """A watcher keeps the last seq it saw and gets only the moves after it, filtered by prefix."""
+    store.refs.set("dataset/a", A, expected=None)
+    seen = store.refs.changes()[-1].seq
+    store.refs.set("model/m/dev", B, expected=None)
+    store.refs.set("dataset/a", C, expected=A)
+    assert [(c.name, c.new) for c in store.refs.changes(since=seen)] == [("model/m/dev", B), ("dataset/a", C)]
+    assert [c.new for c in store.refs.changes(prefix="dataset/")] == [A, C]
+    assert store.refs.changes(since=store.refs.changes()[-1].seq) == []
+
+
+def test_ref_history_takes_its_time_from_the_store_clock(tmp_path):
+    """With an injected clock, ref history is deterministic (state machines test against it)."""
+    from datetime import UTC, datetime
+
+    from factory.settings import Settings
+    from factory.store import Store
+
+    fixed = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    s = Store(tmp_path / "h", settings=Settings(home=str(tmp_path / "h")), clock=lambda: fixed)
+    change = s.refs.set("dataset/x", A, expected=None)
+    assert change.at == s.refs.history("dataset/x")[0].at == "2031-05-06T07:08:09.000000+00:00"
