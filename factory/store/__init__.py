@@ -2,6 +2,21 @@
 
 Imports no other factory layer. Names load lazily, so ``import factory.store`` stays
 cheap for the CLI; heavy libraries (Lance, Ray) load only where they are used.
+
+Ref namespaces (a ref's target must exist and be an artifact of its namespace's kind;
+``register_ref_namespace`` adds a layer's own):
+
+- ``dataset/<name>`` -> dataset; ``feature-view/<name>`` -> feature-view;
+  ``feature-online/<name>`` -> blob (a view's materialized online table);
+  ``embeddings/<name>[/<tag>]`` -> embedding-collection;
+- ``model/<name>/candidates/<digest12>`` -> model (a packaged candidate);
+- ``model/<name>/<env>`` -> model, env one of dev, staging, prod or a configured name;
+  ``model/*/prod`` and ``model/*/staging`` are protected: by default only
+  ``factory-controller`` moves them (``refs.protect`` changes who);
+- ``run/<id>`` -> run (made by ``runs.start``); ``ticket/<id>`` -> ticket;
+  ``policy/env/<env>`` -> environment-policy.
+
+Refs outside these namespaces may point at any stored digest.
 """
 
 from __future__ import annotations
@@ -56,6 +71,9 @@ __all__ = [
     "RunState",
     "RunEvent",
     "MetricPoint",
+    "RefRule",
+    "register_ref_namespace",
+    "ref_namespaces",
 ]
 
 _WHERE = {
@@ -105,6 +123,9 @@ _WHERE = {
     "RunState": "runs",
     "RunEvent": "runs",
     "MetricPoint": "runs",
+    "RefRule": "refs",
+    "register_ref_namespace": "refs",
+    "ref_namespaces": "refs",
 }
 
 if TYPE_CHECKING:
@@ -130,7 +151,7 @@ if TYPE_CHECKING:
     from factory.store.kinds import ArtifactKind, check_kind, known_kinds, register_kind
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store.lineage import Lineage, LineageNode
-    from factory.store.refs import Ref, RefChange, Refs
+    from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
     from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState
     from factory.store.service import StoreService, store_actor
 

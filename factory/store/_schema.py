@@ -177,6 +177,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         # the index for existing artifacts on first use, and clears this mark when done.
         "INSERT INTO meta(key, value) SELECT 'backfill:artifact-fields', 'pending' WHERE EXISTS (SELECT 1 FROM artifacts)",
     )),
+    Migration(6, "protected refs (rules naming who may move them) and refused moves in ref history", (
+        """CREATE TABLE ref_rules (
+            pattern TEXT PRIMARY KEY,
+            actors TEXT NOT NULL,
+            updated_by TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        # The defaults: production and staging aliases move only through the controller.
+        "INSERT INTO ref_rules(pattern, actors, updated_by, updated_at) "
+        """VALUES ('model/*/prod', '["factory-controller"]', 'default', '')""",
+        "INSERT INTO ref_rules(pattern, actors, updated_by, updated_at) "
+        """VALUES ('model/*/staging', '["factory-controller"]', 'default', '')""",
+        "ALTER TABLE ref_history ADD COLUMN refused SMALLINT NOT NULL DEFAULT 0",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -9,19 +9,26 @@ SQL follows.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from factory.errors import InvalidInputError, MetaConflictError, RefConflictError
+from factory.errors import InvalidInputError, MetaConflictError, RefConflictError, RefProtectedError
+from factory.store._refnames import pattern_matches
 from factory.store._schema import LATEST, MIGRATIONS, VERSION_TABLE, Dialect, check_version
 from factory.store._sql_runs import SqlRuns
-from factory.store.catalog import Catalog, IndexedArtifact, Ref, RefChange, now_iso
+from factory.store.catalog import Catalog, IndexedArtifact, Ref, RefChange, RefRule, now_iso
 
 __all__ = ["SqlCatalog"]
 
 _ARTIFACT = "digest, kind, name, record_digest, created_at"
-_CHANGE = "name, old, new, actor, reason, at, seq"
+_CHANGE = "name, old, new, actor, reason, at, seq, refused"
+
+
+def _change(row: Sequence[Any]) -> RefChange:
+    *fields, refused = row
+    return RefChange(*fields, refused=bool(refused))
 
 
 def _prefix_range(prefix: str) -> tuple[str, str]:
@@ -243,40 +250,87 @@ class SqlCatalog(SqlRuns, Catalog):
                 at: str | None = None) -> RefChange:
         at = at or now_iso()
         with self._connect(write=True) as db:
-            actual = self._compare(db, "SELECT target FROM refs WHERE name=?", name, expected, lambda actual: RefConflictError(
-                f"ref {name!r} points at {actual or 'nothing'}, not {expected or 'nothing'} as expected: "
-                "someone moved it first; re-read it and retry",
-                name, expected, actual,
-            ))
-            if new is None:
-                if actual is None:
-                    raise InvalidInputError(f"ref {name!r} does not exist, so it cannot be deleted")
-                self._run(db, "DELETE FROM refs WHERE name=?", (name,))
-            elif actual is None:
-                self._run(db, "INSERT INTO refs(name, target, updated_at) VALUES (?,?,?)", (name, new, at))
+            rule = self._refusing_rule(db, name, actor)
+            if rule is not None:
+                # Recorded like a move, committed, and only then raised.
+                actual = self._run(db, "SELECT target FROM refs WHERE name=?", (name,)).fetchone()
+                why = (f"refused: refs matching {rule.pattern} move only for {', '.join(rule.actors)}"
+                       + (f" (asked: {reason})" if reason else ""))
+                self._record_change(db, name, actual[0] if actual else None, new, actor, why, at, refused=True)
             else:
-                self._run(db, "UPDATE refs SET target=?, updated_at=? WHERE name=?", (new, at, name))
-            seq = self._record_change(db, name, actual, new, actor, reason, at)
+                actual = self._compare(db, "SELECT target FROM refs WHERE name=?", name, expected, lambda actual: RefConflictError(
+                    f"ref {name!r} points at {actual or 'nothing'}, not {expected or 'nothing'} as expected: "
+                    "someone moved it first; re-read it and retry",
+                    name, expected, actual,
+                ))
+                if new is None:
+                    if actual is None:
+                        raise InvalidInputError(f"ref {name!r} does not exist, so it cannot be deleted")
+                    self._run(db, "DELETE FROM refs WHERE name=?", (name,))
+                elif actual is None:
+                    self._run(db, "INSERT INTO refs(name, target, updated_at) VALUES (?,?,?)", (name, new, at))
+                else:
+                    self._run(db, "UPDATE refs SET target=?, updated_at=? WHERE name=?", (new, at, name))
+                seq = self._record_change(db, name, actual, new, actor, reason, at)
+        if rule is not None:
+            raise RefProtectedError(
+                f"{actor} may not move {name}: refs matching {rule.pattern} move only for {', '.join(rule.actors)}. "
+                "Ask one of them (the controller promotes through it), or, if you act for one, set FACTORY_ACTOR; "
+                "the refusal is recorded in the ref's history",
+                name, actor, rule.pattern,
+            )
         return RefChange(name, actual, new, actor, reason, at, seq)
 
     def _record_change(self, db: Any, name: str, old: str | None, new: str | None, actor: str, reason: str,
-                       at: str) -> int:
+                       at: str, *, refused: bool = False) -> int:
         return self._run(
-            db, "INSERT INTO ref_history(name, old, new, actor, reason, at) VALUES (?,?,?,?,?,?) RETURNING seq",
-            (name, old, new, actor, reason, at),
+            db, "INSERT INTO ref_history(name, old, new, actor, reason, at, refused) VALUES (?,?,?,?,?,?,?) RETURNING seq",
+            (name, old, new, actor, reason, at, int(refused)),
         ).fetchone()[0]
+
+    # -- protection rules --------------------------------------------------------------
+    def _rules(self, db: Any) -> list[RefRule]:
+        rows = self._run(db, "SELECT pattern, actors, updated_by, updated_at FROM ref_rules ORDER BY pattern").fetchall()
+        return [RefRule(p, tuple(json.loads(a)), by, at) for p, a, by, at in rows]
+
+    def _refusing_rule(self, db: Any, name: str, actor: str) -> RefRule | None:
+        """The first rule matching ``name`` that does not list ``actor`` (every matching rule must)."""
+        for rule in self._rules(db):
+            if pattern_matches(rule.pattern, name) and actor not in rule.actors:
+                return rule
+        return None
+
+    def ref_rules(self) -> list[RefRule]:
+        with self._connect() as db:
+            return self._rules(db)
+
+    def set_ref_rule(self, pattern: str, actors: Sequence[str] | None, *, actor: str, at: str | None = None) -> None:
+        with self._connect(write=True) as db:
+            current = next((r for r in self._rules(db) if r.pattern == pattern), None)
+            if current is not None and actor not in current.actors:
+                raise RefProtectedError(
+                    f"{actor} may not change the rule for {pattern}: only {', '.join(current.actors)} may; "
+                    "ask one of them, or set FACTORY_ACTOR if you act for one",
+                    pattern, actor, pattern,
+                )
+            if current is not None:
+                self._run(db, "DELETE FROM ref_rules WHERE pattern=?", (pattern,))
+            if actors is not None:
+                self._run(db, "INSERT INTO ref_rules(pattern, actors, updated_by, updated_at) VALUES (?,?,?,?)",
+                          (pattern, json.dumps(sorted(set(actors))), actor, at or now_iso()))
 
     def refs(self, prefix: str = "") -> list[Ref]:
         rows = self._all("SELECT name, target, updated_at FROM refs WHERE name >= ? AND name < ? ORDER BY name",
                          _prefix_range(prefix))
         return [Ref(*row) for row in rows]
 
-    def history(self, name: str) -> list[RefChange]:
-        rows = self._all(f"SELECT {_CHANGE} FROM ref_history WHERE name=? ORDER BY seq", (name,))
-        return [RefChange(*row) for row in rows]
+    def history(self, name: str, *, refused: bool = False) -> list[RefChange]:
+        moves = "" if refused else " AND refused = 0"
+        rows = self._all(f"SELECT {_CHANGE} FROM ref_history WHERE name=?{moves} ORDER BY seq", (name,))
+        return [_change(row) for row in rows]
 
     def ref_changes(self, since: int = 0, prefix: str = "") -> list[RefChange]:
-        rows = self._all(f"SELECT {_CHANGE} FROM ref_history WHERE seq > ? AND name >= ? AND name < ? ORDER BY seq",
-                         (since, *_prefix_range(prefix)))
-        return [RefChange(*row) for row in rows]
+        rows = self._all(f"SELECT {_CHANGE} FROM ref_history WHERE seq > ? AND name >= ? AND name < ? "
+                         "AND refused = 0 ORDER BY seq", (since, *_prefix_range(prefix)))
+        return [_change(row) for row in rows]
 

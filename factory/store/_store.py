@@ -87,7 +87,7 @@ class Store:
     def refs(self) -> Refs:
         from factory.store.refs import Refs
 
-        return Refs(self.catalog, clock=self.clock)
+        return Refs(self.catalog, blobs=self.blobs, actor=self.settings.actor, clock=self.clock)
 
     @functools.cached_property
     def runs(self) -> Runs:

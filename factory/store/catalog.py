@@ -22,6 +22,7 @@ __all__ = [
     "IndexedArtifact",
     "Ref",
     "RefChange",
+    "RefRule",
     "RunOwner",
     "RunRecord",
     "RunEvent",
@@ -67,6 +68,8 @@ class RefChange:
     """One move of a ref: who moved it, when, from what, to what, and why.
 
     ``seq`` orders every change of every ref (``changes(since=seq)`` reads on from one).
+    ``refused`` marks a move that a protection rule refused: the ref stayed at ``old``,
+    ``new`` is where the actor tried to move it and ``reason`` says why it was refused.
     """
 
     name: str
@@ -76,6 +79,17 @@ class RefChange:
     reason: str
     at: str
     seq: int = 0
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class RefRule:
+    """A protection rule: refs matching ``pattern`` move only for ``actors``."""
+
+    pattern: str
+    actors: tuple[str, ...]
+    updated_by: str
+    updated_at: str
 
 
 @dataclass(frozen=True)
@@ -206,14 +220,25 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     def set_ref(self, name: str, new: str | None, *, expected: str | None, actor: str, reason: str,
                 at: str | None = None) -> RefChange:
-        """Move ``name`` to ``new`` (None deletes) only if it points at ``expected`` now."""
+        """Move ``name`` to ``new`` (None deletes) only if it points at ``expected`` now and
+        every protection rule matching ``name`` lists ``actor``. A refused move is recorded
+        (``refused``) and raises ``RefProtectedError``."""
+
+    @abc.abstractmethod
+    def ref_rules(self) -> list[RefRule]:
+        """Every protection rule, by pattern."""
+
+    @abc.abstractmethod
+    def set_ref_rule(self, pattern: str, actors: Sequence[str] | None, *, actor: str, at: str | None = None) -> None:
+        """Protect refs matching ``pattern`` for ``actors`` (None removes the rule). Changing
+        or removing an existing rule needs an actor that rule lists."""
 
     @abc.abstractmethod
     def refs(self, prefix: str = "") -> list[Ref]: ...
 
     @abc.abstractmethod
-    def history(self, name: str) -> list[RefChange]:
-        """Every change of ``name``, oldest first."""
+    def history(self, name: str, *, refused: bool = False) -> list[RefChange]:
+        """Every change of ``name``, oldest first; with ``refused``, refused moves too."""
 
     @abc.abstractmethod
     def ref_changes(self, since: int = 0, prefix: str = "") -> list[RefChange]:

@@ -63,8 +63,9 @@ class StoreService:
     def get_ref(self, name: str) -> str | None:
         return self.store.refs.get(name)
 
-    def set_ref(self, name: str, target: str, *, expected: str | None, reason: str = "", actor: str | None = None) -> dict[str, Any]:
-        return self.store.refs.set(name, target, expected=expected, reason=reason, actor=actor).__dict__
+    def set_ref(self, name: str, target: str, *, expected: str | None, reason: str = "") -> dict[str, Any]:
+        """Move a ref as the actor this service was started with (its settings' ``actor``)."""
+        return self.store.refs.set(name, target, expected=expected, reason=reason).__dict__
 
     # datasets
     def add_dataset(self, table: pa.Table, *, name: str, key: list[str] | tuple[str, ...] = (),

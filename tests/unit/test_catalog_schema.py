@@ -85,6 +85,7 @@ def test_reading_a_catalog_that_does_not_exist_creates_nothing(tmp_path):
     ["store", "get", "sha256:zz", "-o", "out.bin"],
     ["dataset", "add", "missing.csv", "--name", "base"],
     ["lineage", "sha256:" + "1" * 64],
+    ["refs", "set", "dataset/x", "sha256:" + "1" * 64],
 ])
 def test_bad_input_against_a_fresh_home_writes_no_catalog(tmp_path, argv):
     """A command that fails on bad input exits 2 and leaves the fresh home without a catalog."""
