@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -33,6 +34,13 @@ def open_store(home: str | None = None) -> Store:
     from factory.store import Store
 
     return Store(home)
+
+
+def record_source(store: Store, digest: str, path: str | Path) -> None:
+    """Record the file that artifact ``digest`` was made from as one of its parents (an
+    ``external`` artifact: URI, size, SHA-256, mtime), once what was made from it is stored."""
+    source = store.add_external(path)
+    store.artifacts.add(store.artifacts.get(digest).kind, digest=digest, parents=[source.digest])
 
 
 def short_digest(digest: str) -> str:

@@ -17,6 +17,7 @@ from factory.runtime._cli_common import (
     fail,
     open_store,
     print_json,
+    record_source,
     short_digest,
 )
 
@@ -76,6 +77,7 @@ def register(
     except ValidationError as exc:
         fail(f"{path} is not a valid feature view: {'; '.join(e['loc'][0].__str__() + ': ' + e['msg'] for e in exc.errors())}")
     artifact = store.features.register(view)
+    record_source(store, artifact.digest, path)
     if as_json:
         print_json({"name": view.name, "digest": artifact.digest, **view.model_dump(mode="json")})
         return

@@ -99,7 +99,21 @@ class Store:
     def lineage(self) -> Lineage:
         from factory.store.lineage import Lineage
 
-        return Lineage(self.artifacts)
+        return Lineage(self.artifacts, location=self.location)
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, as a URI: ``file://<host><home>`` for a local home, else its URI."""
+        from factory.store.external import file_uri
+
+        return self.home if self.remote else file_uri(self.home)
+
+    def add_external(self, source: str | os.PathLike[str], *, copy: bool = False, name: str | None = None) -> Artifact:
+        """Record a file or URI outside the store (URI, size, SHA-256, mtime) as an ``external``
+        artifact, to be the parent of what is made from it; its bytes are stored only if ``copy``."""
+        from factory.store.external import record_external
+
+        return record_external(self, source, copy=copy, name=name)
 
     def uri(self, *parts: str) -> str:
         """A location inside the store home."""
