@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -51,6 +52,21 @@ def short_digest(digest: str) -> str:
 def fail(message: str) -> NoReturn:
     """Stop with a user error: one line, exit 2."""
     raise InvalidInputError(message)
+
+
+def parse_time(text: str | None, option: str, *, naive_is_utc: bool = False) -> datetime | None:
+    """An ISO 8601 time given on the command line; one without a zone is refused unless ``naive_is_utc``."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not an ISO 8601 time: write e.g. 2026-01-31T12:00:00Z")
+    if when.tzinfo is None:
+        if not naive_is_utc:
+            fail(f"{option} {text!r} has no time zone: add one, e.g. Z or +00:00")
+        when = when.replace(tzinfo=UTC)
+    return when
 
 
 def print_json(value: Any) -> None:
