@@ -177,16 +177,12 @@ class SqlCatalog(SqlRuns, Catalog):
         matches = list((where or {}).items())
         args: list[Any] = []
         if matches:
-            # The first field match drives the query through the field index. CROSS JOIN
-            # keeps SQLite from starting at the artifacts table instead (PostgreSQL plans
-            # it as an inner join).
-            query = f"SELECT {columns} FROM artifact_fields f0 CROSS JOIN artifacts a WHERE a.digest = f0.digest"
-            for i, (field, value) in enumerate(matches):
-                if i:
-                    query += (f" AND EXISTS (SELECT 1 FROM artifact_fields f{i} WHERE f{i}.digest = a.digest"
-                              f" AND f{i}.field = ? AND f{i}.value = ?)")
-                else:
-                    query += " AND f0.field = ? AND f0.value = ?"
+            # The field index answers the matches (one covering range scan each, intersected)
+            # before any artifact row is read. CROSS JOIN keeps SQLite from starting at the
+            # artifacts table instead; PostgreSQL plans it as the inner join it is.
+            matching = " INTERSECT ".join(["SELECT digest FROM artifact_fields WHERE field = ? AND value = ?"] * len(matches))
+            query = f"SELECT {columns} FROM ({matching}) m CROSS JOIN artifacts a WHERE a.digest = m.digest"
+            for field, value in matches:
                 args += [field, value]
         else:
             query = f"SELECT {columns} FROM artifacts a WHERE 1=1"

@@ -28,8 +28,8 @@ def test_help_lists_every_verb():
 
 
 def test_cli_import_loads_no_heavy_library():
-    """Loading the CLI pays for none of torch, ray, lance or pyarrow."""
-    code = "import sys, factory.runtime._entry, factory.runtime._prefetch, factory.runtime.cli; print(sorted(m for m in ('torch','ray','lance','pyarrow','pandas') if m in sys.modules))"
+    """Loading the CLI pays for none of torch, ray, lance, pyarrow or pydantic."""
+    code = "import sys, factory.runtime._entry, factory.runtime._prefetch, factory.runtime.cli; print(sorted(m for m in ('torch','ray','lance','pyarrow','pandas','pydantic') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
 
