@@ -4,6 +4,12 @@ A subclass supplies the connection (``_connect``), its dialect, the version prob
 the driver's integrity-error class; everything else (the migrations included) is here,
 so SQLite and PostgreSQL run the same statements. See ``_schema.py`` for the rules the
 SQL follows.
+
+Compare-and-swap (refs, metadata, run ownership) reads and writes in one transaction.
+SQLite serialises write transactions (``BEGIN IMMEDIATE``); a PostgreSQL ``_connect``
+must give the same guarantee: run write transactions SERIALIZABLE and retry on a
+serialization failure. Sequence numbers (``seq``) are then also visible in order, which
+``changes(since=)`` and ``events(since=)`` rely on.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Layout of a store home (a local folder or a ``pyarrow.fs`` URI)::
     <home>/blobs/<d[:2]>/<d>     content-addressed blobs (artifact records included)
     <home>/blobs/tmp/            writes in progress
     <home>/datasets/<name>.lance dataset versions, one Lance dataset per name
-    <home>/catalog.db            refs and the artifact index (SQLite, WAL)
+    <home>/catalog.db            the artifact index, refs and runs (SQLite, WAL; created by the first write)
 """
 
 from __future__ import annotations
