@@ -21,6 +21,7 @@ __all__ = [
     "CorruptBlobError",
     "ContractViolationError",
     "UnsafePackageError",
+    "StoreHomeError",
 ]
 
 
@@ -98,3 +99,13 @@ class UnsafePackageError(UserError):
     """A package holding something that could run code when loaded (pickle and friends)."""
 
     code = "UNSAFE_PACKAGE"
+
+
+class StoreHomeError(UserError, ValueError):
+    """A store home that cannot be used: an unknown scheme, a file, an unreachable or refused endpoint."""
+
+    code = "STORE_HOME"
+
+    def __init__(self, message: str, home: str = ""):
+        super().__init__(message, home)
+        self.home = home
