@@ -36,6 +36,7 @@ __all__ = [
     "is_object_store",
     "join",
     "lance_options",
+    "open_upload",
     "publish_object",
     "reset_cache",
     "s3_client_arguments",
@@ -49,6 +50,14 @@ _BUCKETED = {"s3", "gs", "gcs"}
 SINGLE_COPY_LIMIT = 5 << 30  # S3 refuses a CopyObject of a larger source
 _COPY_PART = 512 << 20  # parts of a multipart copy: 10,000 of them reach S3's 5 TiB object limit
 _RETRIES = 5  # attempts per request once the home is known to be reachable (throttling, 5xx)
+# How long a request may go without a byte moving. The SDK's default (3 s) is shorter
+# than a server-side copy of a large object takes: the server answers only at its end.
+_REQUEST_TIMEOUT_S = 300.0
+# Bytes an upload may have in flight. Arrow sends parts on background threads without
+# a bound of its own, so a source read faster than the network would pile up in memory
+# (a 256 MiB put to a slow server peaked at 350 MiB RSS); waiting for the parts in
+# flight at each window keeps it near this, with several parts still on the wire.
+UPLOAD_WINDOW = 64 << 20
 _DEFAULT_REGION = "us-east-1"  # what S3-compatible servers expect when nobody says
 
 _lock = threading.Lock()
@@ -170,6 +179,7 @@ def s3_filesystem_arguments(settings: Settings, *, attempts: int = _RETRIES) -> 
     fields = _s3_fields(settings)
     args: dict = {
         "connect_timeout": settings.s3_connect_timeout_s,
+        "request_timeout": _REQUEST_TIMEOUT_S,
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
         **_renamed(fields, _ARROW_NAMES),
     }
@@ -282,7 +292,38 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-# -- publishing on object storage ----------------------------------------------------------
+# -- writing and publishing on object storage ---------------------------------------------
+
+class BoundedUpload:
+    """An object-store output stream that never holds more than ``UPLOAD_WINDOW`` bytes unsent."""
+
+    def __init__(self, stream, window: int | None = None):
+        self._stream = stream
+        self._window = window or UPLOAD_WINDOW
+        self._unsent = 0
+
+    def write(self, data) -> int:
+        n = self._stream.write(data)
+        self._unsent += len(data)
+        if self._unsent >= self._window:
+            self._stream.flush()  # returns once the parts in flight are uploaded
+            self._unsent = 0
+        return n
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> BoundedUpload:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_upload(fs: pafs.FileSystem, path: str) -> BoundedUpload:
+    """A streamed upload to ``path`` on an object store, with bounded memory (see ``UPLOAD_WINDOW``)."""
+    return BoundedUpload(fs.open_output_stream(path))
+
 
 def publish_object(fs: pafs.FileSystem, tmp: str, final: str, size: int | None, settings: Settings) -> None:
     """Make the fully written object at ``tmp`` visible at ``final`` in one step; remove ``tmp``.
@@ -298,11 +339,15 @@ def publish_object(fs: pafs.FileSystem, tmp: str, final: str, size: int | None, 
             f"the upload to {tmp} holds {uploaded} bytes where {size} were written and hashed; "
             "nothing was published: retry the put"
         )
-    if uploaded is not None and uploaded > SINGLE_COPY_LIMIT and type(fs).__name__ == "S3FileSystem":
-        _multipart_copy(tmp, final, settings)
-    else:
-        fs.copy_file(tmp, final)
-    _delete(fs, tmp)
+    try:
+        if uploaded is not None and uploaded > SINGLE_COPY_LIMIT and type(fs).__name__ == "S3FileSystem":
+            _multipart_copy(tmp, final, settings)
+        else:
+            fs.copy_file(tmp, final)
+    except OSError as exc:  # the copy is one step: it either made the whole object or nothing
+        raise FactorySystemError(f"publishing {final} failed ({_first_line(exc)}); nothing was published: retry the put") from exc
+    finally:
+        _delete(fs, tmp)
 
 
 def _multipart_copy(tmp: str, final: str, settings: Settings) -> None:
@@ -319,10 +364,15 @@ def _multipart_copy(tmp: str, final: str, settings: Settings) -> None:
         ) from exc
     src_bucket, src_key = tmp.split("/", 1)
     dst_bucket, dst_key = final.split("/", 1)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     client = boto3.client("s3", **s3_client_arguments(settings))
     part = max(_COPY_PART, 5 << 20)
-    client.copy({"Bucket": src_bucket, "Key": src_key}, dst_bucket, dst_key,
-                Config=TransferConfig(multipart_threshold=SINGLE_COPY_LIMIT, multipart_chunksize=part))
+    try:
+        client.copy({"Bucket": src_bucket, "Key": src_key}, dst_bucket, dst_key,
+                    Config=TransferConfig(multipart_threshold=SINGLE_COPY_LIMIT, multipart_chunksize=part))
+    except (BotoCoreError, ClientError) as exc:
+        raise OSError(f"multipart copy to {final}: {exc}") from exc
 
 
 def _delete(fs: pafs.FileSystem, path: str) -> None:

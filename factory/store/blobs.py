@@ -198,6 +198,8 @@ class BlobStore:
             if not self._object_store:  # object stores have no folders to make
                 self.fs.create_dir(f"{self.root}/{_TMP}", recursive=True)
             self._tmp_ready = True
+        if self._object_store:
+            return _fs.open_upload(self.fs, tmp)
         return self.fs.open_output_stream(tmp)
 
     def _tmp_path(self) -> str:
