@@ -20,6 +20,9 @@ def pytest_collection_modifyitems(items):
 # How the shared cluster starts; tests that need a cluster of their own (several nodes)
 # shut it down and start it again with these (see ``restart_shared_ray``).
 SHARED_RAY = dict(
+    # "local": always a cluster of our own. Without it ray.init() joins the latest
+    # cluster started on this machine (another test run's, or a ray.cluster_utils head).
+    address="local",
     num_cpus=2,
     object_store_memory=256 * 1024 * 1024,
     include_dashboard=False,
