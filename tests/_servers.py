@@ -22,6 +22,21 @@ from factory.settings import Settings
 __all__ = ["S3Server", "free_port"]
 
 
+# moto's server, which also exits when the process that started it is gone (killed
+# test runs leave no server behind).
+_SERVE = """
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from moto.server import main
+main(sys.argv[1:])
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,7 +58,7 @@ class S3Server:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-c", _SERVE, "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env,
         )
         server = cls(endpoint=f"http://127.0.0.1:{port}", process=process)
