@@ -12,7 +12,9 @@ Object stores have no rename. ``publish_object`` makes a blob visible the way th
 rename does on a disk: the writer uploads under a temporary key, the upload's size is
 checked against what was hashed, and a server-side copy puts it at its final key in
 one step (S3's CopyObject, or a multipart copy above S3's 5 GiB single-copy limit),
-so a reader never sees a partial object there.
+so a reader never sees a partial object there. Even small blobs take this path: an
+Arrow output stream completes its upload when it is closed or destroyed, also after
+an error or an interrupt, so writing at the final key could publish a truncated object.
 """
 
 from __future__ import annotations
