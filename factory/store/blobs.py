@@ -3,7 +3,9 @@
 A blob with digest ``sha256:<d>`` lives at ``<root>/<d[:2]>/<d>``. ``put`` hashes while
 it streams (one read of the source), writes to a temporary name under ``<root>/tmp``
 and renames into place, so a reader never sees a partial blob and a writer killed
-midway leaves only a stray temporary file. A blob that exists is never rewritten.
+midway leaves only a stray temporary file. On object storage, which has no rename,
+the temporary object's size is checked and a server-side copy publishes it (see
+``_fs.publish_object``). A blob that exists is never rewritten.
 ``get`` re-hashes what it reads and raises ``CorruptBlobError`` rather than return
 bytes that do not match their digest.
 """
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
+from factory.settings import Settings
+from factory.store import _fs
 from factory.store._digest import PREFIX, hex_of
 from factory.store._hashing import CHUNK, HashingReader
 
@@ -42,28 +46,23 @@ class CorruptBlob:
     reason: str
 
 
-def _filesystem(root: str):
-    """Resolve ``root`` (a path or a URI) to a ``pyarrow.fs`` filesystem and a path on it."""
-    from pyarrow import fs as pafs
-
-    if "://" in root:
-        filesystem, path = pafs.FileSystem.from_uri(root)
-        return filesystem, path.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(root)
-
-
 class BlobStore:
     """Content-addressed blobs under one root, local or remote."""
 
-    def __init__(self, root: str | os.PathLike[str], *, filesystem=None, fsync: bool = False):
+    def __init__(self, root: str | os.PathLike[str], *, filesystem=None, fsync: bool = False,
+                 settings: Settings | None = None, home: str | None = None):
         root = os.fspath(root)
         self.uri = root
+        self._home = home  # the store home, named in errors about reaching it
         self.fsync = fsync
         self._fs = filesystem
+        self._settings = settings
+        self._object_store = _fs.is_object_store(root)
         if filesystem is not None:
             self.root = root.rstrip("/")
         elif "://" in root:
-            self._fs, self.root = _filesystem(root)
+            # Resolved on first I/O (see ``fs``): building a store touches no network.
+            self.root = _fs.check_home(root).split("://", 1)[1]
         else:
             # A local root needs no pyarrow until the first I/O: the CLI starts hashing
             # while pyarrow (about 0.1 s of imports) loads in the writer thread.
@@ -73,10 +72,19 @@ class BlobStore:
     @property
     def fs(self):
         if self._fs is None:
-            from pyarrow import fs as pafs
+            if "://" in self.uri:
+                self._fs, _ = _fs.filesystem(self.uri, self.settings, label=self._home)
+            else:
+                from pyarrow import fs as pafs
 
-            self._fs = pafs.LocalFileSystem()
+                self._fs = pafs.LocalFileSystem()
         return self._fs
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
 
     @property
     def _local(self) -> bool:
@@ -128,7 +136,7 @@ class BlobStore:
             tmp = self._tmp_path()
             with self._open_tmp(tmp) as out:
                 out.write(data)
-            self._publish(tmp, digest)
+            self._publish(tmp, digest, len(data))
         return digest
 
     def put_stream(self, stream: BinaryIO, *, progress: Progress | None = None) -> str:
@@ -144,15 +152,17 @@ class BlobStore:
         against ``openssl dgst``; reading in the hashing thread cost about 15 % more).
         """
         tmp = self._tmp_path()
-        self._write_tmp(reader, tmp, progress)
-        return self._finish(tmp, reader.digest)
+        size = self._write_tmp(reader, tmp, progress)
+        return self._finish(tmp, reader.digest, size)
 
     def stage(self, reader: HashingReader) -> StagedBlob:
         """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
         return StagedBlob(self, reader)
 
     def _write_tmp(self, reader: HashingReader, tmp: str, progress: Progress | None,
-                   opened: Callable[[], object] | None = None) -> None:
+                   opened: Callable[[], object] | None = None) -> int:
+        """Write what ``reader`` hands out to ``tmp``; the number of bytes written."""
+        written = 0
         try:
             # Opening here lets the reader's first reads and hashes run while the
             # filesystem layer (pyarrow) is still being imported and set up.
@@ -162,6 +172,7 @@ class BlobStore:
             try:
                 for chunk in reader.chunks():
                     out.write(chunk)
+                    written += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
             finally:
@@ -170,31 +181,38 @@ class BlobStore:
             reader.close()
             self._discard(tmp)
             raise
+        return written
 
-    def _finish(self, tmp: str, digest: str) -> str:
+    def _finish(self, tmp: str, digest: str, size: int | None = None) -> str:
         if self.fsync and self._local:
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self._publish(tmp, digest)
+        self._publish(tmp, digest, size)
         return digest
 
     def _open_tmp(self, tmp: str):
         if not self._tmp_ready:
-            self.fs.create_dir(f"{self.root}/{_TMP}", recursive=True)
+            if not self._object_store:  # object stores have no folders to make
+                self.fs.create_dir(f"{self.root}/{_TMP}", recursive=True)
             self._tmp_ready = True
+        if self._object_store:
+            return _fs.open_upload(self.fs, tmp)
         return self.fs.open_output_stream(tmp)
 
     def _tmp_path(self) -> str:
         return f"{self.root}/{_TMP}/{uuid.uuid4().hex}.part"
 
-    def _publish(self, tmp: str, digest: str) -> None:
+    def _publish(self, tmp: str, digest: str, size: int | None = None) -> None:
         """Move a fully written temporary file into place, unless the blob already exists."""
         final = self.path(digest)
         if self.exists(digest):
             self._discard(tmp)
+            return
+        if self._object_store:
+            _fs.publish_object(self.fs, tmp, final, size, self.settings)
             return
         self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         # Rename is atomic on local disks; concurrent writers of the same digest race
@@ -202,6 +220,8 @@ class BlobStore:
         self.fs.move(tmp, final)
 
     def _discard(self, tmp: str) -> None:
+        if self._fs is None:  # the filesystem never opened, so nothing was written
+            return
         try:
             self.fs.delete_file(tmp)
         except (FileNotFoundError, OSError):
@@ -356,7 +376,7 @@ class StagedBlob:
             raise self._failure[0]
         if progress is not None and self._written > reported:
             progress(self._written - reported)
-        return self.blobs._finish(self._tmp, self.reader.digest)
+        return self.blobs._finish(self._tmp, self.reader.digest, self._written)
 
     def abort(self) -> None:
         """Stop writing and remove what was written; nothing becomes visible.

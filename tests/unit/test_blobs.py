@@ -1,28 +1,52 @@
-"""Blob store: content addressing, atomic idempotent writes, verified reads."""
+"""Blob store: content addressing, atomic idempotent writes, verified reads.
+
+Every test that takes ``blobs`` runs twice: on a local folder and on S3 (moto's server).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import threading
+import time
 
 import pytest
+from pyarrow import fs as pafs
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.store import BlobStore
+from factory.store import _fs
 
 
 @pytest.fixture
-def blobs(tmp_path):
-    return BlobStore(tmp_path / "blobs")
+def blobs(home_settings):
+    return BlobStore(_fs.join(home_settings.home, "blobs"), settings=home_settings)
 
 
-def _flip_byte(path: str, offset: int = 0) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
+def _read(blobs: BlobStore, path: str) -> bytes:
+    with blobs.fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def _write(blobs: BlobStore, path: str, data: bytes) -> None:
+    with blobs.fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def _flip_byte(blobs: BlobStore, path: str, offset: int = 0) -> None:
+    data = bytearray(_read(blobs, path))
+    data[offset] ^= 0xFF
+    _write(blobs, path, bytes(data))
+
+
+def _temporaries(blobs: BlobStore) -> list[str]:
+    infos = blobs.fs.get_file_info(pafs.FileSelector(f"{blobs.root}/tmp", allow_not_found=True))
+    return [i.path for i in infos if i.type == pafs.FileType.File]
+
+
+def _written_at(blobs: BlobStore, digest: str):
+    return blobs.fs.get_file_info(blobs.path(digest)).mtime
 
 
 def test_put_returns_sha256_of_content_for_bytes_file_and_stream(blobs, tmp_path):
@@ -42,26 +66,27 @@ def test_blob_lives_under_its_hash_prefix(blobs):
     digest = blobs.put(b"hello")
     hexd = digest.removeprefix("sha256:")
     assert blobs.path(digest) == f"{blobs.root}/{hexd[:2]}/{hexd}"
-    assert open(blobs.path(digest), "rb").read() == b"hello"
+    assert _read(blobs, blobs.path(digest)) == b"hello"
 
 
 def test_existing_blob_is_not_rewritten(blobs, tmp_path):
     """Putting content that is already stored leaves the stored file untouched."""
     digest = blobs.put(b"x" * 1000)
-    before = os.stat(blobs.path(digest))
+    before = _written_at(blobs, digest)
+    if _fs.is_object_store(blobs.uri):
+        time.sleep(1.1)  # object stores keep modification times to the second
     path = tmp_path / "again"
     path.write_bytes(b"x" * 1000)
     assert blobs.put(path) == digest
-    after = os.stat(blobs.path(digest))
-    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _written_at(blobs, digest) == before
+    assert _temporaries(blobs) == []
 
 
 def test_flipped_byte_is_caught_by_get_and_verify(blobs, tmp_path):
     """A corrupted blob is never handed out: get raises naming digest and location."""
     good = blobs.put(b"intact content")
     digest = blobs.put(b"some important content" * 100)
-    _flip_byte(blobs.path(digest), 7)
+    _flip_byte(blobs, blobs.path(digest), 7)
     with pytest.raises(CorruptBlobError) as info:
         blobs.get(digest)
     assert digest in str(info.value) and blobs.path(digest) in str(info.value)
@@ -102,8 +127,7 @@ def test_put_missing_file_writes_nothing(blobs, tmp_path):
 def test_digests_lists_blobs_but_not_temporaries(blobs):
     """Leftover temporary files of dead writers are invisible and can be cleaned."""
     d1, d2 = blobs.put(b"a"), blobs.put(b"b")
-    with open(f"{blobs.root}/tmp/dead-writer.part", "wb") as f:
-        f.write(b"partial")
+    _write(blobs, f"{blobs.root}/tmp/dead-writer.part", b"partial")
     assert sorted(blobs.digests()) == sorted([d1, d2])
     assert blobs.clean_tmp(older_than_s=-1) == 1
 
@@ -134,7 +158,7 @@ def test_failed_source_leaves_no_blob_and_no_temporary(blobs):
     with pytest.raises(OSError, match="connection reset"):
         blobs.put(_FailingStream())
     assert list(blobs.digests()) == []
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _temporaries(blobs) == []
 
 
 def test_failed_progress_callback_stops_the_put_cleanly(blobs):
@@ -161,7 +185,7 @@ def test_a_staged_blob_is_invisible_until_committed(blobs, tmp_path):
     assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
     assert blobs.get(digest) == data
     assert sum(written) == len(data)
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _temporaries(blobs) == []
 
 
 def test_an_aborted_staged_blob_leaves_nothing(blobs, tmp_path):
@@ -173,7 +197,7 @@ def test_an_aborted_staged_blob_leaves_nothing(blobs, tmp_path):
     staged = blobs.stage(HashingReader.open(path, chunk=1 << 20, buffers=2))
     staged.abort()
     assert list(blobs.digests()) == []
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _temporaries(blobs) == []
     with pytest.raises(RuntimeError, match="already committed or aborted"):
         staged.commit()
 
@@ -190,3 +214,69 @@ def test_a_blob_staged_in_one_store_cannot_be_committed_to_another(blobs, tmp_pa
         other.put(staged)
     staged.abort()
     assert list(other.digests()) == [] and list(blobs.digests()) == []
+
+
+class _PausingStream:
+    """A source that stops midway until released, like a slow upload caught in the act."""
+
+    def __init__(self, data: bytes, pause_at: int):
+        self.source = io.BytesIO(data)
+        self.pause_at = pause_at
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    def read(self, n: int) -> bytes:
+        if self.source.tell() >= self.pause_at and not self.release.is_set():
+            self.paused.set()
+            self.release.wait(60)
+        return self.source.read(n)
+
+
+def test_a_put_in_progress_shows_nothing_under_its_digest(blobs):
+    """Midway through a large put, no reader can see the blob, whole or partial; then it appears whole."""
+    data = os.urandom(24 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    source = _PausingStream(data, pause_at=13 << 20)
+    result: list[str] = []
+    writer = threading.Thread(target=lambda: result.append(blobs.put(source)))
+    writer.start()
+    try:
+        assert source.paused.wait(60)
+        assert not blobs.exists(digest)
+        assert list(blobs.digests()) == []
+        with pytest.raises(NotFoundError):
+            blobs.get(digest)
+    finally:
+        source.release.set()
+        writer.join(60)
+    assert result == [digest]
+    assert blobs.size(digest) == len(data) and blobs.get(digest) == data
+    assert _temporaries(blobs) == []
+
+
+def test_an_upload_of_the_wrong_size_is_never_published(s3_settings):
+    """If the object store holds other than the bytes that were hashed, nothing appears under the digest."""
+    from factory.errors import FactorySystemError
+
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    tmp = f"{blobs.root}/tmp/short.part"
+    _write(blobs, tmp, b"only nine")
+    final = blobs.path("sha256:" + "ab" * 32)
+    with pytest.raises(FactorySystemError, match="nothing was published"):
+        _fs.publish_object(blobs.fs, tmp, final, 10, s3_settings)
+    assert blobs.fs.get_file_info(final).type == pafs.FileType.NotFound
+    assert _temporaries(blobs) == []
+
+
+def test_a_blob_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3_settings, s3_server, monkeypatch):
+    """Blobs larger than S3 copies in one request (5 GiB) are still published whole, in parts."""
+    monkeypatch.setattr(_fs, "SINGLE_COPY_LIMIT", 6 << 20)
+    monkeypatch.setattr(_fs, "_COPY_PART", 5 << 20)
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    data = os.urandom(12 << 20)
+    digest = blobs.put(io.BytesIO(data))
+    assert blobs.get(digest) == data
+    bucket, key = blobs.path(digest).split("/", 1)
+    etag = s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"]
+    assert etag.strip('"').endswith("-3")  # three parts of at most 5 MiB
+    assert _temporaries(blobs) == []

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 import lance
 import pyarrow as pa
-import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field
 
 from factory.errors import InvalidInputError, NotFoundError, SchemaChangeError
@@ -200,11 +199,6 @@ def _as_table(source: Any) -> tuple[pa.Table, str | None]:
     raise InvalidInputError(f"cannot add a {type(source).__name__}: give a file path or a pyarrow.Table")
 
 
-def _exists(uri: str) -> bool:
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
 def _schema_of(table: pa.Table) -> tuple[tuple[str, str], ...]:
     return tuple((f.name, str(f.type)) for f in table.schema)
 
@@ -306,7 +300,7 @@ class DatasetStore:
     def lance(self, ref: str | DatasetVersion) -> lance.LanceDataset:
         """The Lance dataset checked out at the version holding exactly this version's rows."""
         v = ref if isinstance(ref, DatasetVersion) else self.get(ref)
-        return lance.dataset(v.uri, version=v.lance_version)
+        return lance.dataset(v.uri, version=v.lance_version, storage_options=self.store.storage_options)
 
     def read(
         self, ref: str | DatasetVersion, columns: Sequence[str] | None = None, filter: str | None = None
@@ -335,7 +329,8 @@ class DatasetStore:
 
         v = ref if isinstance(ref, DatasetVersion) else self.get(ref)
         return ray.data.read_lance(
-            v.uri, version=v.lance_version, columns=list(columns) if columns else None, filter=filter
+            v.uri, version=v.lance_version, columns=list(columns) if columns else None, filter=filter,
+            storage_options=self.store.storage_options,
         )
 
     # -- writing ----------------------------------------------------------------
@@ -413,7 +408,7 @@ class DatasetStore:
 
     def _head(self, name: str, uri: str) -> int | None:
         """The Lance dataset's latest version, if a recorded dataset version is exactly it."""
-        latest = lance.dataset(uri).version
+        latest = lance.dataset(uri, storage_options=self.store.storage_options).version
         location = self._location(name)
         for artifact in self.store.artifacts.find(kind=ArtifactKind.DATASET, name=name):
             meta = artifact.meta(DatasetMeta)
@@ -424,18 +419,20 @@ class DatasetStore:
     def _write(self, name: str, table: pa.Table, key: tuple[str, ...]) -> int:
         """Write ``table`` into the name's Lance dataset, sharing what it can; the Lance version."""
         uri = self.store.uri(self._location(name))
-        if not _exists(uri):
-            return lance.write_dataset(table, uri, mode="create").version
+        options = self.store.storage_options
+        if not self.store.exists(uri):
+            return lance.write_dataset(table, uri, mode="create", storage_options=options).version
         head = self._head(name, uri)
         if head is not None:
             shared = self._write_delta(uri, head, table, key)
             if shared is not None:
                 return shared
-        return lance.write_dataset(table, uri, mode="overwrite").version
+        return lance.write_dataset(table, uri, mode="overwrite", storage_options=options).version
 
     def _write_delta(self, uri: str, head: int, table: pa.Table, key: tuple[str, ...]) -> int | None:
         """Append/delete against Lance version ``head``; None where a full write is better."""
-        current = lance.dataset(uri, version=head)
+        options = self.store.storage_options
+        current = lance.dataset(uri, version=head, storage_options=options)
         stored = current.to_table(with_row_address=True)
         addresses = stored.column("_rowaddr")
         stored = normalize_table(stored.drop_columns(["_rowaddr"]))
@@ -451,9 +448,9 @@ class DatasetStore:
             current.delete(f"_rowaddr IN ({','.join(map(str, doomed.tolist()))})")
             commits += 1
         if len(added):
-            current = lance.write_dataset(table.take(pa.array(added)), uri, mode="append")
+            current = lance.write_dataset(table.take(pa.array(added)), uri, mode="append", storage_options=options)
             commits += 1
-        result = lance.dataset(uri)
+        result = lance.dataset(uri, storage_options=options)
         if result.version != head + commits or result.count_rows() != table.num_rows:
             logger.warning("dataset at %s moved while writing; rewriting it in full", uri)
             return None
