@@ -21,6 +21,7 @@ __all__ = [
     "CorruptBlobError",
     "ContractViolationError",
     "UnsafePackageError",
+    "VerificationError",
 ]
 
 
@@ -98,3 +99,9 @@ class UnsafePackageError(UserError):
     """A package holding something that could run code when loaded (pickle and friends)."""
 
     code = "UNSAFE_PACKAGE"
+
+
+class VerificationError(UserError, ValueError):
+    """A signature, envelope, checkpoint or proof that does not verify against the trusted keys."""
+
+    code = "VERIFICATION_FAILED"
