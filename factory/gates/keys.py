@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -55,6 +56,14 @@ def _check_name(name: str) -> str:
             f"{name!r} is not a key name: use lowercase letters, digits, '.', '_' and '-' (e.g. 'attestation')"
         )
     return name
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_key(raw: bytes):
+    """The parsed key, kept: parsing costs a sizeable share of one verification."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def _now() -> datetime:
@@ -99,10 +108,9 @@ class TrustedKey:
     def verify(self, signature: bytes, data: bytes) -> bool:
         """Whether ``signature`` is this key's Ed25519 signature of ``data`` (status not considered)."""
         from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, data)
+            _public_key(self.public_key).verify(signature, data)
         except (InvalidSignature, ValueError):
             return False
         return True
