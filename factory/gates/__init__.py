@@ -4,7 +4,8 @@ A policy (``Policy``: ``id``, ``version``, ``evaluate(package, context)``) judge
 stored model package and returns a ``PolicyResult``. Each result becomes an in-toto
 Statement v1 in a DSSE envelope signed with Ed25519 (``attest``), appended to an RFC 6962
 transparency log with C2SP signed checkpoints (``TransparencyLog``), and verified
-against the trusted keys of a local ``KeyRing``. Policies come from the entry-point
+against the trusted keys of a local ``KeyRing``. ``decide`` admits a package to an
+environment only when every attestation its ``EnvironmentPolicy`` requires is met. Policies come from the entry-point
 group ``factory.policies``; the built-ins live in ``factory.gates.policies``.
 
 Importing this package loads neither fairlearn, scipy, modelscan nor torch.
@@ -14,9 +15,18 @@ from __future__ import annotations
 
 from factory.gates._logverify import LogProblem, LogReport
 from factory.gates._receipts import Receipt, Receipts
-from factory.gates.attestations import STATEMENT_TYPE, Attestation, attest, open_attestation, statement
+from factory.gates.admission import DEFAULT_ENVIRONMENTS, Admission, EnvironmentPolicy, Requirement, decide
+from factory.gates.attestations import (
+    OVERRIDE_TYPE,
+    STATEMENT_TYPE,
+    Attestation,
+    attest,
+    attest_override,
+    open_attestation,
+    statement,
+)
 from factory.gates.dsse import PAYLOAD_TYPE, Envelope, EnvelopeError, Signature, pae
-from factory.gates.evaluate import evaluate
+from factory.gates.evaluate import evaluate, sign_results
 from factory.gates.keys import KeyRing, Signer, TrustedKey, TrustedKeys, keyid_of
 from factory.gates.log import (
     Appended,
@@ -57,9 +67,17 @@ __all__ = [
     "default_policies",
     "predicate_type_of",
     "evaluate",
+    "sign_results",
+    "EnvironmentPolicy",
+    "Admission",
+    "Requirement",
+    "decide",
+    "DEFAULT_ENVIRONMENTS",
     "STATEMENT_TYPE",
+    "OVERRIDE_TYPE",
     "Attestation",
     "attest",
+    "attest_override",
     "open_attestation",
     "statement",
     "PAYLOAD_TYPE",

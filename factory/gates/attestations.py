@@ -16,15 +16,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from factory._version import code_version
-from factory.errors import VerificationError
+from factory.errors import InvalidInputError, VerificationError
 from factory.gates.dsse import PAYLOAD_TYPE, Envelope, EnvelopeError
 from factory.gates.keys import Signer, TrustedKey, TrustedKeys
 from factory.gates.policy import PolicyResult, Verdict
 from factory.store import canonical_json, check_digest
 
-__all__ = ["STATEMENT_TYPE", "statement", "attest", "Attestation", "open_attestation"]
+__all__ = ["STATEMENT_TYPE", "OVERRIDE_TYPE", "statement", "attest", "attest_override", "Attestation",
+           "open_attestation"]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+OVERRIDE_TYPE = "https://factory.dev/attestations/override/v1"
 
 
 def statement(subject_name: str, subject_digest: str, predicate_type: str, predicate: Mapping[str, Any]) -> dict:
@@ -61,6 +63,17 @@ def attest(
         "evaluator": {"actor": actor, "code": code_version()},
     }
     payload = canonical_json(statement(subject_name, subject_digest, predicate_type, predicate))
+    return Envelope(payload, PAYLOAD_TYPE).sign(signer)
+
+
+def attest_override(*, subject_name: str, subject_digest: str, overrides: str, reason: str, signer: Signer,
+                    at: datetime, actor: str) -> Envelope:
+    """A person's signed decision to accept a failed gate: which predicate type, why, and who."""
+    if not reason.strip():
+        raise InvalidInputError("an override needs a reason: say why the failed gate is accepted (--reason TEXT)")
+    predicate = {"overrides": overrides, "reason": reason, "actor": actor, "verdict": str(Verdict.PASS),
+                 "evaluatedAt": _timestamp(at), "evaluator": {"actor": actor, "code": code_version()}}
+    payload = canonical_json(statement(subject_name, subject_digest, OVERRIDE_TYPE, predicate))
     return Envelope(payload, PAYLOAD_TYPE).sign(signer)
 
 

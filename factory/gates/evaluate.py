@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from factory.errors import FactoryError
+from factory.errors import ContractViolationError, CorruptBlobError, FactoryError, UnsafePackageError
 from factory.gates.attestations import attest
 from factory.gates.dsse import Envelope
 from factory.gates.keys import Signer
@@ -43,13 +43,18 @@ def _checked(policy: Policy, result: Any) -> PolicyResult:
 
 def evaluate(store: Any, digest: str, policies: Sequence[Policy], *,
              context: PolicyContext | None = None) -> list[PolicyResult]:
-    """Each policy's result for the package ``digest``, in the order given."""
+    """Each policy's result for the package ``digest``, in the order given.
+
+    A digest that names no model raises (``NotFoundError``, ``InvalidInputError``): there
+    is nothing to judge, and nothing should be attested.
+    """
     from factory.contract import open_package
 
     context = context or PolicyContext(store)
     try:
         view = open_package(store, digest)
-    except FactoryError as exc:
+    except (UnsafePackageError, ContractViolationError, CorruptBlobError) as exc:
+        # The package exists but the store will not hand it out: that is the finding, for every policy.
         return [PolicyResult.fail(p, f"the package cannot be opened: {exc}") for p in policies]
     results = []
     for policy in policies:

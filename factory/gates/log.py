@@ -250,25 +250,31 @@ class TransparencyLog:
         return None if last is None else last.checkpoint
 
     def tree(self) -> MerkleTree:
-        """The tree of the leaf hashes that checkpoints authenticate (read once, then kept up to date)."""
-        if self._tree is None:
-            self._tree = MerkleTree()
+        """The tree of the leaf hashes that checkpoints authenticate (read once, then kept up to date).
+
+        Only the newest checkpoint's signature is checked here: the leaf hashes of every
+        record before it must hash, together, to its signed root, which authenticates
+        them all. ``verify`` checks every checkpoint's signature as well.
+        """
+        tree = self._tree if self._tree is not None else MerkleTree()
         count = self.checkpoints.size()
-        for raw in self.checkpoints.read(self._records_read, count):
-            record = CheckpointRecord.from_bytes(raw)
-            checkpoint, _ = open_checkpoint(record.note, self.trust, origin=self.origin)
-            tree = self._tree
-            if record.start > tree.size:
-                raise VerificationError(f"checkpoint at size {checkpoint.size} starts at {record.start}, beyond "
-                                        f"the {tree.size} leaves before it: run 'factory attest verify'")
-            fresh = record.leaves[tree.size - record.start :]
-            new_range, new_size = extend_range(tree.compact_range(), tree.size, fresh)
-            if new_size > tree.size and range_root(new_range) != checkpoint.root:
-                raise VerificationError(f"checkpoint at size {checkpoint.size} does not match its leaves: "
-                                        "run 'factory attest verify'")
-            tree.extend(fresh)
-        self._records_read = count
-        return self._tree
+        records = [CheckpointRecord.from_bytes(raw) for raw in self.checkpoints.read(self._records_read, count)]
+        if not records:
+            self._tree = tree
+            return tree
+        grown = MerkleTree()
+        grown.levels = [list(level) for level in tree.levels]
+        for record in records:
+            if record.start > grown.size:
+                raise VerificationError(f"a checkpoint record starts at {record.start}, beyond the {grown.size} "
+                                        "leaves before it: run 'factory attest verify'")
+            grown.extend(record.leaves[grown.size - record.start :])
+        checkpoint, _ = open_checkpoint(records[-1].note, self.trust, origin=self.origin)
+        if checkpoint.size > grown.size or grown.root(checkpoint.size) != checkpoint.root:
+            raise VerificationError(f"the checkpoint at size {checkpoint.size} does not match the logged leaf "
+                                    "hashes: run 'factory attest verify'")
+        self._tree, self._records_read = grown, count
+        return grown
 
     def inclusion_proof(self, index: int, size: int | None = None) -> tuple[InclusionProof, bytes]:
         """The proof that entry ``index`` is in the tree of ``size`` (default: the latest checkpoint), and the entry."""
