@@ -46,6 +46,7 @@ from factory.gates.merkle import (
     verify_inclusion,
 )
 from factory.gates.notes import Checkpoint, open_checkpoint, open_note, sign_checkpoint, sign_note, verifier_key
+from factory.gates.policy_sets import PolicySet, PolicySpec
 from factory.gates.policy import (
     ENTRY_POINT_GROUP,
     Policy,
@@ -66,6 +67,8 @@ __all__ = [
     "Verdict",
     "default_policies",
     "predicate_type_of",
+    "PolicySet",
+    "PolicySpec",
     "evaluate",
     "sign_results",
     "EnvironmentPolicy",

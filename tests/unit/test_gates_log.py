@@ -171,3 +171,21 @@ def test_catalog_storage_names_what_the_catalog_lacks(store):
     """A catalog without append-only logs is refused with a message, not an AttributeError later."""
     with pytest.raises(InvalidInputError, match="log_append"):
         CatalogLogStorage(store.catalog, "attestations")
+
+
+def test_racing_writers_leave_overlapping_checkpoints_that_still_verify(keys):
+    """Two writers that both extend the same checkpoint sign overlapping records; the log still verifies."""
+    log = memory_log(keys)
+    signer = keys.signer()
+    log.append([envelope(signer, i) for i in range(5)])
+    seen_by_late_writer = list(log.checkpoints.entries)
+    log.append([envelope(signer, i) for i in range(5, 8)])
+    log.entries.append([envelope(signer, i).to_json() for i in range(8, 10)])
+    records = log.checkpoints.entries
+    log.checkpoints.entries = seen_by_late_writer  # the late writer read the log before the first one's record
+    late = log.checkpoint()
+    log.checkpoints.entries = records + [late.to_bytes()]
+    assert late.start == 5 and late.checkpoint.size == 10
+    report = log.verify()
+    assert report.ok and report.covered == 10 and report.checkpoints == 3
+    assert log.inclusion_proof(9)[0].size == 10
