@@ -46,7 +46,6 @@ from factory.gates.merkle import (
     verify_inclusion,
 )
 from factory.gates.notes import Checkpoint, open_checkpoint, open_note, sign_checkpoint, sign_note, verifier_key
-from factory.gates.policy_sets import PolicySet, PolicySpec
 from factory.gates.policy import (
     ENTRY_POINT_GROUP,
     Policy,
@@ -57,6 +56,7 @@ from factory.gates.policy import (
     default_policies,
     predicate_type_of,
 )
+from factory.gates.policy_sets import PolicySet, PolicySpec
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -33,9 +33,9 @@ def test_first_use_makes_one_private_key_readable_only_by_its_owner(tmp_path):
 
 def test_two_processes_asking_at_once_get_the_same_key(tmp_path):
     """Processes racing to make the first key end up sharing one, not overwriting each other's."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # separate processes, each with its own file lock, started cheaply
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_signer_keyid, args=(str(tmp_path / "keys"), queue)) for _ in range(4)]
+    procs = [ctx.Process(target=_signer_keyid, args=(str(tmp_path / "keys"), queue)) for _ in range(3)]
     for p in procs:
         p.start()
     ids = {queue.get(timeout=120) for _ in procs}
