@@ -22,6 +22,7 @@ import enum
 import functools
 import importlib.metadata
 import logging
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,18 @@ class Verdict(enum.StrEnum):
     CONDITIONAL = "conditional"
 
 
+def _figure(name: object, value: object) -> Figure:
+    """A figure as a plain JSON value (numpy scalars unwrapped), so it can be signed."""
+    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
+        value = value.item()
+    if value is not None and not isinstance(value, (bool, int, float, str)):
+        raise InvalidInputError(f"figure {name!r} is a {type(value).__name__}: figures are numbers, strings, "
+                                "booleans or None")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and infinity have no JSON form; None says the figure could not be computed
+    return value
+
+
 @dataclass(frozen=True)
 class PolicyResult:
     """What a policy found: a verdict, why, the figures it measured and the evidence it used, by digest."""
@@ -72,7 +85,7 @@ class PolicyResult:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", Verdict(self.verdict))
-        object.__setattr__(self, "figures", dict(self.figures))
+        object.__setattr__(self, "figures", {str(k): _figure(k, v) for k, v in self.figures.items()})
         object.__setattr__(self, "evidence", dict(self.evidence))
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
 from securesystemslib.dsse import Envelope as SslibEnvelope
@@ -89,3 +90,16 @@ def test_untrusted_and_malformed_envelopes_say_why(tmp_path):
     assert err.value.kind == "untrusted-key"
     with pytest.raises(EnvelopeError, match="not a DSSE envelope"):
         open_attestation(b'{"payload": 1}', mine.trusted())
+
+
+def test_numpy_figures_sign_as_plain_json(tmp_path):
+    """A plugin may report numpy numbers; they are signed as plain JSON and NaN becomes null."""
+    import numpy as np
+
+    from factory.gates import PolicyResult, attest
+
+    result = PolicyResult("p", "1.0", "pass", figures={"auc": np.float32(0.5), "n": np.int64(7), "gap": np.nan})
+    env = attest(result, subject_name="iris", subject_digest=SUBJECT, predicate_type="https://x/v1",
+                 signer=KeyRing(tmp_path / "k").signer(), at=datetime(2026, 1, 1, tzinfo=UTC),
+                 actor="t")
+    assert json.loads(env.payload)["predicate"]["figures"] == {"auc": 0.5, "n": 7, "gap": None}
