@@ -113,6 +113,30 @@ def _parse_statement(envelope: Envelope) -> tuple[dict, datetime | None]:
     return body, when
 
 
+def check_envelope(data: bytes, trust: TrustedKeys) -> TrustedKey:
+    """The key whose signature on a logged envelope verifies; raises ``EnvelopeError``.
+
+    The log's fast path: the statement was checked when it was appended, and bytes that
+    still match their authenticated leaf are those bytes, so it is parsed again only
+    when a retired key signed, to compare the signing time with the retirement.
+    """
+    envelope = Envelope.from_json(data)
+    if envelope.payload_type != PAYLOAD_TYPE:
+        raise EnvelopeError(f"payload type {envelope.payload_type!r} is not {PAYLOAD_TYPE!r}", "malformed")
+    key = envelope.verify(trust)
+    if key.status == "retired":
+        _, when = _parse_statement(envelope)
+        refused = key.accepts(when)
+        if refused:
+            raise EnvelopeError(refused, "retired-key")
+    return key
+
+
+def check_statement(envelope: Envelope) -> None:
+    """Raise ``EnvelopeError`` unless the envelope carries an in-toto Statement v1 (checked on append)."""
+    _parse_statement(envelope)
+
+
 def open_attestation(data: bytes | Envelope, trust: TrustedKeys) -> Attestation:
     """Verify an envelope against ``trust`` and parse its statement; raises ``EnvelopeError``."""
     envelope = data if isinstance(data, Envelope) else Envelope.from_json(data)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from factory.errors import InvalidInputError, NotFoundError, VerificationError
+from factory.gates.attestations import check_statement
 from factory.gates.dsse import Envelope
 from factory.gates.keys import Signer, TrustedKeys
 from factory.gates.merkle import (
@@ -188,8 +189,8 @@ class TransparencyLog:
         if not envelopes:
             raise InvalidInputError("nothing to append: give at least one envelope")
         batch = [e.to_json() if isinstance(e, Envelope) else bytes(e) for e in envelopes]
-        for data in batch:
-            Envelope.from_json(data)  # refuse what is not an envelope; signatures are the verifier's business
+        for data in batch:  # refuse what is not an attestation; signatures are the verifier's business
+            check_statement(Envelope.from_json(data))
         first = self.entries.append(batch)
         record = self.checkpoint()
         return Appended(first, len(batch), record.checkpoint, record.note)
