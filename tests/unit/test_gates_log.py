@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +193,20 @@ def test_racing_writers_leave_overlapping_checkpoints_that_still_verify(keys):
     report = log.verify()
     assert report.ok and report.covered == 10 and report.checkpoints == 3
     assert log.inclusion_proof(9)[0].size == 10
+
+
+def test_parallel_verification_works_from_a_script_piped_to_python(tmp_path):
+    """A driver piped to 'python -' can verify a large log over processes (spawn used to re-import '<stdin>')."""
+    code = f"""
+from gates_kit import envelope, memory_log
+from factory.gates import KeyRing
+keys = KeyRing({str(tmp_path / 'keys')!r})
+log = memory_log(keys)
+log.append([envelope(keys.signer(), i) for i in range(2100)])
+report = log.verify(workers=2)
+print(report.ok, report.signatures_checked)
+"""
+    here = Path(__file__).resolve()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[2]), str(here.parent)])}
+    out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, env=env, timeout=600)
+    assert out.stdout.split() == ["True", "2100"], out.stderr[-2000:]
