@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -14,10 +15,6 @@ from factory.gates.keys import TRUST_FILE
 from factory.settings import Settings, default_keys_dir
 
 from gates_kit import T0, envelope
-
-
-def _signer_keyid(path: str, queue) -> None:
-    queue.put(KeyRing(path).signer().keyid)
 
 
 def test_first_use_makes_one_private_key_readable_only_by_its_owner(tmp_path):
@@ -33,15 +30,11 @@ def test_first_use_makes_one_private_key_readable_only_by_its_owner(tmp_path):
 
 def test_two_processes_asking_at_once_get_the_same_key(tmp_path):
     """Processes racing to make the first key end up sharing one, not overwriting each other's."""
-    ctx = multiprocessing.get_context("fork")  # separate processes, each with its own file lock, started cheaply
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_signer_keyid, args=(str(tmp_path / "keys"), queue)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    ids = {queue.get(timeout=120) for _ in procs}
-    for p in procs:
-        p.join(timeout=60)
-    assert len(ids) == 1
+    code = "import sys; from factory.gates.keys import KeyRing; print(KeyRing(sys.argv[1]).signer().keyid)"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "keys")], stdout=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    ids = {p.communicate(timeout=300)[0].strip() for p in procs}
+    assert len(ids) == 1 and all(p.returncode == 0 for p in procs)
     assert len(KeyRing(tmp_path / "keys").trusted()) == 1
 
 
