@@ -26,6 +26,7 @@ __all__ = [
     "RefProtectedError",
     "RunInProgressError",
     "StoreHomeError",
+    "VerificationError",
 ]
 
 
@@ -149,6 +150,8 @@ class RunInProgressError(UserError):
         super().__init__(message, run_id, owner)
         self.run_id = run_id
         self.owner = owner
+
+
 class StoreHomeError(UserError, ValueError):
     """A store home that cannot be used: an unknown scheme, a file, an unreachable or refused endpoint."""
 
@@ -157,3 +160,9 @@ class StoreHomeError(UserError, ValueError):
     def __init__(self, message: str, home: str = ""):
         super().__init__(message, home)
         self.home = home
+
+
+class VerificationError(UserError, ValueError):
+    """A signature, envelope, checkpoint or proof that does not verify against the trusted keys."""
+
+    code = "VERIFICATION_FAILED"

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "default_keys_dir"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -43,6 +43,9 @@ class Settings:
     default to the standard AWS variables, and left unset the AWS SDKs' own chain
     (profiles, instance roles, IRSA) provides them. ``s3_connect_timeout_s`` bounds
     how long an unreachable endpoint takes to fail.
+
+    ``keys``: the local folder holding signing keys and the trusted public keys (``FACTORY_KEYS``; never object storage); ``None`` means
+    ``default_keys_dir()``.
     """
 
     home: str = ".factory"
@@ -55,6 +58,7 @@ class Settings:
     s3_secret_key: str | None = field(default=None, repr=False)
     s3_session_token: str | None = field(default=None, repr=False)
     s3_connect_timeout_s: float = 3.0
+    keys: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +74,7 @@ class Settings:
             s3_secret_key=_first(env, "AWS_SECRET_ACCESS_KEY"),
             s3_session_token=_first(env, "AWS_SESSION_TOKEN"),
             s3_connect_timeout_s=_seconds(env, "FACTORY_S3_CONNECT_TIMEOUT", 3.0),
+            keys=env.get("FACTORY_KEYS") or default_keys_dir(env),
         )
 
 
@@ -95,3 +100,10 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value < 3600:
         raise InvalidInputError(f"{name}={raw!r} is not a number of seconds: give one between 0 and 3600, e.g. 3")
     return value
+
+
+def default_keys_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where signing keys live by default: ``$XDG_CONFIG_HOME/factory/keys``, else ``~/.config/factory/keys``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "factory", "keys")
