@@ -103,7 +103,7 @@ class Architecture:
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise InvalidInputError(
                 f"architecture name {self.name!r} is not valid: use lowercase letters, digits, '.', '_' and '-'"
             )

@@ -102,7 +102,7 @@ class DatasetMeta(BaseModel):
 
 
 def check_dataset_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"{name!r} is not a valid dataset name: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -285,11 +285,11 @@ class DatasetStore:
                 if v.digest == digest:
                     return v
             raise NotFoundError(f"{which} is not a version of dataset {name!r}: see 'factory dataset show {name}'")
-        if _NAME.match(ref):
+        if _NAME.fullmatch(ref):
             latest = self.store.refs.get(f"dataset/{ref}")
             if latest is not None:
                 return self._named(ref, latest)
-        if is_digest(ref) or ref.startswith("sha256:") or _HEX.match(ref):
+        if is_digest(ref) or ref.startswith("sha256:") or _HEX.fullmatch(ref):
             artifact = self._dataset_artifact(self.store.artifacts.resolve(ref))
             name = artifact.name or ""
             digests = self._digests(name) if name else []
