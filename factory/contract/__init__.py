@@ -25,6 +25,7 @@ from factory.contract._schema import (
     Resources,
     TensorSpec,
 )
+from factory.contract._checks import check_fits_cluster
 from factory.contract.architectures import (
     ENTRY_POINT_GROUP,
     Architecture,
@@ -67,4 +68,5 @@ __all__ = [
     "Violation",
     "Check",
     "LatencyStat",
+    "check_fits_cluster",
 ]

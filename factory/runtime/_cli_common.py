@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from factory.errors import InvalidInputError
 
@@ -38,6 +39,11 @@ def open_store(home: str | None = None) -> Store:
 def short_digest(digest: str) -> str:
     """``sha256:`` and the first 12 hex characters: enough to tell blobs apart in a table."""
     return digest[: len("sha256:") + 12]
+
+
+def plain(value: object) -> str:
+    """User text (a name, a reason, a path, a value) for Rich: shown as typed, never read as markup."""
+    return escape(str(value))
 
 
 def fail(message: str) -> NoReturn:

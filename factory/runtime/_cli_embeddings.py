@@ -14,6 +14,7 @@ from factory.runtime._cli_common import (
     err_console,
     fail,
     open_store,
+    plain,
     print_json,
     short_digest,
 )
@@ -70,8 +71,8 @@ def list_collections(home: str = HomeOption, as_json: bool = JsonOption) -> None
     for col in ("name", "latest", "rows", "dim", "metric", "index"):
         table.add_column(col, justify="right" if col in ("rows", "dim") else "left")
     for r in rows:
-        table.add_row(r["name"], f"@{r['version']} {short_digest(r['digest'])}", f"{r['count']:,}", str(r["dim"]),
-                      r["metric"], r["index"]["type"] if r["index"] else "-")
+        table.add_row(plain(r["name"]), f"@{r['version']} {short_digest(r['digest'])}", f"{r['count']:,}",
+                      str(r["dim"]), plain(r["metric"]), plain(r["index"]["type"]) if r["index"] else "-")
     console.print(table)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from factory.runtime._cli_common import (
     err_console,
     fail,
     open_store,
+    plain,
     print_json,
     short_digest,
 )
@@ -39,6 +39,9 @@ def _time(text: str | None, option: str) -> datetime | None:
     return when
 
 
+_MAX_VIEW_BYTES = 1 << 20
+
+
 def _view_dict(v: ViewVersion) -> dict[str, Any]:
     return {"name": v.name, "digest": v.digest, **v.view.model_dump(mode="json", exclude={"name"})}
 
@@ -54,18 +57,14 @@ def register(
 
     from factory.store import FeatureView
 
+    from factory._untrusted import load_json, load_yaml
+
     if not path.is_file():
         fail(f"no file at {path}: give the view definition as a .yaml or .json file")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, ImportError) as exc:
-        fail(f"cannot parse {path}: {exc}")
+    if path.stat().st_size > _MAX_VIEW_BYTES:
+        fail(f"{path} is larger than {_MAX_VIEW_BYTES:,} bytes: a view definition is a short mapping")
+    load = load_yaml if path.suffix.lower() in (".yaml", ".yml") else load_json
+    data = load(path.read_bytes(), what=str(path), max_bytes=_MAX_VIEW_BYTES)
     if not isinstance(data, dict):
         fail(f"{path} must hold one mapping (name, entities, timestamp, ttl, features, source)")
     store = open_store(home)
@@ -95,8 +94,8 @@ def list_views(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     for col in ("name", "digest", "entities", "features", "ttl", "source"):
         table.add_column(col)
     for v in views:
-        table.add_row(v.name, short_digest(v.digest), ", ".join(v.view.entities), ", ".join(v.view.features),
-                      str(v.view.ttl), short_digest(v.view.source))
+        table.add_row(plain(v.name), short_digest(v.digest), plain(", ".join(v.view.entities)),
+                      plain(", ".join(v.view.features)), str(v.view.ttl), short_digest(v.view.source))
     console.print(table)
 
 
@@ -181,10 +180,10 @@ def get_online(
         return
     from rich.table import Table
 
-    out = Table(title=name)
+    out = Table(title=plain(name))
     out.add_column("key")
     for f in table.header.features:
-        out.add_column(f)
+        out.add_column(plain(f))
     for key, row in zip(keys, values):
-        out.add_row(key, *("-" if row[f] is None else str(row[f]) for f in table.header.features))
+        out.add_row(plain(key), *("-" if row[f] is None else plain(row[f]) for f in table.header.features))
     console.print(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, open_store, print_json, short_digest
+from factory.runtime._cli_common import HomeOption, JsonOption, console, open_store, plain, print_json, short_digest
 
 app = typer.Typer(help="Refs (dataset names, model aliases): list, history, set.", no_args_is_help=True)
 
@@ -23,7 +23,7 @@ def list_refs(prefix: str = typer.Argument("", help="Only refs starting with thi
     for col in ("name", "target", "updated"):
         table.add_column(col)
     for r in refs:
-        table.add_row(r.name, r.target, r.updated_at)
+        table.add_row(plain(r.name), r.target, r.updated_at)
     console.print(table)
 
 
@@ -36,11 +36,11 @@ def history(name: str, home: str = HomeOption, as_json: bool = JsonOption) -> No
     if as_json:
         print_json([c.__dict__ for c in changes])
         return
-    table = Table(title=f"history of {name}")
+    table = Table(title=f"history of {plain(name)}")
     for col in ("at", "actor", "from", "to", "reason"):
         table.add_column(col)
     for c in changes:
-        table.add_row(c.at, c.actor, short_digest(c.old or "-"), short_digest(c.new or "-"), c.reason)
+        table.add_row(c.at, plain(c.actor), short_digest(c.old or "-"), short_digest(c.new or "-"), plain(c.reason))
     console.print(table)
 
 
@@ -59,4 +59,4 @@ def set_ref(
     if expected is not None:
         kwargs["expected"] = None if expected.lower() == "none" else store.artifacts.resolve(expected)
     change = store.refs.set(name, target, reason=reason, **kwargs)
-    console.print(f"{name}: {change.old or '-'} -> {change.new}", highlight=False)
+    console.print(f"{plain(name)}: {change.old or '-'} -> {change.new}", highlight=False)

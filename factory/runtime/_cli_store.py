@@ -13,7 +13,9 @@ from factory.runtime._cli_common import (
     JsonOption,
     console,
     err_console,
+    fail,
     open_store,
+    plain,
     print_json,
     progress_bar,
     short_digest,
@@ -48,18 +50,22 @@ def put(
 @app.command()
 def get(
     digest: str = typer.Argument(..., help="Digest (or unique prefix) of the blob."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write the blob."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the blob (a file path)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite the output file if it exists."),
     home: str = HomeOption,
 ) -> None:
-    """Write a blob to a file, verifying its digest as it streams."""
-    from factory.store import is_digest
+    """Write a blob to a file, verifying its digest as it streams; an existing file needs --force."""
+    from factory.store import check_output_path, is_digest
 
+    check_output_path(output)
+    if output.exists() and not force:
+        fail(f"{output} exists: pass --force to overwrite it, or choose another path")
     store = open_store(home)
     if not is_digest(digest):
         digest = store.artifacts.resolve(digest)
     with progress_bar(f"get {short_digest(digest)}", store.blobs.size(digest), unit_bytes=True) as bar:
         store.blobs.get_to(digest, output, progress=bar.advance_task)
-    err_console.print(f"wrote {output}")
+    err_console.print(f"wrote {plain(output)}")
 
 
 @app.command()

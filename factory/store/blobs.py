@@ -24,6 +24,7 @@ from typing import BinaryIO
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.store._digest import PREFIX, hex_of
 from factory.store._hashing import CHUNK, HashingReader
+from factory.store._paths import check_output_path
 
 __all__ = ["BlobStore", "CorruptBlob", "StagedBlob"]
 
@@ -224,7 +225,7 @@ class BlobStore:
     def get_to(self, digest: str, dest: str | os.PathLike[str], *, progress: Progress | None = None) -> Path:
         """Copy the blob to a local file, verifying as it streams; ``dest`` appears only if good."""
         location = self.path(digest)
-        dest = Path(dest)
+        dest = check_output_path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         hasher = hashlib.sha256()

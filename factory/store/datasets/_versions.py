@@ -65,6 +65,7 @@ _HEX = re.compile(r"^[0-9a-f]{6,64}$")
 _CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
 _PARQUET = (".parquet", ".pq")
 _IPC = (".arrow", ".feather", ".ipc")
+_MAX_CSV_BLOCK = (1 << 31) - 1  # Arrow's block size is an int32
 
 
 @dataclass(frozen=True)
@@ -128,31 +129,56 @@ def read_table_file(path: str | os.PathLike[str]) -> pa.Table:
         raise InvalidInputError(f"no file at {path}: check the path")
     try:
         if fmt == "CSV":
-            import pyarrow.csv as pacsv
-
-            table = pacsv.read_csv(path)
-            binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
-            if binary:
-                raise InvalidInputError(
-                    f"{path} is not valid UTF-8 text in column(s) {', '.join(binary)}: re-save it as UTF-8 CSV"
-                )
-            return table
-        if fmt == "Parquet":
-            return _read_parquet(path)
-        if lower.endswith(".feather"):
+            table = _read_csv(path)
+        elif fmt == "Parquet":
+            table = _read_parquet(path)
+        elif lower.endswith(".feather"):
             import pyarrow.feather as feather
 
-            return feather.read_table(path)
-        with pa.memory_map(str(path)) as source:
-            try:
-                return pa.ipc.open_file(source).read_all()
-            except pa.ArrowInvalid:
-                source.seek(0)
-                return pa.ipc.open_stream(source).read_all()
+            table = feather.read_table(path)
+        else:
+            table = _read_ipc(path)
+        try:
+            names = table.column_names
+        except UnicodeDecodeError:
+            raise InvalidInputError(
+                f"{path} has column names that are not valid UTF-8: re-save it with UTF-8 column names"
+            ) from None
+        binary = [name for name, t in zip(names, table.schema.types) if pa.types.is_binary(t)]
+        if fmt == "CSV" and binary:
+            raise InvalidInputError(
+                f"{path} is not valid UTF-8 text in column(s) {', '.join(binary)}: re-save it as UTF-8 CSV"
+            )
+        return table
     except (pa.ArrowException, OSError, ValueError) as exc:
         if isinstance(exc, InvalidInputError):
             raise
         raise InvalidInputError(f"cannot read {path} as {fmt}: {exc}; check that it is a valid {fmt} file") from exc
+
+
+def _read_csv(path: Path) -> pa.Table:
+    """A CSV file; a value larger than Arrow's read block (1 MiB) raises the block size instead of failing."""
+    import pyarrow.csv as pacsv
+
+    block = 1 << 20
+    limit = min(path.stat().st_size + 1, _MAX_CSV_BLOCK)
+    while True:
+        try:
+            return pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=block))
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) or block >= limit:
+                raise
+            block = min(block * 16, limit)
+
+
+def _read_ipc(path: Path) -> pa.Table:
+    """An Arrow IPC file, or failing that an Arrow IPC stream."""
+    with pa.memory_map(str(path)) as source:
+        try:
+            return pa.ipc.open_file(source).read_all()
+        except pa.ArrowInvalid:
+            source.seek(0)
+            return pa.ipc.open_stream(source).read_all()
 
 
 def _read_parquet(path: Path) -> pa.Table:
