@@ -69,29 +69,46 @@ def get(
 
 
 @app.command()
-def verify(home: str = HomeOption, as_json: bool = JsonOption) -> None:
-    """Re-hash every blob; list the corrupt ones and exit 1 if there are any."""
-    from rich.table import Table
+def verify(
+    deep: bool = typer.Option(False, "--deep", help="Also read every dataset version back and recompute its digest."),
+    home: str = HomeOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-hash every blob and dataset file, and check everything the catalog refers to is there.
 
+    Lists what is missing, unreadable or corrupt and exits 1 if anything is; dataset
+    versions whose files were never hashed (written by an older factory) are listed as
+    not verified. A home that does not exist exits 2.
+    """
     store = open_store(home)
-    digests = list(store.blobs.digests())
-    with progress_bar("verify", len(digests)) as bar:
-        bad = []
-        for digest in digests:
-            problem = store.blobs.verify(digest)
-            if problem is not None:
-                bad.append(problem)
-            bar.advance_task(1)
+    with progress_bar("verify", None) as bar:
+        report = store.verify(deep=deep, progress=bar.advance_task)
+    problems = report.problems
     if as_json:
-        print_json({"checked": len(digests), "corrupt": [p.__dict__ for p in bad]})
-    elif bad:
-        table = Table(title=f"{len(bad)} corrupt of {len(digests)} blobs")
-        for col in ("digest", "location", "problem"):
-            table.add_column(col, overflow="fold")
-        for p in bad:
-            table.add_row(p.digest, p.location, p.reason)
-        console.print(table)
+        blobs = [p for p in problems if p.what == "blob"]
+        print_json({"checked": report.blobs, **report.to_dict(),
+                    "corrupt": [{"digest": p.digest, "location": p.location, "reason": p.detail, "problem": p.problem}
+                                for p in blobs]})
     else:
-        console.print(f"{len(digests)} blobs verified, none corrupt")
-    if bad:
+        summary = (f"{report.count('corrupt')} corrupt of {report.blobs} blobs, {report.count('missing')} missing, "
+                   f"{report.count('unreadable')} unreadable; {report.artifacts} artifacts, "
+                   f"{report.dataset_files} dataset files" + (f", {report.deep_datasets} versions re-hashed"
+                                                               if deep else ""))
+        if problems:
+            # Plain lines, not a table, so no digest or path is ever wrapped or cut when copied.
+            console.print(summary, highlight=False, soft_wrap=True)
+            for p in problems:
+                console.print(f"[bold red]{p.problem}[/] {p.what} {p.digest}\n    at {plain(p.location)}\n"
+                              f"    {plain(p.detail)}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"{report.blobs} blobs, {report.artifacts} artifacts and {report.dataset_files} dataset "
+                          f"files verified, none missing or corrupt" + (f"; {report.deep_datasets} dataset versions "
+                                                                         "re-hashed" if deep else ""),
+                          highlight=False)
+        if report.unverified:
+            console.print(f"{len(report.unverified)} dataset version(s) were written before factory recorded file "
+                          "hashes, so their files are not verified"
+                          + ("" if deep else " (verify --deep checks their content)") + ": "
+                          + ", ".join(short_digest(d) for d in report.unverified), highlight=False, soft_wrap=True)
+    if problems:
         raise typer.Exit(1)

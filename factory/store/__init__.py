@@ -49,6 +49,8 @@ __all__ = [
     "check_dataset_name",
     "ViewVersion",
     "check_output_path",
+    "VerifyReport",
+    "VerifyProblem",
 ]
 
 _WHERE = {
@@ -91,6 +93,8 @@ _WHERE = {
     "check_dataset_name": "datasets",
     "ViewVersion": "features",
     "check_output_path": "_paths",
+    "VerifyReport": "_verify",
+    "VerifyProblem": "_verify",
 }
 
 if TYPE_CHECKING:
@@ -114,6 +118,7 @@ if TYPE_CHECKING:
     from factory.store.embeddings import encoder_for
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store._paths import check_output_path
+    from factory.store._verify import VerifyProblem, VerifyReport
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, Refs
     from factory.store.service import StoreService, store_actor
