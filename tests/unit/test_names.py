@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 import pytest
 
@@ -73,3 +75,11 @@ def test_contract_and_architecture_names_are_checked_whole(name):
         Contract(name=name, inputs=sig.inputs, outputs=sig.outputs)
     with pytest.raises(InvalidInputError):
         Architecture(name.lower(), "1", "factory.contract._mlp:build_classifier")
+
+
+@pytest.mark.parametrize("column", [".", "a.b", "`", "a`b", "\x00", "_rowaddr", "_rowid"])
+def test_column_names_lance_cannot_hold_are_refused_before_writing(store, column):
+    """A column named 'a.b' or '_rowaddr' is refused with its name, and nothing is written (found by fuzzing)."""
+    with pytest.raises(InvalidInputError, match="rename the column"):
+        store.datasets.add(pa.table({column: [1], "z": [2]}), name="d")
+    assert not os.path.exists(store.uri("datasets"))

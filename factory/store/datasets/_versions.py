@@ -39,7 +39,7 @@ from factory.store._digest import canonical_json, is_digest
 from factory.store.artifacts import Artifact, ArtifactKind
 from factory.store.datasets._files import check_files, hash_files, version_files
 from factory.store.datasets._tables import as_table, read_table_file
-from factory.store.datasets._write import writer_lock, write_rows
+from factory.store.datasets._write import check_columns, writer_lock, write_rows
 
 if TYPE_CHECKING:
     import ray.data
@@ -291,6 +291,7 @@ class DatasetStore:
             raise InvalidInputError(f"dataset metadata must be JSON-serialisable: {exc}") from exc
         table, label = as_table(source)
         table = normalize_table(table)
+        check_columns(table)
         key = check_key(table, key) if key else ()
         with writer_lock(self.store.uri("datasets"), name, remote=self.store.remote):
             for attempt in range(1, _ATTEMPTS + 1):

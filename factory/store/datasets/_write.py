@@ -26,17 +26,32 @@ import lance
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from factory.errors import RefConflictError
+from factory.errors import InvalidInputError, RefConflictError
 from factory.store._canonical import normalize_table
 from factory.store.datasets._delta import stream_diff
 
-__all__ = ["LanceConflict", "writer_lock", "write_rows"]
+__all__ = ["LanceConflict", "check_columns", "writer_lock", "write_rows"]
 
 logger = logging.getLogger(__name__)
 
 
 class LanceConflict(RefConflictError):
     """Another writer created the name's Lance dataset first; the add is retried on what it wrote."""
+
+
+# Lance's own columns, which a stored table may not name; and what Lance cannot hold in a name.
+_RESERVED = {"_rowid", "_rowaddr", "_rowoffset", "_row_created_at_version", "_row_last_updated_at_version"}
+_FORBIDDEN = (".", "`", "\x00")
+
+
+def check_columns(table: pa.Table) -> None:
+    """Refuse column names that Lance cannot store or read back, before anything is written."""
+    for name in table.column_names:
+        if name in _RESERVED or any(c in name for c in _FORBIDDEN):
+            raise InvalidInputError(
+                f"column {name!r} cannot be stored in a dataset: names may not contain '.', '`' or NUL, nor be one "
+                f"of Lance's own columns ({', '.join(sorted(_RESERVED))}); rename the column"
+            )
 
 
 @contextmanager
