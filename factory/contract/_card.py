@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from factory._untrusted import load_yaml
+from factory._untrusted import load_yaml, preview
 from factory.contract._schema import Contract
 from factory.contract.architectures import ArchitectureRef
 from factory.errors import ContractViolationError, InvalidInputError
@@ -21,14 +21,23 @@ __all__ = ["MAX_FRONT_MATTER_BYTES", "render_card", "parse_card", "check_metrics
 MAX_FRONT_MATTER_BYTES = 256 << 10
 
 
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     """Metrics as ``{name: finite number}``, sorted by name."""
     out = {}
     for name, value in sorted((metrics or {}).items()):
         if not isinstance(name, str) or not name:
-            raise InvalidInputError(f"metric name {name!r} must be a non-empty string")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InvalidInputError(f"metric {name!r} is {value!r}: metrics must be finite numbers")
+            raise InvalidInputError(f"metric name {preview(name)} must be a non-empty string")
+        if not _finite_number(value):
+            raise InvalidInputError(f"metric {preview(name)} is {preview(value)}: metrics must be finite numbers")
         out[name] = float(value)
     return out
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factory._untrusted import load_json
+from factory._untrusted import load_json, preview
 from factory.contract._schema import canonical_json
 from factory.errors import ContractViolationError, InvalidInputError, UnsafePackageError
 
@@ -91,7 +91,7 @@ def _check_names(names: Iterable[str], where: str) -> None:
     unknown = sorted(set(names) - set(PACKAGE_FILES) - {MANIFEST})
     if unknown:
         raise ContractViolationError(
-            f"{where} holds unexpected files {unknown}: a package holds only {list(PACKAGE_FILES)}"
+            f"{where} holds unexpected files {preview(unknown, 300)}: a package holds only {list(PACKAGE_FILES)}"
         )
     missing = sorted(set(PACKAGE_FILES) - set(names))
     if missing:

@@ -67,7 +67,7 @@ def add(
     columns = _key_columns(key)
     store = open_store(home)
     before = store.refs.get(f"dataset/{name}")
-    with err_console.status(f"adding {plain(path)} as dataset {name!r}"):
+    with err_console.status(f"adding {plain(path)} as dataset {plain(repr(name))}"):
         v = store.datasets.add(path, name=name, key=columns, allow_schema_change=allow_schema_change)
     status = "unchanged" if v.digest == before else "new"
     if as_json:

@@ -137,7 +137,7 @@ def materialize(
 ) -> None:
     """Load a view into the online store, as known at --up-to."""
     store = open_store(home)
-    with err_console.status(f"materializing {name}"):
+    with err_console.status(f"materializing {plain(name)}"):
         table = store.features.materialize(name, _time(up_to, "--up-to"))
     info = {"view": name, "entities": len(table), "steps": table.table.num_rows, "up_to": table.up_to.isoformat()}
     if as_json:

@@ -39,7 +39,7 @@ def put(
     store = open_store(home)
     # The console script may have started storing this file already (see _prefetch).
     source = _prefetch.take(path, store.blobs) or path
-    with progress_bar(f"put {path.name}", os.path.getsize(path), unit_bytes=True) as bar:
+    with progress_bar(f"put {plain(path.name)}", os.path.getsize(path), unit_bytes=True) as bar:
         artifact = store.put_blob(source, name=name or path.name, progress=bar.advance_task)
     if as_json:
         print_json({"digest": artifact.digest, "size": artifact.metadata["size"], "name": artifact.name})

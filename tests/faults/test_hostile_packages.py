@@ -269,3 +269,13 @@ def test_resources_are_checked_against_the_cluster_nodes():
         problems = check_fits_cluster(resources, nodes)
         assert problems and problems[0].field == field, problems
     assert check_fits_cluster(Resources(), [])[0].field == "resources"
+
+
+def test_a_metric_too_large_for_a_float_is_refused_on_load(folder):
+    """metrics.json holding a 400-digit number: load refuses it as a contract problem, not an OverflowError."""
+    from factory.contract import load
+
+    (folder / "metrics.json").write_text('{"accuracy": 1' + "0" * 400 + "}")
+    with pytest.raises(ContractViolationError, match="metrics.json"):
+        load(None, folder)
+    assert not validate(folder, runs=3).ok
