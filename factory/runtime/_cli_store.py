@@ -90,10 +90,11 @@ def verify(
                     "corrupt": [{"digest": p.digest, "location": p.location, "reason": p.detail, "problem": p.problem}
                                 for p in blobs]})
     else:
-        summary = (f"{report.count('corrupt')} corrupt of {report.blobs} blobs, {report.count('missing')} missing, "
-                   f"{report.count('unreadable')} unreadable; {report.artifacts} artifacts, "
-                   f"{report.dataset_files} dataset files" + (f", {report.deep_datasets} versions re-hashed"
-                                                               if deep else ""))
+        corrupt_blobs = sum(p.what == "blob" and p.problem == "corrupt" for p in problems)
+        summary = (f"{corrupt_blobs} corrupt of {report.blobs} blobs, {report.count('missing')} missing, "
+                   f"{report.count('unreadable')} unreadable, {report.count('corrupt') - corrupt_blobs} corrupt "
+                   f"dataset file(s) or rows; checked {report.artifacts} artifacts and {report.dataset_files} "
+                   "dataset files" + (f", re-hashed {report.deep_datasets} dataset versions" if deep else ""))
         if problems:
             # Plain lines, not a table, so no digest or path is ever wrapped or cut when copied.
             console.print(summary, highlight=False, soft_wrap=True)
