@@ -26,6 +26,7 @@ from factory.contract._schema import (
     Resources,
     TensorSpec,
 )
+from factory.contract._checks import check_fits_cluster
 from factory.contract.architectures import (
     ENTRY_POINT_GROUP,
     Architecture,
@@ -71,4 +72,5 @@ __all__ = [
     "LatencyStat",
     "PackageView",
     "open_package",
+    "check_fits_cluster",
 ]

@@ -11,14 +11,15 @@ checkpoints and their usual suffixes are refused outright, never opened.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from factory._untrusted import load_json, preview
 from factory.contract._schema import canonical_json
 from factory.errors import ContractViolationError, InvalidInputError, UnsafePackageError
 
@@ -54,6 +55,8 @@ PACKAGE_FILES = (ARCHITECTURE, CARD, CONTRACT, METRICS, WEIGHTS)
 UNSAFE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz", ".h5")
 
 _PROTOCOL0_PICKLE = re.compile(rb"^c[A-Za-z_][\w.]*\n[\w.]+\n")
+# Every file but the weights is a short text: a larger one is refused before it is read.
+MAX_TEXT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def _check_names(names: Iterable[str], where: str) -> None:
     unknown = sorted(set(names) - set(PACKAGE_FILES) - {MANIFEST})
     if unknown:
         raise ContractViolationError(
-            f"{where} holds unexpected files {unknown}: a package holds only {list(PACKAGE_FILES)}"
+            f"{where} holds unexpected files {preview(unknown, 300)}: a package holds only {list(PACKAGE_FILES)}"
         )
     missing = sorted(set(PACKAGE_FILES) - set(names))
     if missing:
@@ -113,9 +116,20 @@ def _sniff(name: str, data: bytes, where: str) -> None:
         )
 
 
+def _size_limit(name: str) -> int | None:
+    return None if name == WEIGHTS else MAX_TEXT_BYTES
+
+
+def _too_big(name: str, size: int, where: str) -> ContractViolationError:
+    return ContractViolationError(
+        f"{name} in {where} is {size:,} bytes, more than the {MAX_TEXT_BYTES:,} a package's {name} may hold: "
+        "re-package the model"
+    )
+
+
 def _parse_manifest(data: bytes, where: str) -> dict[str, str]:
     try:
-        manifest = json.loads(data)
+        manifest = load_json(data, what=MANIFEST, max_bytes=MAX_TEXT_BYTES, error=ValueError)
         files = manifest["files"]
         if manifest.get("format") != FORMAT or not isinstance(files, dict):
             raise ValueError(f"format {manifest.get('format')!r}")
@@ -137,10 +151,15 @@ def read_from_store(store: Store, digest: str) -> PackageFiles:
     if artifact.kind != ArtifactKind.MODEL:
         raise InvalidInputError(f"{digest} is a {artifact.kind} artifact, not a model package: give a model digest")
     where = f"package {digest}"
+    if store.blobs.size(digest) > MAX_TEXT_BYTES:
+        raise _too_big(MANIFEST, store.blobs.size(digest), where)
     manifest = _parse_manifest(store.blobs.get(digest), where)
     _check_names(manifest, where)
     files = {}
     for name in PACKAGE_FILES:
+        limit = _size_limit(name)
+        if limit is not None and store.blobs.size(manifest[name]) > limit:
+            raise _too_big(name, store.blobs.size(manifest[name]), where)
         data = store.blobs.get(manifest[name])  # verified: a tampered blob raises CorruptBlobError
         _sniff(name, data, where)
         files[name] = data
@@ -164,16 +183,18 @@ def read_from_dir(path: str | os.PathLike[str]) -> PackageFiles:
                 )
         if entry.is_dir():
             raise ContractViolationError(f"{where} holds a folder {entry.name!r}: a package holds only files")
+        if not entry.is_file():
+            raise _not_regular(entry.name, where)
         entries[entry.name] = entry.path
     _check_names(entries, where)
     files = {}
     for name in PACKAGE_FILES:
-        data = Path(entries[name]).read_bytes()
+        data = _read_regular(entries[name], name, where)
         _sniff(name, data, where)
         files[name] = data
     digests = {name: _sha256(data) for name, data in files.items()}
     if MANIFEST in entries:
-        recorded = _parse_manifest(Path(entries[MANIFEST]).read_bytes(), where)
+        recorded = _parse_manifest(_read_regular(entries[MANIFEST], MANIFEST, where), where)
         changed = sorted(n for n in PACKAGE_FILES if recorded.get(n) != digests[n])
         if changed or set(recorded) != set(PACKAGE_FILES):
             raise ContractViolationError(
@@ -181,6 +202,34 @@ def read_from_dir(path: str | os.PathLike[str]) -> PackageFiles:
                 "after packaging; re-export the package, or delete manifest.json to validate the files as they are"
             )
     return PackageFiles(_sha256(manifest_bytes(digests)), files, digests, where)
+
+
+def _not_regular(name: str, where: str) -> ContractViolationError:
+    return ContractViolationError(
+        f"{name} in {where} is not a regular file (a FIFO, socket or device): a package holds only regular files"
+    )
+
+
+def _read_regular(path: str, name: str, where: str) -> bytes:
+    """The bytes of a regular file, its type and size checked on the open descriptor before reading.
+
+    Opening does not block (a FIFO put in place after the listing would wait for a writer
+    forever), and whatever was opened is checked again, so a swap after the listing is caught too.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise ContractViolationError(f"{name} in {where} cannot be opened ({exc.strerror}): check the file") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_regular(name, where)
+        limit = _size_limit(name)
+        if limit is not None and info.st_size > limit:
+            raise _too_big(name, info.st_size, where)
+        os.set_blocking(fd, True)
+        return f.read()
 
 
 def open_files(source: str | os.PathLike[str], store: Store | None = None) -> PackageFiles:
@@ -194,7 +243,9 @@ def open_files(source: str | os.PathLike[str], store: Store | None = None) -> Pa
 
 def write_dir(files: PackageFiles, dest: str | os.PathLike[str]) -> Path:
     """Write the package files and its manifest to ``dest`` (created; must be empty if it exists)."""
-    dest = Path(dest)
+    from factory.store import check_output_path
+
+    dest = check_output_path(dest, folder=True)
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInputError(f"{dest} exists and is not empty: choose a new folder")
     dest.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 import factory.contract._files as _files
+from factory._untrusted import load_json
 from factory.contract._assemble import build_module, read_architecture, read_contract, read_header
 from factory.contract._card import check_metrics, render_card
 from factory.contract._checks import (
@@ -179,8 +180,6 @@ def load(
     read), ``CorruptBlobError`` for tampered blobs and ``ContractViolationError``
     naming every problem with the contract, the architecture or the weights.
     """
-    import json
-
     registry = registry or default_registry()
     files = _files.open_files(source, store)
     where = files.source
@@ -196,7 +195,8 @@ def load(
     module, problems = build_module(arch, ref, header, files.files[_files.WEIGHTS])
     raise_if_any(problems, f"cannot load {where}")
     try:
-        metrics = check_metrics(json.loads(files.files[_files.METRICS]))
+        metrics = check_metrics(load_json(files.files[_files.METRICS], what="metrics.json",
+                                          max_bytes=_files.MAX_TEXT_BYTES, error=ValueError))
     except (ValueError, AttributeError) as exc:
         raise ContractViolationError(
             f"metrics.json of {where} is not an object of numbers ({exc}): re-package the model"

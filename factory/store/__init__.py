@@ -74,6 +74,9 @@ __all__ = [
     "RefRule",
     "register_ref_namespace",
     "ref_namespaces",
+    "check_output_path",
+    "VerifyReport",
+    "VerifyProblem",
 ]
 
 _WHERE = {
@@ -126,6 +129,9 @@ _WHERE = {
     "RefRule": "refs",
     "register_ref_namespace": "refs",
     "ref_namespaces": "refs",
+    "check_output_path": "_paths",
+    "VerifyReport": "_verify",
+    "VerifyProblem": "_verify",
 }
 
 if TYPE_CHECKING:
@@ -150,6 +156,8 @@ if TYPE_CHECKING:
     from factory.store.embeddings import encoder_for
     from factory.store.kinds import ArtifactKind, check_kind, known_kinds, register_kind
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
+    from factory.store._paths import check_output_path
+    from factory.store._verify import VerifyProblem, VerifyReport
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
     from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState

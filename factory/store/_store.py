@@ -24,6 +24,7 @@ from factory.store.blobs import BlobStore, Progress, StagedBlob
 from factory.store.catalog import Catalog
 
 if TYPE_CHECKING:
+    from factory.store._verify import VerifyReport
     from factory.store.artifacts import Artifact, ArtifactStore
     from factory.store.datasets import DatasetStore
     from factory.store.embeddings import EmbeddingStore
@@ -163,6 +164,12 @@ class Store:
             metadata={"size": self.blobs.size(digest)},
             parents=parents,
         )
+
+    def verify(self, *, deep: bool = False, progress: Progress | None = None) -> VerifyReport:
+        """Re-check every blob, every catalog reference and every dataset file (see ``_verify``)."""
+        from factory.store._verify import verify_store
+
+        return verify_store(self, deep=deep, progress=progress)
 
     @functools.cached_property
     def datasets(self) -> DatasetStore:

@@ -28,6 +28,7 @@ from factory.settings import Settings
 from factory.store import _fs
 from factory.store._digest import PREFIX, hex_of
 from factory.store._hashing import CHUNK, HashingReader
+from factory.store._paths import check_output_path
 
 __all__ = ["BlobStore", "CorruptBlob", "StagedBlob"]
 
@@ -39,11 +40,17 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class CorruptBlob:
-    """A blob found by ``verify_all`` whose bytes no longer match its digest."""
+    """A blob found by ``verify`` that cannot be trusted: ``problem`` says how.
+
+    ``corrupt``: its bytes no longer hash to its digest; ``missing``: nothing is stored
+    at its path; ``unreadable``: something is there but cannot be read as a blob (a
+    folder, a file it has no permission to read).
+    """
 
     digest: str
     location: str
     reason: str
+    problem: str = "corrupt"
 
 
 class BlobStore:
@@ -244,7 +251,7 @@ class BlobStore:
     def get_to(self, digest: str, dest: str | os.PathLike[str], *, progress: Progress | None = None) -> Path:
         """Copy the blob to a local file, verifying as it streams; ``dest`` appears only if good."""
         location = self.path(digest)
-        dest = Path(dest)
+        dest = check_output_path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         hasher = hashlib.sha256()
@@ -269,38 +276,50 @@ class BlobStore:
         return dest
 
     # -- listing and checking --------------------------------------------------------
-    def digests(self) -> Iterator[str]:
-        """Every stored blob's digest (temporary files excluded)."""
+    def _entries(self) -> Iterator[tuple[str, bool]]:
+        """Every digest-named entry under the root, and whether it is a regular file (temporaries excluded)."""
         from pyarrow import fs as pafs
 
         infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
         for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
             parent, _, name = info.path.rpartition("/")
             shard = parent.rpartition("/")[2]
             if len(name) == 64 and shard == name[:2] and all(c in "0123456789abcdef" for c in name):
-                yield PREFIX + name
+                yield PREFIX + name, info.type == pafs.FileType.File
+
+    def digests(self) -> Iterator[str]:
+        """Every stored blob's digest (temporary files excluded)."""
+        return (digest for digest, is_file in self._entries() if is_file)
 
     def verify(self, digest: str) -> CorruptBlob | None:
-        """Re-hash one blob; ``None`` when it is intact."""
+        """Re-hash one blob; ``None`` when it is intact, else what is wrong (missing, unreadable, corrupt)."""
+        from pyarrow import fs as pafs
+
         location = self.path(digest)
         hasher = hashlib.sha256()
         try:
+            kind = self.fs.get_file_info(location).type
+            if kind == pafs.FileType.NotFound:
+                return CorruptBlob(digest, location, "no file at its path", "missing")
+            if kind != pafs.FileType.File:
+                return CorruptBlob(digest, location, "a folder (or other non-file) stands where the blob should be",
+                                   "unreadable")
             with self.fs.open_input_stream(location) as f:
                 while chunk := f.read(CHUNK):
                     hasher.update(chunk)
         except FileNotFoundError:
-            return CorruptBlob(digest, location, "missing")
+            return CorruptBlob(digest, location, "no file at its path", "missing")
+        except OSError as exc:
+            return CorruptBlob(digest, location, f"cannot be read ({exc})", "unreadable")
         actual = PREFIX + hasher.hexdigest()
         if actual != digest:
             return CorruptBlob(digest, location, f"content hashes to {actual}")
         return None
 
     def verify_all(self, *, progress: Progress | None = None) -> list[CorruptBlob]:
-        """Re-hash every blob; return the corrupt ones."""
+        """Re-hash every blob; return the ones that are corrupt or cannot be read (a folder in a blob's place too)."""
         bad = []
-        for digest in self.digests():
+        for digest, _ in self._entries():
             problem = self.verify(digest)
             if problem is not None:
                 bad.append(problem)

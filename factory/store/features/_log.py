@@ -48,7 +48,7 @@ class FeatureLog:
     """An append-only log of served features under a store."""
 
     def __init__(self, store: FeatureHost, name: str = "serving"):
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", name):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
             raise InvalidInputError(f"{name!r} is not a valid log name: use letters, digits, '.', '_' or '-'")
         self.store = store
         self.name = name
