@@ -20,7 +20,6 @@ from factory.store import Store
 from factory.train import TrainingConfig, train
 from factory.train._synthetic import classification_table, mlp_config
 
-REPO = str(Path(__file__).resolve().parents[2])
 OBJECT_STORE = 150 * 2**20
 
 
@@ -35,6 +34,14 @@ def _config(dataset: str, **settings) -> TrainingConfig:
 def store(tmp_path):
     home = tmp_path / "home"
     return Store(home, settings=Settings(home=str(home)))
+
+
+@pytest.fixture
+def code(tmp_path):
+    """The runs' code: one script outside any repository, so its digest is stable."""
+    script = tmp_path / "train.py"
+    script.write_text("# the training script\n")
+    return {"code_root": str(tmp_path), "entry": (str(script),)}
 
 
 @pytest.fixture
@@ -81,10 +88,10 @@ def _train_workers() -> list[psutil.Process]:
             if p.cmdline() and p.cmdline()[0].startswith("ray::RayTrainWorker")]
 
 
-def test_a_killed_worker_resumes_to_the_same_weights(local_ray, store, dataset, tmp_path):
+def test_a_killed_worker_resumes_to_the_same_weights(local_ray, store, dataset, code, tmp_path):
     """A worker SIGKILLed mid-run: the run completes with exactly the uninterrupted run's weights."""
     config = _config(dataset)
-    clean = train(config, store=store, code_root=REPO, storage_path=str(tmp_path / "clean"))
+    clean = train(config, store=store, **code, storage_path=str(tmp_path / "clean"))
     assert clean.restarts == 0
 
     killed: list[int] = []
@@ -95,7 +102,7 @@ def test_a_killed_worker_resumes_to_the_same_weights(local_ray, store, dataset, 
         victim.send_signal(signal.SIGKILL)
 
     watcher = _after_first_checkpoint(tmp_path / "killed", kill_one)
-    again = train(config, store=store, code_root=REPO, force=True, storage_path=str(tmp_path / "killed"))
+    again = train(config, store=store, **code, force=True, storage_path=str(tmp_path / "killed"))
     watcher.join(timeout=5)
     assert killed, "the worker was never killed"
     assert again.restarts >= 1
@@ -103,7 +110,7 @@ def test_a_killed_worker_resumes_to_the_same_weights(local_ray, store, dataset, 
     assert [h["epoch"] for h in again.history] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
-def test_a_removed_node_does_not_stop_the_run(store, dataset, tmp_path):
+def test_a_removed_node_does_not_stop_the_run(store, dataset, code, tmp_path):
     """Two nodes, one worker on each; the worker node is removed mid-run and the run still completes."""
     from ray.cluster_utils import Cluster
 
@@ -116,7 +123,7 @@ def test_a_removed_node_does_not_stop_the_run(store, dataset, tmp_path):
     try:
         config = _config(dataset, compute={"workers": 2, "cpus_per_worker": 0.5, "placement": "spread"})
         watcher = _after_first_checkpoint(tmp_path / "ray", lambda: cluster.remove_node(node, allow_graceful=False))
-        result = train(config, store=store, code_root=REPO, storage_path=str(tmp_path / "ray"))
+        result = train(config, store=store, **code, storage_path=str(tmp_path / "ray"))
         watcher.join(timeout=5)
         assert node not in cluster.worker_nodes, "the node was never removed"
         assert result.restarts >= 1

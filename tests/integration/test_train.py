@@ -14,7 +14,6 @@ from factory.train._synthetic import classification_table, mlp_config
 from factory.train.job import loop_spec, trainer_for
 from factory.train.submission import check_submission
 
-REPO = str(Path(__file__).resolve().parents[2])
 
 
 def make_config(dataset: str, **settings) -> TrainingConfig:
@@ -32,18 +31,23 @@ def trained(ray_cluster, tmp_path_factory):
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     from factory.store import Store
 
-    home = tmp_path_factory.mktemp("train") / "home"
+    root = tmp_path_factory.mktemp("train")
+    home = root / "home"
     store = Store(home, settings=Settings(home=str(home)))
+    # The code of these runs: one script outside any repository, so edits elsewhere never change its digest.
+    script = root / "train.py"
+    script.write_text("# the training script\n")
+    code = {"code_root": str(root), "entry": (str(script),)}
     version = store.datasets.add(classification_table(480, features=4, seed=3), name="toy", key=["id"])
     config = make_config(version.digest)
     reports = []
-    result = train(config, store=store, code_root=REPO, progress=reports.append)
-    return store, config, result, reports
+    result = train(config, store=store, progress=reports.append, **code)
+    return store, config, result, reports, code
 
 
 def test_a_run_packages_a_valid_model_with_its_lineage(trained):
     """The package validates against its contract and traces back to the config, data, code and environment."""
-    store, config, result, reports = trained
+    store, config, result, reports, _ = trained
     assert [r.epoch for r in reports if r.end_of_epoch] == [1.0, 2.0, 3.0]
     assert [h["epoch"] for h in result.history] == [1.0, 2.0, 3.0]
     assert result.metrics["val_accuracy"] > 0.6 and not result.reused
@@ -59,16 +63,16 @@ def test_a_run_packages_a_valid_model_with_its_lineage(trained):
 
 def test_the_same_config_twice_gives_the_same_weights_and_reuses_the_run(trained):
     """Trained again (--force) the weights are bit-for-bit the same; without --force the run is reused."""
-    store, config, first, _ = trained
-    again = train(config, store=store, code_root=REPO, force=True)
+    store, config, first, _, code = trained
+    again = train(config, store=store, **code, force=True)
     assert again.weights == first.weights and again.history == first.history and not again.reused
-    reused = train(config, store=store, code_root=REPO)
+    reused = train(config, store=store, **code)
     assert reused.reused and reused.model == first.model and reused.metrics == first.metrics
 
 
 def test_a_damaged_latest_checkpoint_is_skipped_for_the_one_before(trained):
     """The newest checkpoint fails verification: the rerun resumes from the previous one, same weights."""
-    store, config, first, _ = trained
+    store, config, first, _, code = trained
     run_dir = Path(first.checkpoint).parent
     checkpoints = sorted(run_dir.glob("checkpoint-*"))
     assert len(checkpoints) == 3
@@ -95,11 +99,11 @@ def test_a_damaged_latest_checkpoint_is_skipped_for_the_one_before(trained):
 
 def test_deepspeed_zero2_trains_checkpoints_and_resumes(trained):
     """ZeRO-2 on 2 CPU workers trains, writes DeepSpeed's sharded checkpoint, and resumes from it."""
-    store, _, _, _ = trained
+    store, _, _, _, code = trained
     dataset = store.datasets.get("toy").digest
     config = make_config(dataset, name="toy-ds", epochs=2, strategy={"kind": "deepspeed", "zero_stage": 2},
                          architecture_config={"in_features": 4, "out_features": 2, "hidden": [16]})
-    result = train(config, store=store, code_root=REPO)
+    result = train(config, store=store, **code)
     assert validate(result.model, store=store).ok
     final = Path(result.checkpoint)
     shards = sorted(p.name for p in (final / "deepspeed" / "state").glob("zero_pp_rank_*"))
