@@ -182,25 +182,28 @@ def _fit(sub: Submission, record: RunRecord, *, name: str, storage_path: str, re
                           callbacks=[_relay_callback(queue)])
     fit = _Fit(trainer, queue)
     restarts = skipped = 0
-    logged_epoch = 0
-    for event in fit.events():
-        metrics = {k: float(v) for k, v in event["metrics"].items() if isinstance(v, (int, float))}
-        resumed = metrics.pop("resumed_from_step", None)
-        skipped += int(metrics.pop("skipped_checkpoints", 0))
-        if resumed is not None:
-            restarts += 1
-            record.event("retrying", resumed_from_step=int(resumed))
-        step = int(metrics.get("step", 0))
-        epoch = metrics.get("epoch", 0.0)
-        where = event["checkpoint"]
-        if where is not None:
-            record.checkpoint(step, *where)
-        if "train_loss" in metrics and epoch > logged_epoch:
-            record.log_metrics(step, metrics)
-            logged_epoch = epoch
-        if progress is not None:
-            progress(EpochReport(epoch, config.epochs, step, metrics, where[0] if where else None,
-                                 int(resumed) if resumed is not None else None))
+    logged_epoch = 0.0
+    try:
+        for event in fit.events():
+            metrics = {k: float(v) for k, v in event["metrics"].items() if isinstance(v, (int, float))}
+            resumed = metrics.pop("resumed_from_step", None)
+            skipped += int(metrics.pop("skipped_checkpoints", 0))
+            if resumed is not None:
+                restarts += 1
+                record.event("retrying", resumed_from_step=int(resumed))
+            step, epoch = int(metrics.get("step", 0)), metrics.get("epoch", 0.0)
+            where = event["checkpoint"]
+            if where is not None:
+                record.checkpoint(step, *where)
+            # An epoch trained again after a resume reports again: the record keeps the first.
+            if "train_loss" in metrics and epoch > logged_epoch:
+                record.log_metrics(step, metrics)
+                logged_epoch = epoch
+            if progress is not None:
+                progress(EpochReport(epoch, config.epochs, step, metrics, where[0] if where else None,
+                                     int(resumed) if resumed is not None else None))
+    finally:
+        queue.shutdown(force=True)
     if fit.error is not None:
         from ray.train import TrainingFailedError
 
