@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cpus-per-worker", type=float, default=0.5)
     parser.add_argument("--strategy", default="ddp", choices=["ddp", "deepspeed"])
     parser.add_argument("--force", action="store_true", help="train even if an identical run finished")
+    parser.add_argument("--num-cpus", type=float, default=None, help="CPUs of a Ray started here (default: all)")
     args = parser.parse_args(argv)
 
     from factory.store import Store
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in report.metrics.items() if k not in ("epoch", "step"))
             print(f"epoch {int(report.epoch)}/{report.epochs}: {shown}", flush=True)
 
-    result = train(config, store=store, force=args.force, entry=(__file__,), progress=progress)
+    result = train(config, store=store, force=args.force, entry=(__file__,), progress=progress,
+                   num_cpus=args.num_cpus)
     summary = {"model": result.model, "candidate": result.candidate, "metrics": result.metrics,
                "config": result.config, "dataset": result.dataset, "code": result.code,
                "environment": result.environment, "reused": result.reused}
