@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -62,8 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in report.metrics.items() if k not in ("epoch", "step"))
             print(f"epoch {int(report.epoch)}/{report.epochs}: {shown}", flush=True)
 
-    result = train(config, store=store, force=args.force, entry=(__file__,), progress=progress,
-                   num_cpus=args.num_cpus)
+    # The code of record is the working tree holding this script, wherever it is run from.
+    result = train(config, store=store, force=args.force, code_root=os.path.dirname(os.path.abspath(__file__)),
+                   entry=(__file__,), progress=progress, num_cpus=args.num_cpus)
     summary = {"model": result.model, "candidate": result.candidate, "metrics": result.metrics,
                "config": result.config, "dataset": result.dataset, "code": result.code,
                "environment": result.environment, "reused": result.reused}
