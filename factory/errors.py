@@ -21,6 +21,7 @@ __all__ = [
     "CorruptBlobError",
     "ContractViolationError",
     "UnsafePackageError",
+    "InvalidRequestError",
 ]
 
 
@@ -98,3 +99,19 @@ class UnsafePackageError(UserError):
     """A package holding something that could run code when loaded (pickle and friends)."""
 
     code = "UNSAFE_PACKAGE"
+
+
+class InvalidRequestError(ContractViolationError):
+    """An inference request that its model's contract refuses; served as an HTTP 4xx.
+
+    ``input`` names the offending input (``None`` when the problem is the request as a
+    whole), ``status`` is the HTTP status a server answers with (400, or 413 for a body
+    over the size limit).
+    """
+
+    code = "INVALID_REQUEST"
+
+    def __init__(self, message: str, input: str | None = None, status: int = 400):
+        super().__init__(message, input, status)
+        self.input = input
+        self.status = status

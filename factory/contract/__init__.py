@@ -35,6 +35,7 @@ from factory.contract.architectures import (
 )
 from factory.contract.packages import LoadedModel, ModelPackage, ModelPackageMeta, export, load, package
 from factory.contract.validation import Check, LatencyStat, ValidationResult, Violation, validate
+from factory.contract._request import InferenceRequest, RequestedOutput, check_request, parse_request
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -67,4 +68,8 @@ __all__ = [
     "Violation",
     "Check",
     "LatencyStat",
+    "check_request",
+    "parse_request",
+    "InferenceRequest",
+    "RequestedOutput",
 ]
