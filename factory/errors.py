@@ -22,6 +22,7 @@ __all__ = [
     "ContractViolationError",
     "UnsafePackageError",
     "InvalidRequestError",
+    "NotAdmittedError",
 ]
 
 
@@ -115,3 +116,15 @@ class InvalidRequestError(ContractViolationError):
         super().__init__(message, input, status)
         self.input = input
         self.status = status
+
+
+class NotAdmittedError(UserError, PermissionError):
+    """A package that its environment's policy does not admit; ``missing`` names what it lacks."""
+
+    code = "NOT_ADMITTED"
+
+    def __init__(self, message: str, digest: str = "", env: str = "", missing: tuple[str, ...] = ()):
+        super().__init__(message, digest, env, tuple(missing))
+        self.digest = digest
+        self.env = env
+        self.missing = tuple(missing)
