@@ -25,6 +25,7 @@ from factory.errors import InvalidRequestError
 from factory.serve._batching import Job, rows_of
 from factory.serve._oip import Reply, error_reply, json_reply, parse_route, server_metadata
 from factory.serve._openapi import openapi
+from factory.serve._record import MODEL_DEPLOYMENT
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,11 +34,10 @@ if TYPE_CHECKING:
     from factory.settings import Settings
     from factory.store import Store
 
-__all__ = ["ModelDeployment", "OipRoot", "MODEL_DEPLOYMENT", "ROOT_DEPLOYMENT"]
+__all__ = ["ModelDeployment", "OipRoot", "MODEL_DEPLOYMENT", "ROOT_DEPLOYMENT", "REPLICA_HEADER"]
 
 log = logging.getLogger(__name__)
 
-MODEL_DEPLOYMENT = "factory-model"
 ROOT_DEPLOYMENT = "factory-oip"
 
 
@@ -54,8 +54,12 @@ def _log_writer(store: Store, model: str) -> Any:
     return write
 
 
-def _response(reply: Reply) -> Response:
-    return Response(reply.body, status_code=reply.status, headers=reply.headers)
+REPLICA_HEADER = "x-factory-replica"
+
+
+def _response(reply: Reply, replica: str | None = None) -> Response:
+    headers = reply.headers if replica is None else {**reply.headers, REPLICA_HEADER: replica}
+    return Response(reply.body, status_code=reply.status, headers=headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -95,6 +99,7 @@ class ModelDeployment:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, int(cpus)))
         self.settings = settings
+        self.replica = serve.get_replica_context().replica_id.unique_id
         store = Store(settings.home, settings=settings)
         state = read_state(store, name)
         metrics = ServeMetrics(name, RayRecorder())
@@ -122,9 +127,9 @@ class ModelDeployment:
         try:
             body = await _read_body(request, self.settings.serve_max_body_bytes)
         except InvalidRequestError as exc:
-            return _response(self.server.reject(exc, request_id))
+            return _response(self.server.reject(exc, request_id), self.replica)
         reply = await self.server.handle(request.method, request.url.path, request.headers, body, request_id)
-        return _response(reply)
+        return _response(reply, self.replica)
 
     def __del__(self) -> None:
         follower = getattr(self, "follower", None)

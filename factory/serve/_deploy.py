@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from factory.errors import FactorySystemError, InvalidInputError, NotFoundError
 from factory.serve._admission import require_admitted
 from factory.serve._record import (
+    MODEL_DEPLOYMENT,
     ROOT_APP,
     DeploymentRecord,
     check_env,
@@ -33,15 +34,13 @@ from factory.serve._record import (
 )
 from factory.serve._traffic import version_of
 
-MODEL_DEPLOYMENT = "factory-model"  # the deployment name inside each model's application (see _app)
-
 if TYPE_CHECKING:
     from factory.contract import Contract
     from factory.settings import Settings
     from factory.store import Store
 
 __all__ = ["Deployed", "DeploymentStatus", "deploy", "undeploy", "deployments", "ensure_serve", "serve_url",
-           "package_contract", "example_request"]
+           "package_contract", "example_request", "replica_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +141,25 @@ def _serve_options(contract: Contract, record: DeploymentRecord) -> dict[str, An
     return options
 
 
-def deploy(store: Store, digest: str, env: str, *, settings: Settings, name: str | None = None,
-           replicas: int | None = None, autoscale: tuple[int, int] | None = None, max_versions: int = 4,
-           timeout_s: float = 300.0, poll_s: float = 0.25) -> Deployed:
-    """Serve package ``digest`` as ``env``'s version of its model, under ``name`` (default: the contract's)."""
+def replica_settings(store: Store) -> Settings:
+    """The store's settings with its home (and a local catalog) made absolute, as replicas anywhere need them."""
+    import dataclasses
+    import os
+
+    catalog = store.settings.catalog
+    if catalog is not None and "://" not in catalog:
+        catalog = os.path.abspath(catalog)
+    return dataclasses.replace(store.settings, home=store.home, catalog=catalog)
+
+
+def deploy(store: Store, digest: str, env: str, *, name: str | None = None, replicas: int | None = None,
+           autoscale: tuple[int, int] | None = None, max_versions: int = 4, timeout_s: float = 300.0,
+           poll_s: float = 0.25) -> Deployed:
+    """Serve package ``digest`` as ``env``'s version of its model, under ``name`` (default: the contract's).
+
+    Serve's HTTP proxy, when this starts it, listens where the store's settings say
+    (FACTORY_SERVE_HOST, FACTORY_SERVE_PORT); replicas open the store from the same settings.
+    """
     from ray import serve
 
     from factory.serve._app import ModelDeployment
@@ -165,6 +179,7 @@ def deploy(store: Store, digest: str, env: str, *, settings: Settings, name: str
     except ValueError as exc:
         raise InvalidInputError(f"cannot deploy {name!r}: {exc}") from None
 
+    settings = replica_settings(store)
     url = ensure_serve(settings) + record.url_path
     ref = env_ref(contract.name, env)
     old_primary = store.refs.get(ref)
@@ -244,12 +259,12 @@ def undeploy(store: Store, name: str) -> None:
         store.refs.delete(record_ref(name), expected=found[1], reason="factory serve delete")
 
 
-def deployments(store: Store, settings: Settings) -> list[DeploymentStatus]:
+def deployments(store: Store) -> list[DeploymentStatus]:
     """Every recorded deployment, with its Serve status and running replicas."""
     from ray import serve
 
     apps = serve.status().applications
-    base = serve_url(settings)
+    base = serve_url(store.settings)
     out = []
     for ref in store.refs.list("deployment/"):
         record = DeploymentRecord.model_validate(store.artifacts.get(ref.target).metadata)

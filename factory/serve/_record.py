@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from factory.store import Store
 
 __all__ = ["DeploymentRecord", "ServeState", "record_ref", "env_ref", "read_record", "write_record", "read_state",
-           "set_traffic", "check_name", "check_env", "ROOT_APP"]
+           "set_traffic", "check_name", "check_env", "ROOT_APP", "MODEL_DEPLOYMENT"]
 
-ROOT_APP = "factory-oip"
+ROOT_APP = "factory-oip"  # the Serve application answering /v2 itself
+MODEL_DEPLOYMENT = "factory-model"  # the deployment inside each model's Serve application
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _ENV = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 Digest = Annotated[str, AfterValidator(check_digest)]
