@@ -23,6 +23,6 @@ def ray_cluster():
     if ray.is_initialized():
         yield ray.get_runtime_context()
         return
-    yield ray.init(num_cpus=2, object_store_memory=256 * 1024 * 1024, include_dashboard=False,
+    yield ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024 * 1024, include_dashboard=False,
                    namespace="factory-tests", log_to_driver=False, configure_logging=False)
     ray.shutdown()

@@ -24,6 +24,7 @@ def ray_cluster():
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     ctx = ray.init(
+        address="local",  # a cluster of our own, even when `ray start` left one running on this machine
         num_cpus=2,
         object_store_memory=256 * 1024 * 1024,
         include_dashboard=False,
