@@ -1,0 +1,75 @@
+"""Killing a model server replica under steady load: clients barely notice, and Serve replaces it.
+
+Ray 2.60's router retries a request on another replica when the one it picked turns
+out dead before accepting it (and then routes away from that replica), but a request
+already running on a replica when it is killed fails with a 500: so the errors a
+client sees are bounded by what was in flight on that one replica at that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from factory.serve import deploy
+from factory.serve._app import REPLICA_HEADER
+
+RATE = 40  # requests per second, sent at a fixed pace whatever the answers take
+SECONDS = 60
+KILL_AT = 15
+BODY = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}]}
+
+
+async def steady_load(url: str, kill) -> tuple[list[int | str], set[str]]:
+    """Send RATE requests per second for SECONDS; call ``kill`` after KILL_AT seconds."""
+    outcomes: list[int | str] = []
+    replicas: set[str] = set()
+
+    async def one(client: httpx.AsyncClient) -> None:
+        try:
+            reply = await client.post(url, json=BODY)
+            outcomes.append(reply.status_code)
+            replicas.add(reply.headers.get(REPLICA_HEADER, ""))
+        except httpx.HTTPError as exc:
+            outcomes.append(type(exc).__name__)
+
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+        tasks = []
+        start = time.monotonic()
+        killed = False
+        for i in range(RATE * SECONDS):
+            await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))
+            if not killed and time.monotonic() - start >= KILL_AT:
+                await asyncio.to_thread(kill)
+                killed = True
+            tasks.append(asyncio.create_task(one(client)))
+        await asyncio.gather(*tasks)
+    return outcomes, replicas
+
+
+def test_killing_a_replica_under_load_costs_at_most_a_tenth_of_a_percent(store, mlp_package, serve_url):
+    """With two replicas, one killed mid-load: at most 0.1 % of requests fail and a new replica takes over."""
+    import ray
+    from ray import serve
+
+    done = deploy(store, mlp_package().digest, "dev", replicas=2, timeout_s=240)
+    victim = httpx.get(done.url + "/ready", timeout=30).headers[REPLICA_HEADER]
+
+    def kill() -> None:
+        ray.kill(ray.get_actor(f"SERVE_REPLICA::iris#factory-model#{victim}", namespace="serve"), no_restart=True)
+
+    outcomes, replicas = asyncio.run(steady_load(done.url + "/infer", kill))
+    errors = [o for o in outcomes if o != 200]
+    assert len(errors) <= len(outcomes) / 1000, f"{len(errors)} of {len(outcomes)} failed: {errors}"
+
+    def running() -> int:
+        states = serve.status().applications["iris"].deployments["factory-model"].replica_states
+        return sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING")
+
+    deadline = time.monotonic() + 120
+    while running() < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert running() == 2
+    assert len(replicas - {victim}) >= 1 and victim in replicas
