@@ -42,6 +42,34 @@ _TYPE_WORDS = {int: "a whole number", float: "a fraction", bool: "a boolean", st
 
 
 @dataclass(frozen=True)
+class _Plan:
+    """What the check reads from a contract on every request, looked up once per contract."""
+
+    inputs: tuple[InputSpec, ...]
+    by_name: dict[str, InputSpec]
+    names: list[str]
+    datatypes: dict[str, str]
+    outputs: list[str]
+    max_batch: int
+
+
+_PLANS: dict[int, tuple[Contract, _Plan]] = {}
+
+
+def _plan(contract: Contract) -> _Plan:
+    hit = _PLANS.get(id(contract))
+    if hit is not None and hit[0] is contract:  # the contract is kept alive here, so its id is not reused
+        return hit[1]
+    plan = _Plan(tuple(contract.inputs), {i.name: i for i in contract.inputs}, [i.name for i in contract.inputs],
+                 {i.name: str(i.dtype) for i in contract.inputs}, [o.name for o in contract.outputs],
+                 contract.resources.max_batch_size)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[id(contract)] = (contract, plan)
+    return plan
+
+
+@dataclass(frozen=True)
 class RequestedOutput:
     """An output the client asked for; ``binary`` is its ``binary_data`` parameter (None: not given)."""
 
@@ -123,10 +151,10 @@ def _check_body(contract: Contract, body: Any, binary: bytes) -> InferenceReques
     binary_output = parameters.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
         raise InvalidRequestError("parameters.binary_data_output must be true or false")
+    plan = _plan(contract)
     tensors = body.get("inputs")
     if not isinstance(tensors, list) or not tensors:
-        raise InvalidRequestError(
-            f"the request needs 'inputs', a list with one entry per input {[i.name for i in contract.inputs]}")
+        raise InvalidRequestError(f"the request needs 'inputs', a list with one entry per input {plan.names}")
 
     by_name: dict[str, Mapping[str, Any]] = {}
     order: list[str] = []
@@ -139,31 +167,27 @@ def _check_body(contract: Contract, body: Any, binary: bytes) -> InferenceReques
             raise InvalidRequestError(f"inputs[{index}] has no 'name' string")
         if name in by_name:
             raise InvalidRequestError(f"input {name!r} is given twice: send each input once", name)
-        try:
-            contract.input(name)
-        except KeyError:
-            raise InvalidRequestError(f"unknown input {name!r}: model {contract.name!r} takes "
-                                      f"{[i.name for i in contract.inputs]}", name) from None
+        if name not in plan.by_name:
+            raise InvalidRequestError(f"unknown input {name!r}: model {contract.name!r} takes {plan.names}", name)
         by_name[name] = tensor
         order.append(name)
-    for spec in contract.inputs:
-        if spec.name not in by_name:
-            raise InvalidRequestError(f"missing input {spec.name!r} ({spec.dtype} {list(spec.shape)}): "
-                                      f"model {contract.name!r} needs every one of {[i.name for i in contract.inputs]}",
-                                      spec.name)
+    if len(by_name) != len(plan.inputs):
+        spec = next(i for i in plan.inputs if i.name not in by_name)
+        raise InvalidRequestError(f"missing input {spec.name!r} ({spec.dtype} {list(spec.shape)}): "
+                                  f"model {contract.name!r} needs every one of {plan.names}", spec.name)
 
     chunks = _binary_chunks(order, by_name, binary)
     rows = None
     inputs: dict[str, np.ndarray] = {}
-    for spec in contract.inputs:
+    for spec in plan.inputs:
         tensor = by_name[spec.name]
-        shape = _check_shape(spec, tensor.get("shape"), contract.resources.max_batch_size)
+        shape = _check_shape(spec, tensor.get("shape"), plan.max_batch)
         if rows is not None and shape[0] != rows:
             raise InvalidRequestError(f"input {spec.name!r} has {shape[0]} rows but another input has {rows}: "
                                       "every input needs the same batch size", spec.name)
         rows = shape[0]
         declared = tensor.get("datatype")
-        if declared != str(spec.dtype):
+        if declared != plan.datatypes[spec.name]:
             raise InvalidRequestError(f"input {spec.name!r} is {spec.dtype} in the contract, but the request says "
                                       f"{declared!r}: send {spec.dtype} values", spec.name)
         if spec.name in chunks:
@@ -173,7 +197,7 @@ def _check_body(contract: Contract, body: Any, binary: bytes) -> InferenceReques
             inputs[spec.name] = _from_binary(spec, shape, chunks[spec.name])
         else:
             inputs[spec.name] = _from_json(spec, shape, tensor.get("data"))
-    return InferenceRequest(request_id, inputs, rows or 0, _requested_outputs(contract, body.get("outputs")),
+    return InferenceRequest(request_id, inputs, rows or 0, _requested_outputs(contract, plan, body.get("outputs")),
                             binary_output, dict(parameters))
 
 
@@ -342,12 +366,12 @@ def _bytes_elements(spec: InputSpec, shape: tuple[int, ...], chunk: bytes, count
     return np.array(out, dtype=object).reshape(shape)
 
 
-def _requested_outputs(contract: Contract, outputs: Any) -> tuple[RequestedOutput, ...]:
+def _requested_outputs(contract: Contract, plan: _Plan, outputs: Any) -> tuple[RequestedOutput, ...]:
     if outputs is None:
         return ()
     if not isinstance(outputs, list):
         raise InvalidRequestError("'outputs' must be a list of {name, parameters} objects")
-    known = [o.name for o in contract.outputs]
+    known = plan.outputs
     out = []
     for index, item in enumerate(outputs):
         name = item.get("name") if isinstance(item, Mapping) else None

@@ -119,8 +119,11 @@ def ensure_serve(settings: Settings) -> str:
 
     from factory.serve._app import OipRoot
 
-    serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
-    if ROOT_APP not in serve.status().applications:
+    status = serve.status()
+    if not status.proxies:  # Serve is not running on this cluster yet
+        serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
+        status = serve.status()
+    if ROOT_APP not in status.applications:
         serve.run(OipRoot.bind(), name=ROOT_APP, route_prefix="/v2")
     return serve_url(settings)
 

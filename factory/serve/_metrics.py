@@ -9,11 +9,15 @@ for tests and for an analysis that reads them without Prometheus.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 __all__ = ["METRICS", "Recorder", "RayRecorder", "MemoryRecorder", "ServeMetrics"]
+
+log = logging.getLogger(__name__)
 
 LATENCY_MS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 ROWS = tuple(2**i for i in range(17))
@@ -41,10 +45,19 @@ class Recorder(Protocol):
 
 
 class RayRecorder:
-    """Records through ``ray.util.metrics``; the metric objects are made on first use, in the replica."""
+    """Records through ``ray.util.metrics``; the metric objects are made on first use, in the replica.
 
-    def __init__(self) -> None:
+    Counter increments are summed in-process and handed to Ray every ``flush_s`` by a
+    background thread (a Ray counter call costs tens of microseconds; a dict update does
+    not); histogram observations go straight through, since each one lands in a bucket.
+    """
+
+    def __init__(self, flush_s: float = 1.0) -> None:
         self._metrics: dict[str, Any] = {}
+        self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._lock = threading.Lock()
+        self._flush_s = flush_s
+        self._thread: threading.Thread | None = None
 
     def _metric(self, name: str) -> Any:
         metric = self._metrics.get(name)
@@ -60,10 +73,29 @@ class RayRecorder:
         return metric
 
     def count(self, name: str, value: float, tags: Mapping[str, str]) -> None:
-        self._metric(name).inc(value, tags=dict(tags))
+        key = (name, tuple(tags.items()))
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0.0) + value
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="factory-serve-metrics", daemon=True)
+                self._thread.start()
 
     def observe(self, name: str, value: float, tags: Mapping[str, str]) -> None:
         self._metric(name).observe(value, tags=dict(tags))
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        for (name, tags), value in counts.items():
+            self._metric(name).inc(value, tags=dict(tags))
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self._flush_s)
+            try:
+                self.flush()
+            except Exception as exc:  # metrics must never take the server down
+                log.warning("could not hand metrics to Ray: %s", exc)
 
 
 class MemoryRecorder:

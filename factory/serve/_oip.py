@@ -58,8 +58,11 @@ def parse_route(path: str) -> Route | None:
     return Route(match["name"], match["version"], match["verb"] or "metadata")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def json_reply(status: int, value: Any) -> Reply:
-    return Reply(status, json.dumps(value, separators=(",", ":")).encode())
+    return Reply(status, _ENCODER.encode(value).encode())
 
 
 def error_reply(status: int, message: str, request_id: str | None = None) -> Reply:
@@ -96,32 +99,27 @@ def decode_body(body: bytes, encoding: str | None, limit: int) -> bytes:
 def infer_reply(name: str, version: str, request: InferenceRequest, request_id: str,
                 outputs: Mapping[str, np.ndarray], contract: Contract) -> Reply:
     """The ``infer`` response: the asked-for outputs (all by default), as JSON or binary tensors."""
-    wanted = request.outputs or tuple(_All(o.name) for o in contract.outputs)
-    header: dict[str, Any] = {"model_name": name, "model_version": version, "id": request_id, "outputs": []}
+    datatypes = {o.name: o.dtype for o in contract.outputs}
+    wanted = [(o.name, o.binary) for o in request.outputs] if request.outputs else [(n, None) for n in datatypes]
+    entries = []
     chunks: list[bytes] = []
-    for want in wanted:
-        spec = contract.output(want.name)
-        array = outputs[want.name]
-        entry: dict[str, Any] = {"name": spec.name, "datatype": str(spec.dtype), "shape": list(array.shape)}
-        binary = request.binary_output if want.binary is None else want.binary
-        if binary:
-            raw = _binary(array, spec.dtype)
+    for output, binary in wanted:
+        dtype = datatypes[output]
+        array = outputs[output]
+        entry: dict[str, Any] = {"name": output, "datatype": dtype.value, "shape": list(array.shape)}
+        if request.binary_output if binary is None else binary:
+            raw = _binary(array, dtype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = _json_data(array, spec.dtype)
-        header["outputs"].append(entry)
-    text = json.dumps(header, separators=(",", ":")).encode()
+            entry["data"] = _json_data(array, dtype)
+        entries.append(entry)
+    text = _ENCODER.encode({"model_name": name, "model_version": version, "id": request_id,
+                            "outputs": entries}).encode()
     if not chunks:
         return Reply(200, text)
     return Reply(200, text + b"".join(chunks),
                  {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(text))})
-
-
-@dataclass(frozen=True)
-class _All:
-    name: str
-    binary: bool | None = None
 
 
 def _json_data(array: np.ndarray, dtype: DType) -> list[Any]:
