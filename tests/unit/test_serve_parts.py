@@ -166,3 +166,17 @@ def test_settings_refuse_a_bad_port():
 
     with pytest.raises(InvalidInputError, match="FACTORY_SERVE_PORT='http' is not a positive integer"):
         Settings.from_env({"FACTORY_SERVE_PORT": "http"})
+
+
+def test_replica_settings_come_from_the_contract_and_the_deployment():
+    """CPUs, GPUs and memory come from the contract; replica count or autoscaling from the deployment."""
+    from factory.contract import Resources
+    from factory.serve._deploy import _serve_options
+
+    contract = CONTRACT.model_copy(update={"resources": Resources(cpus=0.25, memory_mb=300, max_batch_size=16)})
+    fixed = _serve_options(contract, DeploymentRecord(name="m", model="m", env="dev", replicas=3))
+    assert fixed["ray_actor_options"] == {"num_cpus": 0.25, "num_gpus": 0.0, "memory": 300 * 2**20}
+    assert fixed["num_replicas"] == 3 and fixed["max_ongoing_requests"] >= 16
+    scaled = _serve_options(contract, DeploymentRecord(name="m", model="m", env="dev", autoscale=(1, 4)))
+    assert "num_replicas" not in scaled
+    assert (scaled["autoscaling_config"]["min_replicas"], scaled["autoscaling_config"]["max_replicas"]) == (1, 4)
