@@ -110,7 +110,8 @@ class ModelDeployment:
         self.server = ModelServer(name, pool=pool, metrics=metrics, log=self.log,
                                   max_body_bytes=settings.serve_max_body_bytes, run=self._infer)
         self._apply(state)
-        self.follower = Follower(lambda: read_state(store, name), self._apply, key=state.key, poll_s=poll_s).start()
+        self.follower = Follower(lambda: read_state(store, name), self._apply, key=state.key, poll_s=poll_s,
+                                 on_error=lambda error: setattr(self.server, "apply_error", error)).start()
 
     def _apply(self, state: ServeState) -> None:
         routing = self.server.apply(state)

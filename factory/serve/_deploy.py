@@ -32,6 +32,7 @@ from factory.serve._record import (
     record_ref,
     write_record,
 )
+from factory.serve._server import APPLY_FAILED
 from factory.serve._traffic import version_of
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def _serve_options(contract: Contract, record: DeploymentRecord) -> dict[str, An
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": res.cpus, "num_gpus": res.gpus, "memory": res.memory_mb * 2**20},
         "max_ongoing_requests": max(16, 2 * res.max_batch_size),
+        "max_constructor_retry_count": 3,  # a replica that cannot load its package will not load it later either
     }
     if record.autoscale is not None:
         low, high = record.autoscale
@@ -200,6 +202,8 @@ def deploy(store: Store, digest: str, env: str, *, name: str | None = None, repl
             serve.run(app, name=name, route_prefix=record.url_path)
         _wait_ready(f"{url}/versions/{version_of(digest)}/ready", timeout_s)
     except Exception as exc:
+        if not running:
+            serve.delete(name)
         _undo(store, ref, digest, old_primary, name, record_digest, previous)
         raise FactorySystemError(f"deploying {digest} as {name!r} failed, refs restored: {_first_line(exc)}") from exc
     body = json.dumps(example_request(contract), separators=(",", ":"))
@@ -217,7 +221,13 @@ def _wait_ready(url: str, timeout_s: float) -> None:
                 if response.status == 200:
                     return
         except urllib.error.HTTPError as exc:
-            last = f"{exc.code} {exc.read(300).decode(errors='replace')}"
+            body = exc.read(4000).decode(errors="replace")
+            try:
+                last = f"{exc.code}: {json.loads(body)['error']}"
+            except (ValueError, KeyError, TypeError):
+                last = f"{exc.code}: {body}"
+            if APPLY_FAILED in last:  # the replicas tried and failed: waiting longer will not help
+                raise RuntimeError(last) from None
         except OSError as exc:
             last = str(exc)
         time.sleep(0.2)

@@ -22,13 +22,15 @@ class Follower:
     """Calls ``apply(state)`` whenever ``read()`` returns a state whose ``key`` differs from the last applied."""
 
     def __init__(self, read: Callable[[], Any], apply: Callable[[Any], None], *, key: Hashable | None = None,
-                 poll_s: float = 0.25, max_backoff_s: float = 10.0):
+                 poll_s: float = 0.25, max_backoff_s: float = 10.0,
+                 on_error: Callable[[str | None], None] | None = None):
         self._read = read
         self._apply = apply
         self.key = key
         self.poll_s = poll_s
         self.max_backoff_s = max_backoff_s
         self.error: str | None = None
+        self._on_error = on_error or (lambda error: None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="factory-serve-follower", daemon=True)
 
@@ -59,8 +61,11 @@ class Follower:
                 message = f"{type(exc).__name__}: {exc}"
                 if message != self.error:
                     log.error("cannot apply the deployment's new state (serving the previous one): %s", message)
+                    self._on_error(message)
                 self.error = message
                 wait = min(max(wait * 2, self.poll_s), self.max_backoff_s)
             else:
+                if self.error is not None:
+                    self._on_error(None)
                 self.error = None
                 wait = self.poll_s

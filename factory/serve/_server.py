@@ -39,12 +39,13 @@ if TYPE_CHECKING:
     from factory.serve._record import ServeState
     from factory.serve._versions import Routing, VersionPool
 
-__all__ = ["ModelServer", "ROUTE_KEY"]
+__all__ = ["ModelServer", "ROUTE_KEY", "APPLY_FAILED"]
 
 log = logging.getLogger(__name__)
 
 # A client that sends the same key gets the same version while the weights stay (sticky routing).
 ROUTE_KEY = "x-factory-route-key"
+APPLY_FAILED = "this replica could not apply the deployment's latest state"
 Outputs = dict[str, "np.ndarray"]
 
 
@@ -65,6 +66,7 @@ class ModelServer:
         self._clock = clock
         self._now = now
         self._routing: Routing | None = None
+        self.apply_error: str | None = None  # why the latest deployment state could not be applied, if it could not
 
     @property
     def routing(self) -> Routing | None:
@@ -124,7 +126,8 @@ class ModelServer:
         except InvalidRequestError as exc:
             reply = error_reply(exc.status, str(exc), request_id)
         except NotFoundError as exc:
-            reply = error_reply(404, str(exc), request_id)
+            note = f"; {APPLY_FAILED}: {self.apply_error}" if self.apply_error else ""
+            reply = error_reply(404, f"{exc}{note}", request_id)
         except Exception as exc:  # the model or the server failed on valid input: 500, and the replica lives on
             log.exception("request %s to %s failed", request_id, self.name)
             reply = error_reply(500, f"the model server failed on this request ({type(exc).__name__}: {exc})",

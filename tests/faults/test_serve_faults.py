@@ -73,3 +73,28 @@ def test_killing_a_replica_under_load_costs_at_most_a_tenth_of_a_percent(store, 
         time.sleep(1)
     assert running() == 2
     assert len(replicas - {victim}) >= 1 and victim in replicas
+
+
+def test_a_package_the_replicas_cannot_load_leaves_the_old_version_serving(store, mlp_package, serve_url):
+    """A new package with a corrupted weights file: deploy fails naming it, refs go back, the old one answers."""
+    from factory.contract import ModelPackageMeta
+    from factory.errors import FactorySystemError
+    from factory.serve import version_of
+
+    old = mlp_package()
+    done = deploy(store, old.digest, "dev", timeout_s=240)
+    new = mlp_package(seed=1)
+    weights = store.artifacts.get(new.digest).meta(ModelPackageMeta).files["model.safetensors"]
+    with open(store.blobs.path(weights), "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    try:
+        deploy(store, new.digest, "dev", timeout_s=240)
+    except FactorySystemError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("deploying a corrupt package succeeded")
+    assert "could not apply" in message and "CorruptBlobError" in message and "refs restored" in message
+    assert store.refs.get("model/iris/dev") == old.digest
+    reply = httpx.post(done.url + "/infer", json=BODY, timeout=30)
+    assert reply.status_code == 200 and reply.json()["model_version"] == version_of(old.digest)
