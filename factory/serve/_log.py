@@ -154,13 +154,16 @@ def log_table(records: Sequence[LogRecord]) -> pa.Table:
     import pyarrow as pa
 
     contract = records[0].contract
-    counts = [r.rows for r in records]
+    counts = np.array([r.rows for r in records])
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    micros = [round(r.ts.timestamp() * 1e6) for r in records]
     columns: dict[str, pa.Array] = {
         "request_id": pa.array(np.repeat([r.request_id for r in records], counts), pa.string()),
-        "row": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in counts])),
+        "row": pa.array((np.arange(int(counts.sum())) - starts).astype(np.int32)),
         "model": pa.array(np.repeat([r.digest for r in records], counts), pa.string()),
         "version": pa.array(np.repeat([r.version for r in records], counts), pa.string()),
-        "ts": pa.array(np.repeat([r.ts for r in records], counts).tolist(), pa.timestamp("us", tz="UTC")),
+        "ts": pa.array(np.repeat(np.array(micros, dtype=np.int64), counts), pa.int64()).cast(
+            pa.timestamp("us", tz="UTC")),
         "latency_ms": pa.array(np.repeat([r.latency_ms for r in records], counts), pa.float64()),
     }
     for spec in contract.inputs:
@@ -187,11 +190,27 @@ def _arrow_type(dtype: DType, rank: int) -> pa.DataType:
 
 
 def _column(arrays: Sequence[np.ndarray], dtype: DType, rank: int) -> pa.Array:
+    """One column from each record's array: straight from numpy up to rank 2, through Python lists beyond."""
+    import numpy as np
     import pyarrow as pa
 
+    floats = dtype in (DType.FP16, DType.FP32, DType.FP64)
+    plain = (rank <= 2 and dtype is not DType.BYTES and not any(isinstance(a, np.ma.MaskedArray) for a in arrays)
+             and len({a.shape[1:] for a in arrays}) == 1)
+    if plain:
+        stacked = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        base = _arrow_type(dtype, 1)
+        if dtype is DType.FP16:
+            stacked = stacked.astype(np.float32)
+        if rank == 1:
+            return pa.array(stacked, base, from_pandas=floats)  # from_pandas: NaN, a float's null, becomes null
+        width = stacked.shape[1]
+        values = pa.array(stacked.ravel(), base, from_pandas=floats)
+        offsets = pa.array(np.arange(0, width * len(stacked) + 1, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, values)
     values = []
     for array in arrays:
         values.extend(array.tolist())  # masked elements come out as None
-    if dtype in (DType.FP16, DType.FP32, DType.FP64) and rank == 1:
-        values = [None if v != v else v for v in values]  # NaN is how a float carries a null
+    if floats and rank == 1:
+        values = [None if v != v else v for v in values]
     return pa.array(values, _arrow_type(dtype, rank))
