@@ -34,10 +34,11 @@ from factory.serve._oip import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from factory.contract import InferenceRequest
     from factory.serve._log import InferenceLog
     from factory.serve._metrics import ServeMetrics
     from factory.serve._record import ServeState
-    from factory.serve._versions import Routing, VersionPool
+    from factory.serve._versions import LoadedVersion, Routing, VersionPool
 
 __all__ = ["ModelServer", "ROUTE_KEY", "APPLY_FAILED"]
 
@@ -112,7 +113,9 @@ class ModelServer:
                 else:
                     loaded = routing.resolve(route.version, headers.get(ROUTE_KEY) or request_id)
                     version = loaded.version
-                    reply = await self._infer(loaded, headers, body, request_id, start)
+                    request = self._parse(loaded, headers, body)
+                    request_id = request.id or request_id  # from here on, errors echo the client's id
+                    reply = await self._answer(loaded, request, request_id, start)
             elif method != "GET":
                 reply = _method_not_allowed("GET", method, request_id)
             else:
@@ -141,7 +144,7 @@ class ModelServer:
         self.metrics.request("", reply.status, 0.0)
         return reply
 
-    async def _infer(self, loaded, headers: Mapping[str, str], body: bytes, request_id: str, start: float) -> Reply:
+    def _parse(self, loaded: LoadedVersion, headers: Mapping[str, str], body: bytes) -> InferenceRequest:
         header_length = headers.get(HEADER_LENGTH)
         try:
             length = None if header_length is None else int(header_length)
@@ -149,14 +152,16 @@ class ModelServer:
             raise InvalidRequestError(f"Inference-Header-Content-Length is {header_length!r}: give the JSON "
                                       "header's length in bytes") from None
         body = decode_body(body, headers.get("content-encoding"), self.max_body_bytes)
-        request = parse_request(loaded.contract, body, header_length=length, max_body_bytes=self.max_body_bytes)
-        rid = request.id or request_id
+        return parse_request(loaded.contract, body, header_length=length, max_body_bytes=self.max_body_bytes)
+
+    async def _answer(self, loaded: LoadedVersion, request: InferenceRequest, request_id: str,
+                      start: float) -> Reply:
         outputs = await self._run(Job(loaded, request.inputs, request.rows))
         if isinstance(outputs, BaseException):
             raise outputs
-        reply = infer_reply(self.name, loaded.version, request, rid, outputs, loaded.contract)
+        reply = infer_reply(self.name, loaded.version, request, request_id, outputs, loaded.contract)
         if self.log is not None and self._rng.random() < loaded.contract.observability.sample_rate:
-            self.log.submit(LogRecord(rid, loaded.digest, loaded.version, loaded.contract, self._now(),
+            self.log.submit(LogRecord(request_id, loaded.digest, loaded.version, loaded.contract, self._now(),
                                       (self._clock() - start) * 1000, request.inputs, outputs))
         return reply
 

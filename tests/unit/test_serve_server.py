@@ -171,8 +171,9 @@ def test_a_failing_model_is_a_500_and_the_server_keeps_answering(served):
             raise RuntimeError("boom")
 
     server._routing = Routing(good.primary, {good.primary: LoadedVersion(pkg.digest, loaded.contract, Broken())})
-    reply = call(server, "POST", "/v2/models/iris/infer", infer_json())
+    reply = call(server, "POST", "/v2/models/iris/infer", infer_json(request_id="mine"))
     assert reply.status == 500 and "RuntimeError: boom" in json.loads(reply.body)["error"]
+    assert json.loads(reply.body)["id"] == "mine"
     server._routing = good
     assert call(server, "POST", "/v2/models/iris/infer", infer_json()).status == 200
 
