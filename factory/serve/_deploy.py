@@ -280,7 +280,10 @@ def deployments(store: Store) -> list[DeploymentStatus]:
     base = serve_url(store.settings)
     out = []
     for ref in store.refs.list("deployment/"):
-        record = DeploymentRecord.model_validate(store.artifacts.get(ref.target).metadata)
+        found = read_record(store, ref.name.removeprefix("deployment/"))
+        if found is None:  # deleted meanwhile
+            continue
+        record = found[0]
         primary = store.refs.get(env_ref(record.model, record.env))
         app = apps.get(record.name)
         replicas = 0

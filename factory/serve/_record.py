@@ -119,12 +119,24 @@ class ServeState:
         return dict(self.record.traffic) if set(self.record.traffic) <= held else {}
 
 
+_RECORDS: dict[str, DeploymentRecord] = {}  # by artifact digest: content-addressed, so never stale
+
+
 def read_record(store: Store, name: str) -> tuple[DeploymentRecord, str] | None:
-    """The current record of ``name`` and its artifact digest, or None when nothing is deployed as it."""
+    """The current record of ``name`` and its artifact digest, or None when nothing is deployed as it.
+
+    Replicas call this every poll: one ref read, and the record itself only when it changed.
+    """
     digest = store.refs.get(record_ref(check_name(name)))
     if digest is None:
         return None
-    return DeploymentRecord.model_validate(store.artifacts.get(digest).metadata), digest
+    record = _RECORDS.get(digest)
+    if record is None:
+        record = DeploymentRecord.model_validate(store.artifacts.get(digest).metadata)
+        if len(_RECORDS) >= 64:
+            _RECORDS.clear()
+        _RECORDS[digest] = record
+    return record, digest
 
 
 def write_record(store: Store, record: DeploymentRecord, *, expected: str | None, reason: str) -> str:
