@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -120,12 +121,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     import ray
     from ray import serve
 
-    from factory.serve import deploy
+    from factory.serve import PROXY_CALLBACK, PROXY_CALLBACK_ENV, deploy
     from factory.settings import Settings
     from factory.store import Store
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     peer = None
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as factory runs Serve: proxies retry lost replicas
     ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     try:

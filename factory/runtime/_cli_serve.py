@@ -25,6 +25,11 @@ def _connect(*, start: bool) -> bool:
     except ConnectionError:
         if not start:
             fail("no Ray cluster is running: start one with 'ray start --head' (or set RAY_ADDRESS), then retry")
+    import os
+
+    from factory.serve import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # its Serve proxy retries requests of lost replicas
     ray.init(log_to_driver=False, include_dashboard=False, configure_logging=False)
     return True
 

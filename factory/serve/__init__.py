@@ -46,6 +46,10 @@ __all__ = [
     "ROUTE_KEY",
     "check_env",
     "check_name",
+    "proxy_middlewares",
+    "ReplicaLossRetry",
+    "PROXY_CALLBACK",
+    "PROXY_CALLBACK_ENV",
 ]
 
 from factory.serve._admission import load_version, require_admitted
@@ -63,6 +67,7 @@ from factory.serve._deploy import (
 from factory.serve._log import InferenceLog, LogRecord
 from factory.serve._metrics import MemoryRecorder, RayRecorder, ServeMetrics
 from factory.serve._openapi import openapi
+from factory.serve._proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV, ReplicaLossRetry, proxy_middlewares
 from factory.serve._record import (
     ROOT_APP,
     DeploymentRecord,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ def ray_cluster():
     if ray.is_initialized():
         yield ray.get_runtime_context()
         return
+    from factory.serve import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     yield ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024 * 1024, include_dashboard=False,
                    namespace="factory-tests", log_to_driver=False, configure_logging=False)
     ray.shutdown()
