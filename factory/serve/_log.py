@@ -2,8 +2,8 @@
 
 ``submit`` puts a record in a bounded in-memory buffer and returns at once; a
 background thread turns what has gathered into an Arrow table and appends it in one
-call per flush (one Lance commit per second or per ``flush_rows`` rows, not one per
-request). When the buffer is full the record is dropped and counted: a slow store
+call per flush (one Lance commit every 5 s or ``flush_rows`` rows, not one per request:
+each commit costs CPU and leaves a fragment behind). When the buffer is full the record is dropped and counted: a slow store
 costs log rows, never request latency. Each logged row is one input row: the request
 id, its row index, the model digest and version, the time, the request's latency, each
 input as a column of its own name (so skew checks find the features), and
@@ -64,8 +64,8 @@ class InferenceLog:
     to each row (for metrics). ``close`` flushes what is left, waiting at most ``timeout``.
     """
 
-    def __init__(self, write: Callable[[pa.Table], int], *, capacity_rows: int = 10_000,
-                 flush_rows: int = 1_000, flush_interval_s: float = 1.0,
+    def __init__(self, write: Callable[[pa.Table], int], *, capacity_rows: int = 50_000,
+                 flush_rows: int = 5_000, flush_interval_s: float = 5.0,
                  on_written: Callable[[str, int], None] | None = None,
                  on_dropped: Callable[[str, int], None] | None = None):
         self._write = write
