@@ -27,6 +27,8 @@ __all__ = [
     "RunInProgressError",
     "StoreHomeError",
     "VerificationError",
+    "InvalidRequestError",
+    "NotAdmittedError",
 ]
 
 
@@ -166,3 +168,31 @@ class VerificationError(UserError, ValueError):
     """A signature, envelope, checkpoint or proof that does not verify against the trusted keys."""
 
     code = "VERIFICATION_FAILED"
+
+
+class InvalidRequestError(ContractViolationError):
+    """An inference request that its model's contract refuses; served as an HTTP 4xx.
+
+    ``input`` names the offending input (``None`` when the problem is the request as a
+    whole), ``status`` is the HTTP status a server answers with (400, or 413 for a body
+    over the size limit).
+    """
+
+    code = "INVALID_REQUEST"
+
+    def __init__(self, message: str, input: str | None = None, status: int = 400):
+        super().__init__(message, input, status)
+        self.input = input
+        self.status = status
+
+
+class NotAdmittedError(UserError, PermissionError):
+    """A package that its environment's policy does not admit; ``missing`` names what it lacks."""
+
+    code = "NOT_ADMITTED"
+
+    def __init__(self, message: str, digest: str = "", env: str = "", missing: tuple[str, ...] = ()):
+        super().__init__(message, digest, env, tuple(missing))
+        self.digest = digest
+        self.env = env
+        self.missing = tuple(missing)

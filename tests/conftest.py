@@ -51,3 +51,43 @@ def any_store(home_settings):
     from factory.store import Store
 
     return Store(settings=home_settings)
+@pytest.fixture
+def mlp_package(store):
+    """Packages a built-in MLP classifier (4 features, 3 classes) into ``store``; contract fields as given."""
+    from factory.contract import Contract, Observability, Resources, default_registry, package
+
+    def make(*, seed: int = 0, name: str = "iris", cpus: float = 0.1, max_batch_size: int = 8,
+             sample_rate: float = 1.0, **resources):
+        config = {"in_features": 4, "out_features": 3, "hidden": [8]}
+        signature = default_registry().get("mlp-classifier").expected(config)
+        contract = Contract(name=name, inputs=signature.inputs, outputs=signature.outputs,
+                            resources=Resources(cpus=cpus, memory_mb=256, max_batch_size=max_batch_size, **resources),
+                            observability=Observability(sample_rate=sample_rate))
+        return package(store, default_registry().build("mlp-classifier", config, seed=seed).eval(), contract)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def serve_http(ray_cluster):
+    """Ray Serve on a free loopback port for one test module; every application is deleted after each test."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture
+def serve_url(serve_http):
+    """The Serve base URL for one test; the test's applications are deleted after it."""
+    from ray import serve
+
+    yield serve_http
+    for name in list(serve.status().applications):
+        serve.delete(name)
