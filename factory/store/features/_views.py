@@ -59,7 +59,12 @@ RAY_THRESHOLD_ROWS = 200_000_000
 
 
 class FeatureView(BaseModel):
-    """A feature view: which columns of which dataset version, keyed how, valid for how long."""
+    """A feature view: which columns of which dataset version, keyed how, valid for how long.
+
+    The TTL bound is inclusive: a row at time ``t`` is served the latest event with
+    ``t - ttl <= event_ts <= t`` (and, unless backfill is allowed, created by ``t``), so a
+    value exactly ``ttl`` old is still served, one a tick older is not.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -332,13 +337,20 @@ class FeatureStore:
 
     # -- online -----------------------------------------------------------------
 
-    def materialize(self, view: str | ViewVersion, up_to: datetime | None = None) -> OnlineTable:
-        """Load a view's rows known at ``up_to`` (default now) into the online store, and save them."""
+    def materialize(
+        self, view: str | ViewVersion, up_to: datetime | None = None, *, assume_utc: bool = False
+    ) -> OnlineTable:
+        """Load a view's rows known at ``up_to`` (default now) into the online store, and save them.
+
+        ``assume_utc``: read the view's zone-less timestamps as UTC, as the offline join does
+        with the same flag, so a view that joins offline can be served online.
+        """
         from factory.store.features._online import materialize_table
 
         version = self.get(view)
         up_to = up_to or self._clock()
-        table = materialize_table(self.source(version), version.view.spec(), up_to, view_digest=version.digest)
+        table = materialize_table(self.source(version), version.view.spec(), up_to, view_digest=version.digest,
+                                  assume_utc=assume_utc)
         blob = self.store.put_blob(table.to_ipc(), name=f"online-{version.name}", parents=[version.digest])
         self.store.refs.set(_ONLINE_REF + version.name, blob.digest, reason=f"materialize up to {up_to.isoformat()}")
         self._online[version.name] = table
