@@ -204,3 +204,45 @@ def get_online(
     for key, row in zip(keys, values):
         out.add_row(key, *("-" if row[f] is None else str(row[f]) for f in table.header.features))
     console.print(out)
+
+
+log_app = typer.Typer(help="The serving feature log: find a request's rows, optimize the log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+LogOption = typer.Option("serving", "--log", help="The feature log's name.")
+
+
+@log_app.command("find")
+def log_find(
+    request_id: str = typer.Argument(..., help="The request id."),
+    log: str = LogOption,
+    home: str = HomeOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """The rows serving logged for one request (features served and the prediction)."""
+    from factory.store import FeatureLog
+
+    rows = FeatureLog(open_store(home), log).find(request_id).to_pylist()
+    if not rows:
+        fail(f"no rows for request {request_id!r} in feature log {log!r}: check the id (and --log)")
+    if as_json:
+        print_json(rows)
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = Table(title=f"request {escape(request_id)}")
+    for column in rows[0]:
+        out.add_column(escape(column))
+    for row in rows:
+        out.add_row(*(escape("-" if v is None else str(v)) for v in row.values()))
+    console.print(out)
+
+
+@log_app.command("optimize")
+def log_optimize(log: str = LogOption, home: str = HomeOption) -> None:
+    """Compact the log's small fragments and bring its request_id index up to date."""
+    from factory.store import FeatureLog
+
+    with err_console.status(f"optimizing feature log {log}"):
+        FeatureLog(open_store(home), log).optimize()
+    console.print(f"feature log {log} optimized", highlight=False)

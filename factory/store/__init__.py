@@ -48,6 +48,7 @@ __all__ = [
     "read_table_file",
     "check_dataset_name",
     "ViewVersion",
+    "FeatureLogWriter",
 ]
 
 _WHERE = {
@@ -89,6 +90,7 @@ _WHERE = {
     "read_table_file": "datasets",
     "check_dataset_name": "datasets",
     "ViewVersion": "features",
+    "FeatureLogWriter": "features",
 }
 
 if TYPE_CHECKING:
@@ -111,6 +113,7 @@ if TYPE_CHECKING:
     )
     from factory.store.embeddings import encoder_for
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
+    from factory.store.features import FeatureLogWriter
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, Refs
     from factory.store.service import StoreService, store_actor

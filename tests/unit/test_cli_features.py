@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
+from factory.errors import InvalidInputError
 from factory.runtime.cli import app
 
 runner = CliRunner()
@@ -87,3 +88,21 @@ def test_a_naive_view_materializes_with_assume_utc(store, tmp_path):
                               "--assume-utc", *home, "--json"])
     assert res.exit_code == 0, res.output
     assert store.datasets.read(json.loads(res.output)["digest"]).column("spend").to_pylist() == [10.0]
+
+
+def test_log_find_shows_one_requests_rows(store):
+    """`features log find` prints the rows logged for a request; an unknown id is a user error that names it."""
+    from factory.store.features import FeatureLog
+
+    log = FeatureLog(store)
+    log.append([{"request_id": f"r{i}", "model": "m", "ts": T0, "customer_id": i, "spend": 1.0 * i,
+                 "prediction": 0.5} for i in range(5)])
+    home = ["--home", str(store.home)]
+    assert runner.invoke(app, ["features", "log", "optimize", *home]).exit_code == 0
+    res = runner.invoke(app, ["features", "log", "find", "r3", *home, "--json"])
+    assert res.exit_code == 0, res.output
+    assert [(r["customer_id"], r["spend"]) for r in json.loads(res.output)] == [(3, 3.0)]
+    res = runner.invoke(app, ["features", "log", "find", "r3", *home])
+    assert res.exit_code == 0 and "3.0" in res.output
+    res = runner.invoke(app, ["features", "log", "find", "nope", *home])
+    assert isinstance(res.exception, InvalidInputError) and "no rows for request 'nope'" in str(res.exception)
