@@ -154,3 +154,35 @@ def test_writer_settings_are_checked(store):
         FeatureLog(store).writer(flush_rows=100, max_pending=10)
     with pytest.raises(InvalidInputError, match="flush_seconds"):
         FeatureLog(store).writer(flush_seconds=0)
+
+
+class FlakyLog(FeatureLog):
+    """A real log whose first ``failures`` commits fail, as when storage blips."""
+
+    def __init__(self, store, failures):
+        super().__init__(store)
+        self.failures = failures
+
+    def _commit(self, table):
+        if self.failures:
+            self.failures -= 1
+            raise OSError("storage unavailable")
+        super()._commit(table)
+
+
+def test_a_failed_commit_is_retried_and_a_dead_store_never_hangs_close(store):
+    """Rows survive a storage blip (retried with backoff); against a store that stays down, close gives up and counts."""
+    blip = FlakyLog(store, failures=2)
+    with blip.writer(flush_rows=5, flush_seconds=0.05, optimize_rows=None) as writer:
+        for i in range(5):
+            writer.write(row(f"r{i}"))
+        assert writer.flush(timeout=60)
+    assert (writer.stats().written, writer.stats().errors) == (5, 2)
+    assert sorted(blip.read().column("request_id").to_pylist()) == [f"r{i}" for i in range(5)]
+
+    down = FlakyLog(store, failures=10**9)
+    writer = down.writer(flush_rows=5, flush_seconds=0.05, optimize_rows=None)
+    for i in range(5):
+        writer.write(row(f"lost{i}"))
+    stats = writer.close(timeout=0.5)
+    assert (stats.written, stats.dropped, stats.pending) == (0, 5, 0) and stats.errors >= 1

@@ -36,13 +36,15 @@ __all__ = ["FeatureLogWriter", "WriterStats"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 30.0
+_CLOSE_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
 class WriterStats:
     """Counters of one writer since it started.
 
-    ``accepted``: rows ``write`` took; ``written``: rows committed; ``dropped``: rows lost
+    ``accepted``: rows handed to ``write`` (each ends up written, dropped, rejected or
+    pending); ``written``: rows committed; ``dropped``: rows lost
     to a full buffer, a write after ``close`` or a commit still failing at close;
     ``rejected``: rows Arrow could not read with the log's schema; ``commits``: Lance
     commits made; ``errors``: failed commit attempts; ``pending``: rows not yet committed.
@@ -143,7 +145,8 @@ class FeatureLogWriter:
                 self._closed = True
                 self._close_deadline = None if timeout is None else self._clock() + timeout
                 self._cond.notify_all()
-        self._thread.join(timeout)
+        # The thread gives up by the deadline on its own; the grace covers a commit hung in I/O.
+        self._thread.join(None if timeout is None else timeout + _CLOSE_GRACE_S)
         atexit.unregister(self.close)
         return self.stats()
 
