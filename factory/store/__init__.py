@@ -77,6 +77,7 @@ __all__ = [
     "check_output_path",
     "VerifyReport",
     "VerifyProblem",
+    "FeatureLogWriter",
 ]
 
 _WHERE = {
@@ -132,6 +133,7 @@ _WHERE = {
     "check_output_path": "_paths",
     "VerifyReport": "_verify",
     "VerifyProblem": "_verify",
+    "FeatureLogWriter": "features",
 }
 
 if TYPE_CHECKING:
@@ -158,6 +160,7 @@ if TYPE_CHECKING:
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store._paths import check_output_path
     from factory.store._verify import VerifyProblem, VerifyReport
+    from factory.store.features import FeatureLogWriter
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
     from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState
