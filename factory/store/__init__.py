@@ -74,6 +74,9 @@ __all__ = [
     "RefRule",
     "register_ref_namespace",
     "ref_namespaces",
+    "PostgresCatalog",
+    "open_catalog",
+    "StoreIdentity",
 ]
 
 _WHERE = {
@@ -126,6 +129,9 @@ _WHERE = {
     "RefRule": "refs",
     "register_ref_namespace": "refs",
     "ref_namespaces": "refs",
+    "PostgresCatalog": "_postgres",
+    "open_catalog": "catalog",
+    "StoreIdentity": "_identity",
 }
 
 if TYPE_CHECKING:
@@ -154,6 +160,9 @@ if TYPE_CHECKING:
     from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
     from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState
     from factory.store.service import StoreService, store_actor
+    from factory.store._identity import StoreIdentity
+    from factory.store._postgres import PostgresCatalog
+    from factory.store.catalog import open_catalog
 
 
 def __getattr__(name: str) -> Any:

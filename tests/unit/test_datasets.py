@@ -19,6 +19,8 @@ from factory.errors import InvalidInputError, NotFoundError, SchemaChangeError
 from factory.store import ArtifactKind, canonical_digest
 from factory.store.datasets import DatasetMeta
 
+pytestmark = pytest.mark.catalogs
+
 
 def _rows(start: int, n: int, seed: int = 0) -> pa.Table:
     """Rows ``start..start+n`` of one fixed table per seed (so _rows(0, 110) extends _rows(0, 100))."""
