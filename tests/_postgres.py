@@ -58,10 +58,13 @@ port = {port}
 unix_socket_directories = '{socket_dir}'
 max_connections = 300
 shared_buffers = 32MB
-fsync = off
-full_page_writes = off
 log_min_messages = warning
 logging_collector = off
+"""
+# Tests need no durability across a machine crash; a benchmark compares durable commits.
+_NOT_DURABLE = """
+fsync = off
+full_page_writes = off
 """
 
 
@@ -125,7 +128,8 @@ class PostgresServer:
         return self.root / "data"
 
     @classmethod
-    def start(cls, *, timeout_s: float = 120.0) -> PostgresServer:
+    def start(cls, *, durable: bool = False, timeout_s: float = 120.0) -> PostgresServer:
+        """Make and start a server; ``durable`` keeps PostgreSQL's defaults (fsync at every commit)."""
         bin_dir = postgres_bin()
         user = _run_as()
         root = Path(tempfile.mkdtemp(prefix="factory-pg-"))
@@ -137,7 +141,7 @@ class PostgresServer:
             server._pg("initdb", "-D", str(server.data), "-U", _SUPERUSER, "--auth=trust", "-E", "UTF8",
                        "--locale=C", "--no-sync")
             with open(server.data / "postgresql.conf", "a") as conf:
-                conf.write(_CONFIG.format(port=server.port, socket_dir=root))
+                conf.write(_CONFIG.format(port=server.port, socket_dir=root) + ("" if durable else _NOT_DURABLE))
             server.watchdog = subprocess.Popen(
                 [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(bin_dir / "pg_ctl"), str(server.data),
                  str(root), user or ""],

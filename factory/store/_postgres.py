@@ -113,8 +113,10 @@ class PostgresCatalog(SqlCatalog):
             try:
                 yield conn
             except BaseException:
-                if not conn.closed and not conn.broken:
+                try:
                     conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    pass  # a lost connection: the server rolls back, the pool drops it, the error below tells
                 raise
             try:
                 conn.execute("COMMIT")
