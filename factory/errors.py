@@ -29,6 +29,9 @@ __all__ = [
     "VerificationError",
     "InvalidRequestError",
     "NotAdmittedError",
+    "CatalogUnavailableError",
+    "CatalogNotReadyError",
+    "StoreIdentityError",
 ]
 
 
@@ -196,3 +199,42 @@ class NotAdmittedError(UserError, PermissionError):
         self.digest = digest
         self.env = env
         self.missing = tuple(missing)
+
+
+class CatalogUnavailableError(FactorySystemError, ConnectionError):
+    """The catalog's server could not be reached, or kept failing, for longer than the retry window.
+
+    ``in_doubt`` means the connection was lost while a write was being committed: it may or
+    may not have happened, so re-read before writing again.
+    """
+
+    code = "CATALOG_UNAVAILABLE"
+
+    def __init__(self, message: str, location: str = "", in_doubt: bool = False):
+        super().__init__(message, location, in_doubt)
+        self.location = location
+        self.in_doubt = in_doubt
+
+
+class CatalogNotReadyError(UserError):
+    """A server catalog that must be set up (``factory init``) or upgraded (``factory catalog migrate``) first."""
+
+    code = "CATALOG_NOT_READY"
+
+    def __init__(self, message: str, location: str = "", found: int = 0, needed: int = 0):
+        super().__init__(message, location, found, needed)
+        self.location = location
+        self.found = found
+        self.needed = needed
+
+
+class StoreIdentityError(UserError):
+    """A store home and a catalog that belong to different stores (or a catalog missing for a home
+    that holds data): the message names the catalog to point at."""
+
+    code = "STORE_IDENTITY"
+
+    def __init__(self, message: str, home: str = "", catalog: str = ""):
+        super().__init__(message, home, catalog)
+        self.home = home
+        self.catalog = catalog

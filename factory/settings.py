@@ -33,8 +33,9 @@ class Settings:
     """Where the store lives and how it writes.
 
     ``home``: the store root, a local path or a ``pyarrow.fs`` URI (``s3://``, ``gs://``).
-    ``catalog``: the SQLite file holding refs and the artifact index; defaults to
-    ``<home>/catalog.db`` (a remote home needs it set, since SQLite wants a local disk). ``fsync``: flush each blob to disk before it
+    ``catalog``: where refs, runs and the artifact index live: the path of a SQLite file
+    (default ``<home>/catalog.db``; SQLite wants a local disk) or a ``postgresql://`` URL
+    (a catalog every node of a cluster shares). ``fsync``: flush each blob to disk before it
     becomes visible (slower; blobs are verified on read either way).
     ``actor``: who this process acts as, recorded with every ref move and run event and
     checked against protected refs (``FACTORY_ACTOR``, else ``user@host``).

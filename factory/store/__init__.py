@@ -78,6 +78,9 @@ __all__ = [
     "VerifyReport",
     "VerifyProblem",
     "FeatureLogWriter",
+    "PostgresCatalog",
+    "open_catalog",
+    "StoreIdentity",
 ]
 
 _WHERE = {
@@ -134,6 +137,9 @@ _WHERE = {
     "VerifyReport": "_verify",
     "VerifyProblem": "_verify",
     "FeatureLogWriter": "features",
+    "PostgresCatalog": "_postgres",
+    "open_catalog": "catalog",
+    "StoreIdentity": "_identity",
 }
 
 if TYPE_CHECKING:
@@ -165,6 +171,9 @@ if TYPE_CHECKING:
     from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
     from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState
     from factory.store.service import StoreService, store_actor
+    from factory.store._identity import StoreIdentity
+    from factory.store._postgres import PostgresCatalog
+    from factory.store.catalog import open_catalog
 
 
 def __getattr__(name: str) -> Any:
