@@ -27,6 +27,7 @@ __all__ = [
     "RunInProgressError",
     "StoreHomeError",
     "VerificationError",
+    "SignalsUnavailableError",
 ]
 
 
@@ -166,3 +167,9 @@ class VerificationError(UserError, ValueError):
     """A signature, envelope, checkpoint or proof that does not verify against the trusted keys."""
 
     code = "VERIFICATION_FAILED"
+
+
+class SignalsUnavailableError(FactorySystemError, ConnectionError):
+    """The metrics a rollout judges by could not be read (Prometheus down or refusing a query); retry later."""
+
+    code = "SIGNALS_UNAVAILABLE"
