@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench unit integration faults clean
+.PHONY: demo test bench unit integration faults clean services
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/factory demo
 
-test: $(STAMP)
+# Servers the tests run for real, from Debian packages, installed when missing (as root).
+# One idempotent line per server.
+services:
+	command -v prometheus >/dev/null || apt-get install -y prometheus
+
+test: $(STAMP) services
 	$(PY) -m pytest tests -q
 
 unit: $(STAMP)

@@ -38,7 +38,7 @@ def _parts(store: Store, prometheus: str | None) -> dict[str, Any]:
     from factory.serve import MemorySignals, MemoryTraffic, PrometheusSignals
 
     signals = PrometheusSignals(prometheus) if prometheus else MemorySignals()
-    return {"traffic": MemoryTraffic(warn=True), "signals": signals}
+    return {"traffic": MemoryTraffic(announce=True), "signals": signals}
 
 
 def _config(path: Path | None, overrides: dict[str, Any]) -> RolloutConfig:
@@ -101,7 +101,8 @@ def start(
                     "incumbent": incumbent, "stage": rollout.state.stage, "weight": rollout.state.weight})
         return
     console.print(f"rollout {rollout.run.id}: {plain(spec.model)} {spec.candidate_version} against "
-                  f"{spec.incumbent_version} in {plain(env)}", highlight=False)
+                  f"{spec.incumbent_version} in {plain(env)} (no serving layer is wired to the CLI yet: traffic "
+                  "changes are recorded on the run)", highlight=False)
     if prometheus:
         _drive(rollout)
     else:
@@ -166,8 +167,8 @@ def status(run: str = RunOption, model: str = ModelOption, env: str = EnvOption,
     from factory.serve import find_rollout, rollout_status, rollouts
 
     store = open_store(home)
-    found = find_rollout(store, run, model=model, env=env, live=True) if run or rollouts(
-        store, model=model, env=env, live=True) else find_rollout(store, model=model, env=env)
+    live = bool(rollouts(store, model=model, env=env, live=True))  # the live one, else the latest that ended
+    found = find_rollout(store, run, model=model, env=env, live=live)
     if as_json:
         print_json(_status_json(rollout_status(found, time.time())))
         return

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from factory.errors import InvalidInputError, NotFoundError, RefConflictError, RefProtectedError, UserError
+from factory.errors import InvalidInputError, RefConflictError, RefProtectedError, UserError
 from factory.serve._analysis import Analysis, Verdict, analyse
 from factory.serve._rollout_config import RolloutSpec
 from factory.serve._rollout_state import RolloutState, advance, replay
@@ -342,26 +342,27 @@ class Rollout:
                      **({"command": command} if command is not None else {}))
 
     def apply(self, command: Command) -> None:
-        """Carry out an operator's command from the queue (once: the queue position is recorded)."""
+        """Carry out an operator's command from the queue, once: its queue position is recorded either way."""
         if command.seq <= self.state.commands or self.state.ended:
             return
         try:
             if command.action == "pause":
                 self.pause(command.actor, command.reason, command=command.seq)
             elif command.action == "resume":
-                if self.state.paused:
-                    self.resume(command.actor, command.reason, command=command.seq)
+                self.resume(command.actor, command.reason, command=command.seq)
             elif command.action == "rollback":
                 self.rollback(command.actor, command.reason, command=command.seq)
             elif command.action == "promoted":
                 if self.store.refs.get(self.spec.env_ref) != self.spec.candidate:
-                    raise NotFoundError(f"{self.spec.env_ref} does not point at the candidate")
+                    raise InvalidInputError(f"{self.spec.env_ref} does not point at the candidate")
                 self._promoted(by=command.actor, reason=command.reason, seq=command.details.get("ref_seq"),
                                command=command.seq)
             elif command.action == "promote-refused":
                 self.refused(command.actor, command.reason, str(command.details.get("error", "")),
                              command=command.seq)
+            else:
+                raise InvalidInputError(f"{command.action!r} is not a command this host knows")
         except UserError as exc:
-            log.warning("rollout %s: command %s from %s not applied: %s", self.run.id, command.action,
-                        command.actor, exc)
-
+            log.warning("rollout %s: %s from %s not applied: %s", self.run.id, command.action, command.actor, exc)
+            self._record("ignored", by=command.actor, reason=command.reason, action=command.action, error=str(exc),
+                         command=command.seq)

@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["RolloutState", "replay", "advance", "ENDED", "EVENTS"]
 
 ENDED = ("promoted", "rolled-back")
-EVENTS = ("started", "stage", "passed", "recovered", "paused", "resumed", "blocked", "refused", *ENDED)
+EVENTS = ("started", "stage", "passed", "recovered", "paused", "resumed", "blocked", "refused", "ignored", *ENDED)
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ def advance(state: RolloutState, d: Mapping[str, Any]) -> RolloutState:
         return replace(s, paused=False, blocked=None, note=f"resumed by {who}")
     if event == "blocked":
         return replace(s, paused=True, blocked=str(d.get("reason", "")), note=f"paused itself: {d.get('reason', '')}")
+    if event == "ignored":
+        return replace(s, note=f"{d.get('action', '?')} by {d.get('by', '?')} not applied: {d.get('error', '')}")
     if event == "refused":
         return replace(s, note=f"promotion by {d.get('by', '?')} refused: {d.get('error', '')}")
     if event in ENDED:

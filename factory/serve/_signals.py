@@ -165,9 +165,8 @@ class MemorySignals:
         tally = slots.get(slot)
         if tally is None:
             tally = slots[slot] = _Tally(len(self._bounds))
-            if len(slots) > self._keep:
-                for old in [s for s in slots if s <= slot - self._keep]:
-                    del slots[old]
+            for old in [s for s in slots if s <= slot - self._keep]:  # once per new slot: a few dozen keys
+                del slots[old]
         return tally
 
     def record_request(self, model: str, version: str, code: int, latency_ms: float, *, at: float | None = None) -> None:

@@ -4,8 +4,8 @@ A rollout calls ``TrafficControl.apply(config)`` whenever the candidate's weight
 shadow share changes, and reads ``current(model)`` to continue the generation count.
 The serving layer implements it by reaching every replica of the model (within a
 second, without a restart). ``MemoryTraffic`` keeps the configs in this process: tests
-read what a rollout applied from it, and a host with no serving layer wired logs what
-would have been applied.
+read what a rollout applied from it, and a host with no serving layer wired logs (at INFO)
+what would have been applied.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ class TrafficControl(Protocol):
 class MemoryTraffic:
     """Configs by model in this process, with the history of every one applied."""
 
-    def __init__(self, *, warn: bool = False):
+    def __init__(self, *, announce: bool = False):
         self.history: list[TrafficConfig] = []
         self._current: dict[str, TrafficConfig] = {}
         self._lock = threading.Lock()
-        self._warn = warn
+        self._announce = announce
 
     def current(self, model: str) -> TrafficConfig | None:
         with self._lock:
@@ -48,7 +48,7 @@ class MemoryTraffic:
                 return
             self._current[config.model] = config
             self.history.append(config)
-        if self._warn:
-            log.warning("no serving layer is wired to this process: %s traffic generation %d (%s) is recorded on "
+        if self._announce:
+            log.info("no serving layer is wired to this process: %s traffic generation %d (%s) is recorded on "
                         "the rollout's run only", config.model, config.generation,
                         ", ".join(f"{v} {w:g} %" for v, w in config.weights.items()))

@@ -253,13 +253,18 @@ def test_starting_is_refused_when_prod_moved_or_another_rollout_is_live(host):
 
 
 def test_commands_are_applied_once_and_after_the_end_nothing_moves(host, home):
-    """A command queue replayed again changes nothing; an ended rollout refuses pause and promote."""
+    """Each queued command acts once, one that cannot apply is recorded as such, and an ended rollout refuses more."""
     rollout, world, _, _ = _start(host, Behaviour())
     alice = store_as(home, "alice")
     post_command(alice, rollout.run.id, "pause", "hold")
     drive(rollout, stop=_stop_after(1))
     drive(rollout, stop=_stop_after(1))
     assert _events(rollout).count("paused") == 1
+    post_command(alice, rollout.run.id, "resume", "go")
+    post_command(alice, rollout.run.id, "resume", "go again")  # not paused any more: recorded as not applied
+    drive(rollout, stop=_stop_after(3))
+    assert _events(rollout).count("resumed") == 1 and _events(rollout).count("ignored") == 1
+    assert "not paused" in rollout.state.note
     post_command(alice, rollout.run.id, "rollback", "enough")
     drive(rollout, stop=_stop_after(5))
     assert rollout.state.outcome == "rolled-back"
