@@ -59,6 +59,7 @@ class Rollout:
         self.state = state or RolloutState()
         self.stages = spec.config.stages()
         self.last_analysis: Analysis | None = None
+        self.signals_error: str | None = None  # why the signals could not be read at the last tick, if they could not
 
     # -- building ----------------------------------------------------------------------
     @classmethod
@@ -209,8 +210,15 @@ class Rollout:
         try:
             candidate, incumbent = self._figures(start, end)
         except Exception as exc:  # a monitoring outage holds the rollout; it never decides it
-            log.warning("rollout %s: cannot read signals for %s: %s", self.run.id, spec.model, exc)
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self.signals_error:
+                log.warning("rollout %s: cannot read signals for %s (holding until they come back): %s",
+                            self.run.id, spec.model, message)
+            self.signals_error = message
             return None
+        if self.signals_error is not None:
+            log.warning("rollout %s: signals for %s are back", self.run.id, spec.model)
+            self.signals_error = None
         analysis = analyse(candidate, incumbent, config=spec.config, bound_ms=spec.p99_bound_ms,
                            shadow=spec.config.is_shadow(self.state.stage), complete=complete, start=start, end=end)
         self.last_analysis = analysis

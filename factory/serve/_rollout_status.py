@@ -94,7 +94,7 @@ def rollout_status(run: Run, now: float) -> RolloutStatus:
         for role, version, digest in (("incumbent", spec.incumbent_version, spec.incumbent),
                                       ("candidate", spec.candidate_version, spec.candidate)))
     left = None
-    if not state.ended and not state.holding:
+    if not state.ended and not state.holding and not state.paused and run.state != "interrupted":
         left = max(0.0, spec.config.window_s - (now - state.stage_started_at))
     return RolloutStatus(run.id, run.state, spec, state, _stage_name(spec, state), left, rows)
 

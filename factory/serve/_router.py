@@ -19,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -107,8 +107,7 @@ class RouteRequest:
     inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The version that answers, the versions that get a copy, the key drawn on, and the config's generation."""
 
     primary: str
@@ -161,6 +160,7 @@ class Router:
         self._last = bounds[-1][1]
         self._total = edge
         self._shadows = tuple((v, p) for v, p in sorted(config.shadows.items()) if p > 0)
+        self._generation = config.generation
 
     def key(self, request: RouteRequest) -> str:
         """The routing key: the sticky key's value when the request carries one, else the request id."""
@@ -185,8 +185,9 @@ class Router:
         key = self.key(request)
         primary = self.primary(key)
         shadows = tuple(v for v, p in self._shadows
-                        if v != primary and unit_hash(f"{request.request_id}\x00{v}", _SHADOW) * 100.0 < p)
-        return Decision(primary, shadows, key, self.config.generation)
+                        if v != primary and unit_hash(f"{request.request_id}\x00{v}", _SHADOW) * 100.0 < p) \
+            if self._shadows else ()
+        return Decision(primary, shadows, key, self._generation)
 
 
 def route(request: RouteRequest, config: TrafficConfig) -> Decision:

@@ -272,3 +272,21 @@ def test_commands_are_applied_once_and_after_the_end_nothing_moves(host, home):
         rollout.pause("alice", "too late")
     with pytest.raises(InvalidInputError, match="not a rollout command"):
         post_command(alice, rollout.run.id, "explode", "why not")
+
+
+def test_unreadable_signals_hold_the_rollout_and_never_decide_it(host, caplog):
+    """A monitoring outage neither passes nor rolls back; it is logged once, and a long one pauses the rollout."""
+    from factory.errors import SignalsUnavailableError
+
+    class Down:
+        def figures(self, *args, **kwargs):
+            raise SignalsUnavailableError("cannot query Prometheus at http://prometheus:9090: refused")
+
+    config = FAST.model_copy(update={"max_stage_s": 30.0})
+    rollout, world, candidate, _ = _start(host, Behaviour(), config)
+    rollout.signals = Down()
+    with caplog.at_level("WARNING", logger="factory.serve._rollout"):
+        world.run(rollout, 60, until=lambda r: r.state.paused)
+    assert rollout.state.passed == -1 and not rollout.state.ended and rollout.state.weight == 0.0
+    assert "signals could not be read" in rollout.state.blocked
+    assert sum("cannot read signals" in r.getMessage() for r in caplog.records) == 1
