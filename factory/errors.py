@@ -32,6 +32,7 @@ __all__ = [
     "CatalogUnavailableError",
     "CatalogNotReadyError",
     "StoreIdentityError",
+    "SignalsUnavailableError",
 ]
 
 
@@ -238,3 +239,9 @@ class StoreIdentityError(UserError):
         super().__init__(message, home, catalog)
         self.home = home
         self.catalog = catalog
+
+
+class SignalsUnavailableError(FactorySystemError, ConnectionError):
+    """The metrics a rollout judges by could not be read (Prometheus down or refusing a query); retry later."""
+
+    code = "SIGNALS_UNAVAILABLE"
