@@ -27,6 +27,7 @@ __all__ = [
     "RunInProgressError",
     "StoreHomeError",
     "VerificationError",
+    "AdmissionDeniedError",
 ]
 
 
@@ -166,3 +167,15 @@ class VerificationError(UserError, ValueError):
     """A signature, envelope, checkpoint or proof that does not verify against the trusted keys."""
 
     code = "VERIFICATION_FAILED"
+
+
+class AdmissionDeniedError(UserError, PermissionError):
+    """A package that lacks an attestation its environment requires; the message says which."""
+
+    code = "ADMISSION_DENIED"
+
+    def __init__(self, message: str, digest: str = "", environment: str = "", missing: tuple[str, ...] = ()):
+        super().__init__(message, digest, environment, missing)
+        self.digest = digest
+        self.environment = environment
+        self.missing = tuple(missing)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -34,6 +35,7 @@ from factory.gates.merkle import (
     extend_range,
     leaf_hash,
     range_root,
+    verify_inclusion,
 )
 from factory.gates.notes import Checkpoint, open_checkpoint, sign_checkpoint
 from factory.store import canonical_json
@@ -169,6 +171,9 @@ class TransparencyLog:
         self.signer = signer
         self._tree: MerkleTree | None = None
         self._records_read = 0
+        self._checkpoint: Checkpoint | None = None
+        self._note = ""
+        self._lock = threading.Lock()
 
     @classmethod
     def in_memory(cls, *, origin: str, trust: TrustedKeys, signer: Signer | None = None) -> TransparencyLog:
@@ -255,14 +260,19 @@ class TransparencyLog:
 
         Only the newest checkpoint's signature is checked here: the leaf hashes of every
         record before it must hash, together, to its signed root, which authenticates
-        them all. ``verify`` checks every checkpoint's signature as well.
+        them all. ``verify`` checks every checkpoint's signature as well. Safe to call
+        from several threads: a long-lived reader (a serving replica) keeps one log.
         """
+        with self._lock:
+            return self._refresh()[0]
+
+    def _refresh(self) -> tuple[MerkleTree, Checkpoint | None]:
         tree = self._tree if self._tree is not None else MerkleTree()
         count = self.checkpoints.size()
-        records = [CheckpointRecord.from_bytes(raw) for raw in self.checkpoints.read(self._records_read, count)]
-        if not records:
+        if count <= self._records_read:
             self._tree = tree
-            return tree
+            return tree, self._checkpoint
+        records = [CheckpointRecord.from_bytes(raw) for raw in self.checkpoints.read(self._records_read, count)]
         rng, size, fresh = tree.compact_range(), tree.size, []
         for record in records:
             if record.start > size:
@@ -281,8 +291,41 @@ class TransparencyLog:
             raise VerificationError(f"the checkpoint at size {checkpoint.size} does not match the logged leaf "
                                     "hashes: run 'factory attest verify'")
         tree.extend(fresh)
+        if self._checkpoint is None or checkpoint.size >= self._checkpoint.size:
+            self._checkpoint, self._note = checkpoint, records[-1].note
         self._tree, self._records_read = tree, count
-        return tree
+        return tree, self._checkpoint
+
+    def signed_checkpoint(self) -> str:
+        """The newest checkpoint as the signed note it was verified from ('' before the first)."""
+        with self._lock:
+            self._refresh()
+            return self._note
+
+    def prove(self, index: int) -> tuple[Checkpoint, InclusionProof, bytes]:
+        """Entry ``index``, proven included in the newest signed checkpoint: (checkpoint, proof, entry bytes).
+
+        The proof is checked before it is returned (``VerificationError`` if the entry's
+        bytes no longer hash to what the checkpoints signed); ``NotFoundError`` if no
+        signed checkpoint covers ``index`` yet.
+        """
+        with self._lock:
+            tree, checkpoint = self._refresh()
+        if checkpoint is None or not 0 <= index < checkpoint.size:
+            covered = 0 if checkpoint is None else checkpoint.size
+            raise NotFoundError(f"the log {self.origin} has signed checkpoints over {covered} entries; {index} is "
+                                f"not one of them: give an index from 0 to {covered - 1}" if covered else
+                                f"the log {self.origin} has no signed checkpoint yet: nothing can be proven")
+        entry = self.entries.read(index, index + 1)
+        if not entry:
+            raise VerificationError(f"entry {index} of {self.origin} is gone from the log: run 'factory attest verify'")
+        proof = tree.inclusion_proof(index, checkpoint.size)
+        try:
+            verify_inclusion(proof, leaf_hash(entry[0]), checkpoint.root)
+        except VerificationError:
+            raise VerificationError(f"entry {index} of {self.origin} no longer matches what checkpoint "
+                                    f"{checkpoint.size} signed: run 'factory attest verify'") from None
+        return checkpoint, proof, entry[0]
 
     def inclusion_proof(self, index: int, size: int | None = None) -> tuple[InclusionProof, bytes]:
         """The proof that entry ``index`` is in the tree of ``size`` (default: the latest checkpoint), and the entry."""
