@@ -142,7 +142,7 @@ def _check(log: TransparencyLog, artifact: Artifact) -> Attestation:
     index = artifact.metadata.get("index")
     if not isinstance(index, int) or isinstance(index, bool):
         raise VerificationError("its record names no log index")
-    _, _, entry = log.prove(index)  # raises when the entry is gone, changed or not yet checkpointed
+    _, _, entry = log.prove(index, refresh=False)  # raises when the entry is gone, changed or not checkpointed
     if "sha256:" + hashlib.sha256(entry).hexdigest() != artifact.digest:
         raise VerificationError(f"log entry {index} holds other bytes than this attestation")
     leaf = leaf_hash(entry)
@@ -170,6 +170,10 @@ def logged(store: Store, subject: str, *, keys: KeyRing | None = None,
            kinds: Sequence[str] = _KINDS) -> list[Logged]:
     """Every attestation (and override) about ``subject``, checked against the log, in log order."""
     log = attestation_log(store, keys=keys)
+    try:
+        log.tree()  # the newest checkpoint, read once for every entry below
+    except VerificationError:
+        pass  # each entry then reports the problem itself
     out = []
     for kind in kinds:
         for artifact in store.artifacts.find(kind, where={"subject": subject}):

@@ -173,6 +173,7 @@ class TransparencyLog:
         self._records_read = 0
         self._checkpoint: Checkpoint | None = None
         self._note = ""
+        self._last: tuple[int, bytes, CheckpointRecord] | None = None  # a writer's newest record, checked
         self._lock = threading.Lock()
 
     @classmethod
@@ -197,7 +198,7 @@ class TransparencyLog:
         for data in batch:  # refuse what is not an attestation; signatures are the verifier's business
             check_statement(Envelope.from_json(data))
         first = self.entries.append(batch)
-        record = self.checkpoint()
+        record = self._sign(first, batch)
         return Appended(first, len(batch), record.checkpoint, record.note)
 
     def _last_record(self) -> CheckpointRecord | None:
@@ -210,6 +211,9 @@ class TransparencyLog:
         count = self.checkpoints.size()
         if count == 0:
             return None
+        if self._last is not None and self._last[0] == count \
+                and self.checkpoints.read(count - 1, count) == [self._last[1]]:
+            return self._last[2]  # the record this object wrote or checked last, byte for byte
         raws = self.checkpoints.read(max(0, count - 2), count)
         record = CheckpointRecord.from_bytes(raws[-1])
         checkpoint, _ = open_checkpoint(record.note, self.trust, origin=self.origin)
@@ -224,6 +228,31 @@ class TransparencyLog:
                 f"the last checkpoint of {self.origin} (record {count - 1}) does not match its leaves: "
                 "the log was tampered with; run 'factory attest verify' before appending"
             )
+        self._last = (count, raws[-1], record)
+        return record
+
+    def _sign(self, first: int, batch: Sequence[bytes]) -> CheckpointRecord:
+        """Sign a checkpoint through the batch just appended at ``first``.
+
+        The batch's leaf hashes are computed from the bytes in hand; only entries other
+        writers appended between the last checkpoint and ``first`` are read back.
+        """
+        last = self._last_record()
+        size = 0 if last is None else last.checkpoint.size
+        end = first + len(batch)
+        if last is not None and end <= size:
+            return last  # another writer's checkpoint already covers this batch
+        others = self.entries.read(size, first) if first > size else []
+        leaves = tuple(leaf_hash(e) for e in [*others, *batch[max(0, size - first):]])
+        return self._write_record(last, size, leaves)
+
+    def _write_record(self, last: CheckpointRecord | None, size: int, leaves: tuple[bytes, ...]) -> CheckpointRecord:
+        new_range, new_size = extend_range(() if last is None else last.range, size, leaves)
+        note = sign_checkpoint(Checkpoint(self.origin, new_size, range_root(new_range)), self.signer)
+        record = CheckpointRecord(note, size, leaves, tuple(new_range))
+        raw = record.to_bytes()
+        index = self.checkpoints.append([raw])
+        self._last = (index + 1, raw, record)
         return record
 
     def checkpoint(self) -> CheckpointRecord:
@@ -232,16 +261,11 @@ class TransparencyLog:
             raise InvalidInputError("signing a checkpoint needs the log key: open the log with signer=...")
         last = self._last_record()
         size = 0 if last is None else last.checkpoint.size
-        rng = () if last is None else last.range
         end = self.entries.size()
         if last is not None and end == size:
             return last
         leaves = tuple(leaf_hash(e) for e in self.entries.read(size, end))
-        new_range, new_size = extend_range(rng, size, leaves)
-        note = sign_checkpoint(Checkpoint(self.origin, new_size, range_root(new_range)), self.signer)
-        record = CheckpointRecord(note, size, leaves, tuple(new_range))
-        self.checkpoints.append([record.to_bytes()])
-        return record
+        return self._write_record(last, size, leaves)
 
     # -- reading and proofs --------------------------------------------------------
     def size(self) -> int:
@@ -302,15 +326,16 @@ class TransparencyLog:
             self._refresh()
             return self._note
 
-    def prove(self, index: int) -> tuple[Checkpoint, InclusionProof, bytes]:
+    def prove(self, index: int, *, refresh: bool = True) -> tuple[Checkpoint, InclusionProof, bytes]:
         """Entry ``index``, proven included in the newest signed checkpoint: (checkpoint, proof, entry bytes).
 
         The proof is checked before it is returned (``VerificationError`` if the entry's
         bytes no longer hash to what the checkpoints signed); ``NotFoundError`` if no
-        signed checkpoint covers ``index`` yet.
+        signed checkpoint covers ``index`` yet. ``refresh=False`` proves against the
+        checkpoint read last (one catalog read fewer, for a caller proving several).
         """
         with self._lock:
-            tree, checkpoint = self._refresh()
+            tree, checkpoint = self._refresh() if refresh or self._tree is None else (self._tree, self._checkpoint)
         if checkpoint is None or not 0 <= index < checkpoint.size:
             covered = 0 if checkpoint is None else checkpoint.size
             raise NotFoundError(f"the log {self.origin} has signed checkpoints over {covered} entries; {index} is "

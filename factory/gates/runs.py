@@ -153,7 +153,8 @@ def run_gate(store: Store, candidate: str, policies: PolicySet | str = "prod", *
     first = not earlier
     run.log_metrics(0, {"policies": len(outcome), "failed": len(failed), "first_gate_run": int(first)})
     run.finish("succeeded", subject=subject, set=pset.name, verdict="fail" if failed else "pass", failed=failed,
-               first=first, indices=[o.index for o in outcome], tickets=[o.ticket for o in outcome if o.ticket])
+               first=first, indices=[o.index for o in outcome], tickets=[o.ticket for o in outcome if o.ticket],
+               executor="ray" if use_ray else "process")
     return GateRun(run, subject, subject_name, pset.name, tuple(outcome), first)
 
 
