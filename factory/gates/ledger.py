@@ -50,10 +50,13 @@ _VERIFIED_MAX = 8192
 _LOCK = threading.Lock()
 
 
-def log_origin(store: Store) -> str:
-    """The log's origin line, made once per catalog (``factory/attestations/<id>``) and kept in its metadata."""
+def log_origin(store: Store, *, create: bool = True) -> str | None:
+    """The log's origin line, made once per catalog (``factory/attestations/<id>``) and kept in its metadata.
+
+    ``create=False`` reads it only (``None`` while nothing was ever logged).
+    """
     origin = store.catalog.meta(_ORIGIN_KEY)
-    if origin is None:
+    if origin is None and create:
         try:
             store.catalog.set_meta(_ORIGIN_KEY, f"factory/attestations/{uuid.uuid4().hex[:16]}", expected=None)
         except MetaConflictError:
@@ -78,7 +81,8 @@ def attestation_log(store: Store, *, keys: KeyRing | None = None, writer: bool =
     append, signed with the ``log`` key.
     """
     keys = _keys(store, keys)
-    origin = log_origin(store)
+    # A reader of a catalog that never logged anything names no origin (and writes nothing): its log is empty.
+    origin = log_origin(store, create=writer) or "factory/attestations/none-yet"
     if writer:
         signer = keys.signer("log")
         return TransparencyLog.on_catalog(store.catalog, LOG_NAME, origin=origin, trust=keys.trusted(), signer=signer)

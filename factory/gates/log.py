@@ -194,9 +194,11 @@ class TransparencyLog:
             raise InvalidInputError("this log was opened without the log key: open it with signer=keys.signer('log')")
         if not envelopes:
             raise InvalidInputError("nothing to append: give at least one envelope")
-        batch = [e.to_json() if isinstance(e, Envelope) else bytes(e) for e in envelopes]
-        for data in batch:  # refuse what is not an attestation; signatures are the verifier's business
-            check_statement(Envelope.from_json(data))
+        batch = []
+        for item in envelopes:  # refuse what is not an attestation; signatures are the verifier's business
+            envelope = item if isinstance(item, Envelope) else Envelope.from_json(item)
+            check_statement(envelope)
+            batch.append(envelope.to_json() if isinstance(item, Envelope) else bytes(item))
         first = self.entries.append(batch)
         record = self._sign(first, batch)
         return Appended(first, len(batch), record.checkpoint, record.note)

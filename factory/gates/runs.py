@@ -126,15 +126,17 @@ def run_gate(store: Store, candidate: str, policies: PolicySet | str = "prod", *
 
     pset = policy_set(policies, inputs)
     built = pset.build(registry)  # a bad policy id or config fails here, before a run is recorded
+    custom = registry not in (None, default_policies())
+    if parallel and (custom or not ray_connected()):
+        raise InvalidInputError("parallel=True needs a Ray cluster (call ray.init() or connect first) and policies "
+                                "installed as entry points (a registry built by hand cannot reach Ray workers)")
+    use_ray = bool(parallel) or (parallel is None and not custom and ray_connected())
     subject, subject_name = resolve_candidate(store, candidate)
     key = _key(subject, pset, built) + (f"@{_now(store).isoformat()}" if rerun else "")
     run = store.runs.start(GATE_RUN_KIND, config={"subject": subject, "set": pset.model_dump(mode="json")},
                            parents=[subject], key=key, name=f"{pset.name} gate on {subject_name}")
     if run.reused:
         return gate_run(store, run)
-    if parallel and not ray_connected():
-        raise InvalidInputError("parallel=True needs a Ray cluster: call ray.init() (or connect) first")
-    use_ray = (parallel is None and ray_connected() and registry in (None, default_policies())) or bool(parallel)
     try:
         earlier = [a for a in store.artifacts.find(ArtifactKind.ATTESTATION, where={"subject": subject})
                    if a.metadata.get("run") != run.id]

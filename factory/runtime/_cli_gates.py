@@ -106,6 +106,9 @@ def run(
                               f"{plain(result.reason[:120])}", highlight=False)
 
     gate = run_gate(store, candidate, pset, rerun=rerun, on_result=progress)
+    if gate.reused and not as_json:
+        err_console.print(plain(f"  already judged by run {gate.run.id}: its results follow (--rerun to judge "
+                                "again)"), highlight=False)
     if as_json:
         print_json(gate_json(gate))
     else:

@@ -147,3 +147,11 @@ def test_keys_list_export_trust_rotate(tmp_path):
         ("attestation", "active"), ("attestation", "retired"), ("other-host", "active")]
     assert isinstance(cli(_cli_gates_log.keys_app, store, "trust", "not base64!", "--name", "x").exception,
                       InvalidInputError)
+
+
+def test_verifying_a_store_that_never_logged_anything_is_ok_and_writes_nothing(tmp_path):
+    """'factory attest verify' on a fresh home: an empty log verifies, and no catalog file is made."""
+    store = gated_store(tmp_path)
+    done = cli(_cli_gates_log.attest_app, store, "verify", "--json")
+    assert done.exit_code == 0 and json.loads(done.output)["entries"] == 0
+    assert not os.path.exists(store.catalog.location)

@@ -148,3 +148,12 @@ def test_built_in_sets_say_which_inputs_they_need():
     assert builtin_set("dev").build()
     with pytest.raises(InvalidInputError, match="not a built-in gate set"):
         builtin_set("qa")
+
+
+def test_asking_for_ray_without_a_cluster_is_refused_before_any_run_is_recorded(tmp_path):
+    """parallel=True with no Ray connection: a clear error, and no half-started gate run left behind."""
+    store = gated_store(tmp_path)
+    digest = fair_package(store).digest
+    with pytest.raises(InvalidInputError, match="needs a Ray cluster"):
+        run_gate(store, digest, FAST, parallel=True)
+    assert store.runs.list(kind="gate") == []
