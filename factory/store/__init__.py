@@ -48,6 +48,11 @@ __all__ = [
     "read_table_file",
     "check_dataset_name",
     "ViewVersion",
+    "TreeStore",
+    "TreeManifest",
+    "TreeEntry",
+    "PendingBlob",
+    "VerifyingReader",
 ]
 
 _WHERE = {
@@ -89,6 +94,11 @@ _WHERE = {
     "read_table_file": "datasets",
     "check_dataset_name": "datasets",
     "ViewVersion": "features",
+    "TreeStore": "trees",
+    "TreeManifest": "trees",
+    "TreeEntry": "trees",
+    "PendingBlob": "blobs",
+    "VerifyingReader": "_hashing",
 }
 
 if TYPE_CHECKING:
@@ -114,6 +124,9 @@ if TYPE_CHECKING:
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, Refs
     from factory.store.service import StoreService, store_actor
+    from factory.store.trees import TreeEntry, TreeManifest, TreeStore
+    from factory.store.blobs import PendingBlob
+    from factory.store._hashing import VerifyingReader
 
 
 def __getattr__(name: str) -> Any:

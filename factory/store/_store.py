@@ -2,7 +2,7 @@
 
 Layout of a store home (a local folder or a ``pyarrow.fs`` URI)::
 
-    <home>/blobs/<d[:2]>/<d>     content-addressed blobs (artifact records included)
+    <home>/blobs/<d[:2]>/<d>     content-addressed blobs (artifact records and tree manifests included)
     <home>/blobs/tmp/            writes in progress
     <home>/datasets/<name>.lance dataset versions, one Lance dataset per name
     <home>/catalog.db            refs and the artifact index (SQLite, WAL)
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from factory.store.features import FeatureStore
     from factory.store.lineage import Lineage
     from factory.store.refs import Refs
+    from factory.store.trees import TreeStore
 
 __all__ = ["Store"]
 
@@ -123,6 +124,13 @@ class Store:
             metadata={"size": self.blobs.size(digest)},
             parents=parents,
         )
+
+    @functools.cached_property
+    def trees(self) -> TreeStore:
+        """Folders of files of any size (checkpoints, sharded models) as ``tree`` artifacts."""
+        from factory.store.trees import TreeStore
+
+        return TreeStore(self)
 
     @functools.cached_property
     def datasets(self) -> DatasetStore:

@@ -36,6 +36,7 @@ M = TypeVar("M", bound=BaseModel)
 
 class ArtifactKind(enum.StrEnum):
     BLOB = "blob"
+    TREE = "tree"
     DATASET = "dataset"
     FEATURE_VIEW = "feature-view"
     EMBEDDING_COLLECTION = "embedding-collection"

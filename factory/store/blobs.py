@@ -3,9 +3,12 @@
 A blob with digest ``sha256:<d>`` lives at ``<root>/<d[:2]>/<d>``. ``put`` hashes while
 it streams (one read of the source), writes to a temporary name under ``<root>/tmp``
 and renames into place, so a reader never sees a partial blob and a writer killed
-midway leaves only a stray temporary file. A blob that exists is never rewritten.
-``get`` re-hashes what it reads and raises ``CorruptBlobError`` rather than return
-bytes that do not match their digest.
+midway leaves only a stray temporary file. A put that finds its blob already stored
+checks the stored copy and leaves it untouched when it is intact; a copy that fails
+its hash (truncated, a flipped byte) is replaced atomically by the new one, so
+putting the original again repairs a corrupt blob. ``get`` re-hashes what it reads
+and raises ``CorruptBlobError`` rather than return bytes that do not match their
+digest. Large blobs on a local disk are written past the page cache (see ``_blobfs``).
 """
 
 from __future__ import annotations
@@ -22,15 +25,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
+from factory.store._blobfs import ArrowFiles, Files, LocalFiles
 from factory.store._digest import PREFIX, hex_of
-from factory.store._hashing import CHUNK, HashingReader
+from factory.store._hashing import CHUNK, HashingReader, VerifyingReader, copy_hashed, corrupt_message
 
-__all__ = ["BlobStore", "CorruptBlob", "StagedBlob"]
+__all__ = ["BlobStore", "CorruptBlob", "PendingBlob", "StagedBlob", "DIRECT_MIN"]
 
 log = logging.getLogger(__name__)
 
 _TMP = "tmp"
 Progress = Callable[[int], None]
+
+# Blobs at least this large are written (and fetched with ``get_to``) past the page
+# cache on a local disk; smaller ones are often read again soon and cost little there.
+DIRECT_MIN = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,34 @@ def _filesystem(root: str):
     return pafs.LocalFileSystem(), os.path.abspath(root)
 
 
+class PendingBlob:
+    """A blob written completely to a temporary file, invisible until ``commit``.
+
+    Several pending blobs can be committed together once all of them are written
+    (a tree does so), and ``discard`` removes one without a trace.
+    """
+
+    def __init__(self, blobs: BlobStore, tmp: str, digest: str, size: int):
+        self.blobs = blobs
+        self.tmp = tmp
+        self.digest = digest
+        self.size = size
+        self._done = False
+
+    def commit(self) -> str:
+        """Publish the blob under its digest (repairing a corrupt stored copy); return the digest."""
+        if self._done:
+            raise RuntimeError(f"the pending blob {self.digest} was already committed or discarded")
+        self._done = True
+        self.blobs._publish(self.tmp, self.digest, self.size)
+        return self.digest
+
+    def discard(self) -> None:
+        if not self._done:
+            self._done = True
+            self.blobs._files.delete(self.tmp)
+
+
 class BlobStore:
     """Content-addressed blobs under one root, local or remote."""
 
@@ -65,13 +101,14 @@ class BlobStore:
         elif "://" in root:
             self._fs, self.root = _filesystem(root)
         else:
-            # A local root needs no pyarrow until the first I/O: the CLI starts hashing
-            # while pyarrow (about 0.1 s of imports) loads in the writer thread.
             self.root = os.path.abspath(root)
+        # A local root goes through os: no pyarrow import, and direct I/O for large blobs.
+        self._files: Files = ArrowFiles(self._fs) if self._fs is not None else LocalFiles()
         self._tmp_ready = False
 
     @property
     def fs(self):
+        """The ``pyarrow.fs`` filesystem of the root (for callers that want one)."""
         if self._fs is None:
             from pyarrow import fs as pafs
 
@@ -79,8 +116,9 @@ class BlobStore:
         return self._fs
 
     @property
-    def _local(self) -> bool:
-        return type(self.fs).__name__ == "LocalFileSystem"
+    def local(self) -> bool:
+        """Whether the root is a local folder reached through ``os`` (paths are real paths)."""
+        return isinstance(self._files, LocalFiles)
 
     # -- locations -------------------------------------------------------------------
     def path(self, digest: str) -> str:
@@ -89,15 +127,13 @@ class BlobStore:
         return f"{self.root}/{h[:2]}/{h}"
 
     def exists(self, digest: str) -> bool:
-        from pyarrow import fs as pafs
-
-        return self.fs.get_file_info(self.path(digest)).type == pafs.FileType.File
+        return self._files.is_file(self.path(digest))
 
     def size(self, digest: str) -> int:
-        info = self.fs.get_file_info(self.path(digest))
-        if info.size is None:
+        size = self._files.size(self.path(digest))
+        if size is None:
             raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)")
-        return info.size
+        return size
 
     # -- writing ---------------------------------------------------------------------
     def put(self, source: bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | HashingReader | StagedBlob,
@@ -124,11 +160,15 @@ class BlobStore:
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> str:
         digest = PREFIX + hashlib.sha256(data).hexdigest()
-        if not self.exists(digest):
+        size = memoryview(data).nbytes
+        if self._intact(digest, size) is not None:
             tmp = self._tmp_path()
-            with self._open_tmp(tmp) as out:
+            out = self._open_tmp(tmp)
+            try:
                 out.write(data)
-            self._publish(tmp, digest)
+            finally:
+                out.close()
+            self._publish(tmp, digest, size)
         return digest
 
     def put_stream(self, stream: BinaryIO, *, progress: Progress | None = None) -> str:
@@ -139,125 +179,152 @@ class BlobStore:
     def put_hashed(self, reader: HashingReader, *, progress: Progress | None = None) -> str:
         """Write out what ``reader`` reads and hashes, then publish it under its digest.
 
-        The reader runs ahead on its own threads while this one writes, so the wall
-        time approaches hashing alone (measured in ``benchmarks/bench_store_put.py``
-        against ``openssl dgst``; reading in the hashing thread cost about 15 % more).
+        The reader runs ahead on its own threads while this one writes the very
+        buffers it hashed, so the wall time approaches hashing alone (measured in
+        ``benchmarks/bench_store_put.py`` against ``openssl dgst``).
         """
+        return self.write(reader, progress=progress).commit()
+
+    def write(self, reader: HashingReader, *, progress: Progress | None = None,
+              opened: Callable[[], object] | None = None) -> PendingBlob:
+        """Write everything ``reader`` hashes to a temporary file; nothing is visible until ``commit``."""
         tmp = self._tmp_path()
-        self._write_tmp(reader, tmp, progress)
-        return self._finish(tmp, reader.digest)
-
-    def stage(self, reader: HashingReader) -> StagedBlob:
-        """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
-        return StagedBlob(self, reader)
-
-    def _write_tmp(self, reader: HashingReader, tmp: str, progress: Progress | None,
-                   opened: Callable[[], object] | None = None) -> None:
+        written = 0
         try:
             # Opening here lets the reader's first reads and hashes run while the
-            # filesystem layer (pyarrow) is still being imported and set up.
-            out = self._open_tmp(tmp)
+            # filesystem layer is still being set up.
+            size = reader.size_hint
+            out = self._open_tmp(tmp, direct=size is not None and size >= DIRECT_MIN)
             if opened is not None:
                 opened()
             try:
                 for chunk in reader.chunks():
                     out.write(chunk)
+                    written += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
             finally:
                 out.close()
+            if self.fsync:
+                self._files.sync(tmp)
         except BaseException:
             reader.close()
-            self._discard(tmp)
+            self._files.delete(tmp)
             raise
+        return PendingBlob(self, tmp, reader.digest, written)
 
-    def _finish(self, tmp: str, digest: str) -> str:
-        if self.fsync and self._local:
-            fd = os.open(tmp, os.O_RDONLY)
+    def write_from(self, stream: BinaryIO, *, size_hint: int | None = None,
+                   progress: Progress | None = None) -> PendingBlob:
+        """Read, hash and write ``stream`` on the calling thread, one buffer at a time.
+
+        For callers that copy many files at once (a tree runs one per worker thread),
+        where the parallelism comes from the files rather than from a pipeline.
+        """
+        tmp = self._tmp_path()
+        try:
+            out = self._open_tmp(tmp, direct=size_hint is not None and size_hint >= DIRECT_MIN)
             try:
-                os.fsync(fd)
+                digest, written = copy_hashed(stream, out, progress)
             finally:
-                os.close(fd)
-        self._publish(tmp, digest)
-        return digest
+                out.close()
+            if self.fsync:
+                self._files.sync(tmp)
+        except BaseException:
+            self._files.delete(tmp)
+            raise
+        return PendingBlob(self, tmp, digest, written)
 
-    def _open_tmp(self, tmp: str):
+    def stage(self, reader: HashingReader) -> StagedBlob:
+        """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
+        return StagedBlob(self, reader)
+
+    def _open_tmp(self, tmp: str, *, direct: bool = False):
         if not self._tmp_ready:
-            self.fs.create_dir(f"{self.root}/{_TMP}", recursive=True)
+            self._files.makedirs(f"{self.root}/{_TMP}")
             self._tmp_ready = True
-        return self.fs.open_output_stream(tmp)
+        return self._files.open_write(tmp, direct=direct)
 
     def _tmp_path(self) -> str:
         return f"{self.root}/{_TMP}/{uuid.uuid4().hex}.part"
 
-    def _publish(self, tmp: str, digest: str) -> None:
-        """Move a fully written temporary file into place, unless the blob already exists."""
-        final = self.path(digest)
-        if self.exists(digest):
-            self._discard(tmp)
-            return
-        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        # Rename is atomic on local disks; concurrent writers of the same digest race
-        # harmlessly, since every one of them renames identical bytes.
-        self.fs.move(tmp, final)
+    def _intact(self, digest: str, size: int) -> str | None:
+        """None when the stored copy of ``digest`` is intact, else what is wrong with it."""
+        location = self.path(digest)
+        if self._files.is_dir(location):
+            raise CorruptBlobError(
+                f"a folder stands where blob {digest} belongs ({location}): move it away and put the blob again",
+                digest, location)
+        stored = self._files.size(location)
+        if stored is None:
+            return "missing"
+        if stored != size:
+            return f"{stored} bytes instead of {size}"
+        problem = self.verify(digest)
+        return None if problem is None else problem.reason
 
-    def _discard(self, tmp: str) -> None:
-        try:
-            self.fs.delete_file(tmp)
-        except (FileNotFoundError, OSError):
-            pass
+    def _publish(self, tmp: str, digest: str, size: int) -> None:
+        """Move a fully written temporary file into place, unless an intact copy is there already."""
+        final = self.path(digest)
+        problem = self._intact(digest, size)
+        if problem is None:
+            self._files.delete(tmp)
+            return
+        if problem != "missing":
+            log.warning("replacing the corrupt copy of blob %s at %s (%s)", digest, final, problem)
+        self._files.makedirs(final.rsplit("/", 1)[0])
+        # The rename is atomic on local disks; concurrent writers of the same digest
+        # race harmlessly, since every one of them renames identical bytes.
+        self._files.rename(tmp, final)
 
     # -- reading ---------------------------------------------------------------------
+    def _open(self, digest: str) -> BinaryIO:
+        try:
+            return self._files.open_read(self.path(digest))
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)") from None
+
+    def open(self, digest: str) -> VerifyingReader:
+        """The blob as a stream that checks its digest when read to the end (see ``VerifyingReader``)."""
+        return VerifyingReader(self._open(digest), digest, self.path(digest))
+
     def get(self, digest: str) -> bytes:
         """The blob's bytes, verified against ``digest``."""
-        location = self.path(digest)
-        try:
-            with self.fs.open_input_stream(location) as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)") from None
+        with self._open(digest) as f:
+            data = f.read()
         actual = PREFIX + hashlib.sha256(data).hexdigest()
         if actual != digest:
-            raise CorruptBlobError(_corrupt_message(digest, location, actual), digest, location)
+            location = self.path(digest)
+            raise CorruptBlobError(corrupt_message(digest, location, actual), digest, location)
         return data
 
     def get_to(self, digest: str, dest: str | os.PathLike[str], *, progress: Progress | None = None) -> Path:
-        """Copy the blob to a local file, verifying as it streams; ``dest`` appears only if good."""
-        location = self.path(digest)
+        """Copy the blob to a new local file, verifying as it streams; ``dest`` appears only if good."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
-        hasher = hashlib.sha256()
         try:
-            with self.fs.open_input_stream(location) as src, open(tmp, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-        except FileNotFoundError:
-            tmp.unlink(missing_ok=True)
-            raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)") from None
+            with self._open(digest) as src:
+                size = self._files.size(self.path(digest)) or 0
+                out = LocalFiles().open_write(os.fspath(tmp), direct=size >= DIRECT_MIN)
+                try:
+                    actual, _ = copy_hashed(src, out, progress)
+                finally:
+                    out.close()
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        actual = PREFIX + hasher.hexdigest()
         if actual != digest:
             tmp.unlink(missing_ok=True)
-            raise CorruptBlobError(_corrupt_message(digest, location, actual), digest, location)
+            location = self.path(digest)
+            raise CorruptBlobError(corrupt_message(digest, location, actual), digest, location)
         os.replace(tmp, dest)
         return dest
 
     # -- listing and checking --------------------------------------------------------
     def digests(self) -> Iterator[str]:
         """Every stored blob's digest (temporary files excluded)."""
-        from pyarrow import fs as pafs
-
-        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
-        for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
-            parent, _, name = info.path.rpartition("/")
+        for path, _ in self._files.list_files(self.root, recursive=True):
+            parent, _, name = path.rpartition("/")
             shard = parent.rpartition("/")[2]
             if len(name) == 64 and shard == name[:2] and all(c in "0123456789abcdef" for c in name):
                 yield PREFIX + name
@@ -267,11 +334,13 @@ class BlobStore:
         location = self.path(digest)
         hasher = hashlib.sha256()
         try:
-            with self.fs.open_input_stream(location) as f:
+            with self._files.open_read(location) as f:
                 while chunk := f.read(CHUNK):
                     hasher.update(chunk)
         except FileNotFoundError:
             return CorruptBlob(digest, location, "missing")
+        except IsADirectoryError:
+            return CorruptBlob(digest, location, "not a regular file")
         actual = PREFIX + hasher.hexdigest()
         if actual != digest:
             return CorruptBlob(digest, location, f"content hashes to {actual}")
@@ -290,13 +359,11 @@ class BlobStore:
 
     def clean_tmp(self, older_than_s: float = 3600.0) -> int:
         """Remove temporary files left by writers that died; return how many."""
-        from pyarrow import fs as pafs
-
         cutoff = time.time() - older_than_s
         removed = 0
-        for info in self.fs.get_file_info(pafs.FileSelector(f"{self.root}/{_TMP}", allow_not_found=True)):
-            if info.type == pafs.FileType.File and info.mtime is not None and info.mtime.timestamp() < cutoff:
-                self._discard(info.path)
+        for path, mtime in self._files.list_files(f"{self.root}/{_TMP}", recursive=False):
+            if mtime is not None and mtime < cutoff:
+                self._files.delete(path)
                 removed += 1
         return removed
 
@@ -312,7 +379,7 @@ class StagedBlob:
     def __init__(self, blobs: BlobStore, reader: HashingReader):
         self.blobs = blobs
         self.reader = reader
-        self._tmp = blobs._tmp_path()
+        self._pending: PendingBlob | None = None
         self._written = 0
         self._failure: list[BaseException] = []
         self._done = False
@@ -322,7 +389,7 @@ class StagedBlob:
 
     def _write(self) -> None:
         try:
-            self.blobs._write_tmp(self.reader, self._tmp, self._count, opened=self._opened.set)
+            self._pending = self.blobs.write(self.reader, progress=self._count, opened=self._opened.set)
         except BaseException as exc:  # raised again by commit()
             self._failure.append(exc)
         finally:
@@ -348,15 +415,13 @@ class StagedBlob:
                     progress(self._written - reported)
                     reported = self._written
         except BaseException:
-            self.reader.close()
-            self._thread.join()
-            self.blobs._discard(self._tmp)
+            self._stop()
             raise
         if self._failure:
             raise self._failure[0]
         if progress is not None and self._written > reported:
             progress(self._written - reported)
-        return self.blobs._finish(self._tmp, self.reader.digest)
+        return self._pending.commit()
 
     def abort(self) -> None:
         """Stop writing and remove what was written; nothing becomes visible.
@@ -366,15 +431,14 @@ class StagedBlob:
         if self._done:
             return
         self._done = True
+        self._stop()
+
+    def _stop(self) -> None:
         self.reader.close()
         self._thread.join()
-        self.blobs._discard(self._tmp)
+        if self._pending is not None:
+            self._pending.discard()
 
     close = abort  # what a HashingReader calls it: release, cancelling if unfinished
 
 
-def _corrupt_message(digest: str, location: str, actual: str) -> str:
-    return (
-        f"blob {digest} at {location} is corrupt: its content hashes to {actual}. "
-        "Restore it from a replica or re-put the original; run 'factory store verify' to find others"
-    )
