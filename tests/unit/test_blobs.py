@@ -190,3 +190,49 @@ def test_a_blob_staged_in_one_store_cannot_be_committed_to_another(blobs, tmp_pa
         other.put(staged)
     staged.abort()
     assert list(other.digests()) == [] and list(blobs.digests()) == []
+
+
+def test_a_large_blob_of_odd_size_round_trips_through_direct_writes(blobs, tmp_path):
+    """A blob big enough to bypass the page cache, with a tail that direct I/O cannot write, comes back intact."""
+    from factory.store.blobs import DIRECT_MIN
+
+    data = os.urandom(DIRECT_MIN + (1 << 20) + 123)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    digest = blobs.put(path)
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert blobs.get(digest) == data
+    assert blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
+    assert blobs.put(data) == digest  # as bytes: the same blob, found intact
+    assert os.listdir(f"{blobs.root}/tmp") == []
+
+
+def test_a_filesystem_without_direct_io_still_stores_large_blobs(blobs, tmp_path, monkeypatch):
+    """Where opening with O_DIRECT is refused (tmpfs on older kernels, some FUSE mounts), puts fall back."""
+    import errno
+
+    from factory.store.blobs import DIRECT_MIN
+
+    real_open = os.open
+
+    def no_direct(path, flags, *args, **kwargs):
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    data = os.urandom(DIRECT_MIN + 4096)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    digest = blobs.put(path)
+    assert blobs.get(digest) == data
+    assert blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
+
+
+def test_a_folder_where_a_blob_belongs_is_named(blobs):
+    """A put that finds a folder in its blob's place says so instead of failing obscurely."""
+    data = b"content" * 100
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    os.makedirs(blobs.path(digest))
+    with pytest.raises(CorruptBlobError, match="a folder stands where blob"):
+        blobs.put(data)
