@@ -34,7 +34,7 @@ from factory.contract._checks import (
     state_of_module,
     to_tensors,
 )
-from factory.contract._safetensors import save_tensors
+from factory.contract._safetensors import plain_tensors, save_tensors
 from factory.contract._weights import DEFAULT_SHARD_BYTES, index_bytes, plan_shards, shard_name, shard_stream
 from factory.contract._schema import Contract, Digest, Provenance, canonical_json
 from factory.contract.architectures import REF_ATTRIBUTE, ArchitectureRef, ArchitectureRegistry, default_registry
@@ -184,6 +184,7 @@ def _write_weights(store: Store, state: Mapping[str, torch.Tensor], max_shard_by
         return {_files.WEIGHTS: store.blobs.put_bytes(save_tensors(state))}
     if max_shard_bytes < 1:
         raise InvalidInputError(f"max_shard_bytes is {max_shard_bytes}: give a positive size, or None for one file")
+    state = plain_tensors(state)  # tied weights are refused across shards too, as for one file
     shards = plan_shards(sizes, max_shard_bytes)
     digests, weight_map = {}, {}
     for number, names in enumerate(shards, start=1):

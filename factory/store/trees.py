@@ -242,7 +242,8 @@ class TreeStore:
             raise InvalidInputError(f"cannot put {root} as a tree: it is not a folder (give a folder)")
         parents = list(parents)
         for parent in parents:
-            check_digest(parent)
+            if not self._parts.artifacts.exists(check_digest(parent)):
+                raise NotFoundError(f"parent {parent} of the tree is not in the store: record the parent first")
         sources = scan(root)
         pending = self._write_all(sources, progress)
         try:

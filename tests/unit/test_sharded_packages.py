@@ -179,3 +179,13 @@ def test_a_sharded_package_loads_in_about_its_weights_of_memory(tmp_path):
     weights, grew = map(int, res.stdout.split())
     assert weights > 100 << 20
     assert grew < 1.5 * weights, f"peak grew by {grew / weights:.2f}x the weights"
+
+
+def test_tied_weights_in_different_shards_are_refused(store):
+    """Two names sharing one tensor would come back as two tensors: refused across shards as for one file."""
+    from factory.contract.packages import _write_weights
+
+    shared = torch.ones(1024)
+    with pytest.raises(ContractViolationError, match="share memory"):
+        _write_weights(store, {"a": shared, "b": shared}, max_shard_bytes=4096)
+    assert list(store.blobs.digests()) == []

@@ -208,3 +208,10 @@ def test_a_large_file_streams_through_bounded_memory(tmp_path):
     assert res.returncode == 0, res.stderr
     assert int(res.stdout) < 128 << 20
     assert (tmp_path / "out" / "weights.bin").stat().st_size == 512 << 20
+
+
+def test_a_parent_that_is_not_stored_is_refused_before_anything_is_written(store, folder):
+    """A tree cannot name a parent the store does not hold, and the refusal writes nothing."""
+    with pytest.raises(NotFoundError, match="record the parent first"):
+        store.trees.put(folder, parents=["sha256:" + "1" * 64])
+    assert list(store.blobs.digests()) == []
