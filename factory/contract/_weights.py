@@ -19,7 +19,6 @@ before anything is allocated.
 from __future__ import annotations
 
 import ctypes
-import io
 import json
 import re
 import struct
@@ -278,34 +277,6 @@ def plan_shards(sizes: Mapping[str, int], max_bytes: int) -> list[list[str]]:
     return shards
 
 
-class _Concat(io.RawIOBase):
-    """Several buffers read as one stream, without copying them first."""
-
-    def __init__(self, parts: list[memoryview], keep: object):
-        super().__init__()
-        self._parts = parts
-        self._keep = keep  # the tensors the views point into
-        self._part = 0
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        with memoryview(buffer) as out:
-            out = out.cast("B")
-            filled = 0
-            while filled < len(out) and self._part < len(self._parts):
-                part = self._parts[self._part]
-                n = min(len(out) - filled, len(part) - self._pos)
-                out[filled : filled + n] = part[self._pos : self._pos + n]
-                filled += n
-                self._pos += n
-                if self._pos == len(part):
-                    self._part, self._pos = self._part + 1, 0
-            return filled
-
-
 def shard_stream(tensors: Mapping[str, torch.Tensor]) -> tuple[BinaryIO, int]:
     """A safetensors file of ``tensors`` as a stream, and its size; the same tensors give the same bytes.
 
@@ -325,8 +296,10 @@ def shard_stream(tensors: Mapping[str, torch.Tensor]) -> tuple[BinaryIO, int]:
         offset += size
     text = canonical_json(header)
     text += b" " * (-len(text) % 8)
-    parts = [memoryview(struct.pack("<Q", len(text))), memoryview(text), *(_bytes_of(plain[n]) for n in order)]
-    return _Concat(parts, plain), 8 + len(text) + offset
+    from factory.store import MemoryReader
+
+    parts = [struct.pack("<Q", len(text)), text, *(_bytes_of(plain[n]) for n in order)]
+    return MemoryReader(*parts, keep=plain), 8 + len(text) + offset
 
 
 def index_bytes(weight_map: Mapping[str, str], total_size: int) -> bytes:

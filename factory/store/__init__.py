@@ -53,6 +53,7 @@ __all__ = [
     "TreeEntry",
     "PendingBlob",
     "VerifyingReader",
+    "MemoryReader",
 ]
 
 _WHERE = {
@@ -99,6 +100,7 @@ _WHERE = {
     "TreeEntry": "trees",
     "PendingBlob": "blobs",
     "VerifyingReader": "_hashing",
+    "MemoryReader": "_hashing",
 }
 
 if TYPE_CHECKING:
@@ -126,7 +128,7 @@ if TYPE_CHECKING:
     from factory.store.service import StoreService, store_actor
     from factory.store.trees import TreeEntry, TreeManifest, TreeStore
     from factory.store.blobs import PendingBlob
-    from factory.store._hashing import VerifyingReader
+    from factory.store._hashing import MemoryReader, VerifyingReader
 
 
 def __getattr__(name: str) -> Any:

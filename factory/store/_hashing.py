@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, Self
 
-__all__ = ["BUFFERS", "CHUNK", "HashingReader", "VerifyingReader", "copy_hashed", "thread_buffer"]
+__all__ = ["BUFFERS", "CHUNK", "HashingReader", "MemoryReader", "VerifyingReader", "copy_hashed", "thread_buffer"]
 
 # Large enough that hashlib and file I/O release the GIL for long stretches. The pool
 # is small on purpose: memory a process touches for the first time is expensive (page
@@ -221,6 +221,38 @@ def copy_hashed(src: BinaryIO, out, progress: Callable[[int], None] | None = Non
             if progress is not None:
                 progress(n)
     return "sha256:" + hasher.hexdigest(), total
+
+
+class MemoryReader(io.RawIOBase):
+    """Buffers in memory read as one stream, without copying them first.
+
+    (``io.BytesIO`` copies a bytearray.) ``keep`` holds whatever owns memory the
+    buffers only point into, for as long as the stream lives.
+    """
+
+    def __init__(self, *parts: bytes | bytearray | memoryview, keep: object = None):
+        super().__init__()
+        self._parts = [memoryview(p).cast("B") for p in parts]
+        self._keep = keep
+        self._part = 0
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        with memoryview(buffer) as whole:
+            out = whole.cast("B")
+            filled = 0
+            while filled < len(out) and self._part < len(self._parts):
+                part = self._parts[self._part]
+                n = min(len(out) - filled, len(part) - self._pos)
+                out[filled : filled + n] = part[self._pos : self._pos + n]
+                filled += n
+                self._pos += n
+                if self._pos == len(part):
+                    self._part, self._pos = self._part + 1, 0
+            return filled
 
 
 class VerifyingReader(io.RawIOBase):

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
-from factory.store._blobfs import ArrowFiles, Files, LocalFiles
+from factory.store._blobfs import ArrowFiles, Files, LocalFiles, Sink
 from factory.store._digest import PREFIX, hex_of
-from factory.store._hashing import CHUNK, HashingReader, VerifyingReader, copy_hashed, corrupt_message
+from factory.store._hashing import CHUNK, HashingReader, MemoryReader, VerifyingReader, copy_hashed, corrupt_message
 
 __all__ = ["BlobStore", "CorruptBlob", "PendingBlob", "StagedBlob", "DIRECT_MIN"]
 
@@ -159,8 +159,10 @@ class BlobStore:
         raise InvalidInputError(f"cannot put a {type(source).__name__}: give bytes, a file path or a binary stream")
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> str:
-        digest = PREFIX + hashlib.sha256(data).hexdigest()
         size = memoryview(data).nbytes
+        if size >= DIRECT_MIN:  # through aligned buffers, so that it can bypass the page cache
+            return self.write_from(MemoryReader(data), size_hint=size).commit()
+        digest = PREFIX + hashlib.sha256(data).hexdigest()
         if self._intact(digest, size) is not None:
             tmp = self._tmp_path()
             out = self._open_tmp(tmp)
@@ -187,31 +189,27 @@ class BlobStore:
 
     def write(self, reader: HashingReader, *, progress: Progress | None = None,
               opened: Callable[[], object] | None = None) -> PendingBlob:
-        """Write everything ``reader`` hashes to a temporary file; nothing is visible until ``commit``."""
-        tmp = self._tmp_path()
-        written = 0
-        try:
-            # Opening here lets the reader's first reads and hashes run while the
-            # filesystem layer is still being set up.
-            size = reader.size_hint
-            out = self._open_tmp(tmp, direct=size is not None and size >= DIRECT_MIN)
-            if opened is not None:
-                opened()
+        """Write everything ``reader`` hashes to a temporary file; nothing is visible until ``commit``.
+
+        ``opened`` is called once the temporary file is open (the head start of the
+        CLI waits for it before loading the rest of the command line).
+        """
+        def fill(out) -> tuple[str, int]:
+            written = 0
             try:
+                if opened is not None:
+                    opened()
                 for chunk in reader.chunks():
                     out.write(chunk)
                     written += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
-            finally:
-                out.close()
-            if self.fsync:
-                self._files.sync(tmp)
-        except BaseException:
-            reader.close()
-            self._files.delete(tmp)
-            raise
-        return PendingBlob(self, tmp, reader.digest, written)
+            except BaseException:
+                reader.close()
+                raise
+            return reader.digest, written
+
+        return self._write_tmp(reader.size_hint, fill)
 
     def write_from(self, stream: BinaryIO, *, size_hint: int | None = None,
                    progress: Progress | None = None) -> PendingBlob:
@@ -220,11 +218,15 @@ class BlobStore:
         For callers that copy many files at once (a tree runs one per worker thread),
         where the parallelism comes from the files rather than from a pipeline.
         """
+        return self._write_tmp(size_hint, lambda out: copy_hashed(stream, out, progress))
+
+    def _write_tmp(self, size_hint: int | None, fill: Callable[[Sink], tuple[str, int]]) -> PendingBlob:
+        """A temporary file filled by ``fill`` (which returns the digest and size written), or none at all."""
         tmp = self._tmp_path()
         try:
             out = self._open_tmp(tmp, direct=size_hint is not None and size_hint >= DIRECT_MIN)
             try:
-                digest, written = copy_hashed(stream, out, progress)
+                digest, written = fill(out)
             finally:
                 out.close()
             if self.fsync:
