@@ -21,11 +21,15 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
-__all__ = ["ArrowFiles", "Files", "LocalFiles", "Sink", "DIRECT_ALIGN"]
+__all__ = ["ArrowFiles", "Files", "LocalFiles", "NotRegularFile", "Sink", "DIRECT_ALIGN"]
 
 # Direct I/O needs buffers, lengths and offsets aligned to the device's logical block;
 # 4 KiB covers every common device, and page-aligned buffers (mmap) satisfy it.
 DIRECT_ALIGN = 4096
+
+
+class NotRegularFile(OSError):
+    """Something other than a regular file (a folder, a link, a FIFO) where a file was expected."""
 
 
 class Sink(Protocol):
@@ -124,10 +128,16 @@ class LocalFiles:
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def open_read(self, path: str) -> BinaryIO:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        """Open a regular file; a link, FIFO or folder in its place raises ``NotRegularFile`` (never blocks)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR):
+                raise NotRegularFile(exc.errno, "not a regular file", path) from None
+            raise
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+                raise NotRegularFile(errno.EINVAL, "not a regular file", path)
             os.set_blocking(fd, True)
             return open(fd, "rb", buffering=0)
         except BaseException:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
-from factory.store._blobfs import ArrowFiles, Files, LocalFiles, Sink
+from factory.store._blobfs import ArrowFiles, Files, LocalFiles, NotRegularFile, Sink
 from factory.store._digest import PREFIX, hex_of
 from factory.store._hashing import CHUNK, HashingReader, MemoryReader, VerifyingReader, copy_hashed, corrupt_message
 
@@ -280,10 +280,15 @@ class BlobStore:
 
     # -- reading ---------------------------------------------------------------------
     def _open(self, digest: str) -> BinaryIO:
+        location = self.path(digest)
         try:
-            return self._files.open_read(self.path(digest))
-        except (FileNotFoundError, IsADirectoryError):
+            return self._files.open_read(location)
+        except FileNotFoundError:
             raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)") from None
+        except NotRegularFile:
+            raise CorruptBlobError(
+                f"blob {digest} at {location} is not a regular file: remove what stands there and re-put the "
+                "original; run 'factory store verify' to find others", digest, location) from None
 
     def open(self, digest: str) -> VerifyingReader:
         """The blob as a stream that checks its digest when read to the end (see ``VerifyingReader``)."""
@@ -341,7 +346,7 @@ class BlobStore:
                     hasher.update(chunk)
         except FileNotFoundError:
             return CorruptBlob(digest, location, "missing")
-        except IsADirectoryError:
+        except NotRegularFile:
             return CorruptBlob(digest, location, "not a regular file")
         actual = PREFIX + hasher.hexdigest()
         if actual != digest:

@@ -236,3 +236,21 @@ def test_a_folder_where_a_blob_belongs_is_named(blobs):
     os.makedirs(blobs.path(digest))
     with pytest.raises(CorruptBlobError, match="a folder stands where blob"):
         blobs.put(data)
+
+
+@pytest.mark.parametrize("thing", ["fifo", "link"])
+def test_a_fifo_or_link_in_a_blobs_place_is_corrupt_not_a_hang(blobs, tmp_path, thing):
+    """Reading a blob whose file was replaced by a FIFO or a link fails at once as corrupt, and a put repairs it."""
+    digest = blobs.put(b"payload" * 100)
+    path = blobs.path(digest)
+    os.unlink(path)
+    if thing == "fifo":
+        os.mkfifo(path)
+    else:
+        (tmp_path / "elsewhere").write_bytes(b"payload" * 100)
+        os.symlink(tmp_path / "elsewhere", path)
+    with pytest.raises(CorruptBlobError, match="not a regular file"):
+        blobs.get(digest)
+    assert blobs.verify(digest).reason == "not a regular file"
+    assert blobs.put(b"payload" * 100) == digest  # a put repairs it
+    assert blobs.get(digest) == b"payload" * 100
