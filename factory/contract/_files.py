@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -206,15 +205,12 @@ def _local_weights_file(name: str, path: str) -> WeightsFile:
 
 def _open_regular(path: str):
     """Open a file for reading; a FIFO or device under a package file's name is refused, never waited on."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    from factory.store import NotRegularFile, open_regular
+
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnsafePackageError(f"{path} is not a regular file: a package holds regular files only")
-        os.set_blocking(fd, True)
-        return open(fd, "rb", buffering=0)
-    except BaseException:
-        os.close(fd)
-        raise
+        return open_regular(path)
+    except NotRegularFile:
+        raise UnsafePackageError(f"{path} is not a regular file: a package holds regular files only") from None
 
 
 def read_from_dir(path: str | os.PathLike[str]) -> PackageFiles:

@@ -54,6 +54,8 @@ __all__ = [
     "PendingBlob",
     "VerifyingReader",
     "MemoryReader",
+    "open_regular",
+    "NotRegularFile",
 ]
 
 _WHERE = {
@@ -101,6 +103,8 @@ _WHERE = {
     "PendingBlob": "blobs",
     "VerifyingReader": "_hashing",
     "MemoryReader": "_hashing",
+    "open_regular": "_blobfs",
+    "NotRegularFile": "_blobfs",
 }
 
 if TYPE_CHECKING:
@@ -129,6 +133,7 @@ if TYPE_CHECKING:
     from factory.store.trees import TreeEntry, TreeManifest, TreeStore
     from factory.store.blobs import PendingBlob
     from factory.store._hashing import MemoryReader, VerifyingReader
+    from factory.store._blobfs import NotRegularFile, open_regular
 
 
 def __getattr__(name: str) -> Any:

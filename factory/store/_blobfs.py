@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
-__all__ = ["ArrowFiles", "Files", "LocalFiles", "NotRegularFile", "Sink", "DIRECT_ALIGN"]
+__all__ = ["ArrowFiles", "Files", "LocalFiles", "NotRegularFile", "Sink", "DIRECT_ALIGN", "open_regular"]
 
 # Direct I/O needs buffers, lengths and offsets aligned to the device's logical block;
 # 4 KiB covers every common device, and page-aligned buffers (mmap) satisfy it.
@@ -30,6 +30,29 @@ DIRECT_ALIGN = 4096
 
 class NotRegularFile(OSError):
     """Something other than a regular file (a folder, a link, a FIFO) where a file was expected."""
+
+
+def open_regular(path: str | os.PathLike[str], *, follow_links: bool = True) -> BinaryIO:
+    """Open a regular file for reading (unbuffered).
+
+    Anything else (a folder, a FIFO, a device, or a link when ``follow_links`` is
+    false) raises ``NotRegularFile`` at once: a FIFO is never waited on.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow_links else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR):
+            raise NotRegularFile(exc.errno, "not a regular file", os.fspath(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        return open(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class Sink(Protocol):
@@ -128,21 +151,8 @@ class LocalFiles:
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def open_read(self, path: str) -> BinaryIO:
-        """Open a regular file; a link, FIFO or folder in its place raises ``NotRegularFile`` (never blocks)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EISDIR):
-                raise NotRegularFile(exc.errno, "not a regular file", path) from None
-            raise
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise NotRegularFile(errno.EINVAL, "not a regular file", path)
-            os.set_blocking(fd, True)
-            return open(fd, "rb", buffering=0)
-        except BaseException:
-            os.close(fd)
-            raise
+        """Open a blob; a link, FIFO or folder in its place raises ``NotRegularFile`` (never blocks)."""
+        return open_regular(path, follow_links=False)
 
     def open_write(self, path: str, *, direct: bool = False) -> Sink:
         return _DirectSink(path, direct=direct)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from factory.errors import InvalidInputError, NotFoundError
+from factory.store._blobfs import NotRegularFile, open_regular
 from factory.store._digest import canonical_json, check_digest, is_digest, sha256_digest
 
 if TYPE_CHECKING:
@@ -198,17 +199,11 @@ def _through_link(root: Path, real_root: str, rel: str, path: str) -> _Source:
 
 def _open_regular(path: str):
     """Open a file for reading, refusing anything that became a non-file since the scan."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InvalidInputError(f"{path} is {_kind(st.st_mode)} now: the folder changed during the put; "
-                                    "put it again once it is still")
-        os.set_blocking(fd, True)
-        return open(fd, "rb", buffering=0), st
-    except BaseException:
-        os.close(fd)
-        raise
+        return open_regular(path, follow_links=False)
+    except NotRegularFile:
+        raise InvalidInputError(f"{path} is no longer a regular file: the folder changed during the put; "
+                                "put it again once it is still") from None
 
 
 def _default_workers() -> int:
@@ -271,9 +266,9 @@ class TreeStore:
         report = _locked(progress)
 
         def write(source: _Source) -> PendingBlob:
-            stream, st = _open_regular(source.read_from)
-            with stream:
-                return self._blobs.write_from(stream, size_hint=st.st_size, progress=report)
+            with _open_regular(source.read_from) as stream:
+                size = os.fstat(stream.fileno()).st_size
+                return self._blobs.write_from(stream, size_hint=size, progress=report)
 
         return _parallel(write, sources, self.workers, undo=lambda blob: blob.discard())
 

@@ -189,3 +189,22 @@ def test_tied_weights_in_different_shards_are_refused(store):
     with pytest.raises(ContractViolationError, match="share memory"):
         _write_weights(store, {"a": shared, "b": shared}, max_shard_bytes=4096)
     assert list(store.blobs.digests()) == []
+
+
+def test_a_fifo_in_place_of_a_shard_is_refused_without_waiting(store, sharded, tmp_path):
+    """A FIFO named like a weights file is refused at once, not read (which would block forever)."""
+    import threading
+
+    from factory.errors import UnsafePackageError
+
+    _, pkg = sharded
+    out = export(store, pkg.digest, tmp_path / "pkg")
+    (out / "manifest.json").unlink()
+    (out / "model-00002-of-00003.safetensors").unlink()
+    os.mkfifo(out / "model-00002-of-00003.safetensors")
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(pytest.raises(UnsafePackageError, load, None, out)))
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "load blocked on a FIFO"
+    assert "not a regular file" in str(outcome[0].value)
