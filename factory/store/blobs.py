@@ -79,7 +79,11 @@ class PendingBlob:
         if self._done:
             raise RuntimeError(f"the pending blob {self.digest} was already committed or discarded")
         self._done = True
-        self.blobs._publish(self.tmp, self.digest, self.size)
+        try:
+            self.blobs._publish(self.tmp, self.digest, self.size)
+        except BaseException:
+            self.blobs._files.delete(self.tmp)
+            raise
         return self.digest
 
     def discard(self) -> None:

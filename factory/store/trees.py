@@ -241,20 +241,20 @@ class TreeStore:
                 raise NotFoundError(f"parent {parent} of the tree is not in the store: record the parent first")
         sources = scan(root)
         pending = self._write_all(sources, progress)
-        try:
-            manifest = TreeManifest({s.path: TreeEntry(p.digest, p.size, s.executable)
-                                     for s, p in zip(sources, pending, strict=True)})
-            committed: set[str] = set()
-            for blob in pending:
-                if blob.digest in committed:  # the same content twice in one tree: one copy
-                    blob.discard()
-                else:
-                    blob.commit()
-                    committed.add(blob.digest)
-        except BaseException:
-            for blob in pending:
+        manifest = TreeManifest({s.path: TreeEntry(p.digest, p.size, s.executable)
+                                 for s, p in zip(sources, pending, strict=True)})
+        unique = {}
+        for blob in pending:
+            if blob.digest in unique:  # the same content twice in one tree: one copy
                 blob.discard()
-            raise
+            else:
+                unique[blob.digest] = blob
+        try:
+            # Publishing checks a copy already stored (re-hashing it), so it runs in parallel too.
+            _parallel(lambda blob: blob.commit(), list(unique.values()), self.workers)
+        finally:
+            for blob in pending:
+                blob.discard()  # a no-op for the committed ones
         digest = self._blobs.put_bytes(manifest.to_json())
         log.info("stored tree %s: %d files, %d bytes", digest, len(manifest.files), manifest.size)
         return self._parts.artifacts.add(
