@@ -21,6 +21,10 @@ __all__ = [
     "CorruptBlobError",
     "ContractViolationError",
     "UnsafePackageError",
+    "CatalogVersionError",
+    "MetaConflictError",
+    "RefProtectedError",
+    "RunInProgressError",
 ]
 
 
@@ -98,3 +102,49 @@ class UnsafePackageError(UserError):
     """A package holding something that could run code when loaded (pickle and friends)."""
 
     code = "UNSAFE_PACKAGE"
+
+
+class CatalogVersionError(UserError):
+    """A catalog whose schema is newer than this code knows: upgrade factory, never downgrade data."""
+
+    code = "CATALOG_VERSION"
+
+    def __init__(self, message: str, found: int = 0, supported: int = 0):
+        super().__init__(message, found, supported)
+        self.found = found
+        self.supported = supported
+
+
+class MetaConflictError(UserError):
+    """A compare-and-swap on a catalog metadata key lost: it holds another value."""
+
+    code = "META_CONFLICT"
+
+    def __init__(self, message: str, key: str = "", expected: str | None = None, actual: str | None = None):
+        super().__init__(message, key, expected, actual)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class RefProtectedError(UserError, PermissionError):
+    """A move of a protected ref by an actor its rule does not list; the refusal is recorded."""
+
+    code = "REF_PROTECTED"
+
+    def __init__(self, message: str, name: str = "", actor: str = "", pattern: str = ""):
+        super().__init__(message, name, actor, pattern)
+        self.name = name
+        self.actor = actor
+        self.pattern = pattern
+
+
+class RunInProgressError(UserError):
+    """A run with this key is still running under a live owner, or this process no longer owns it."""
+
+    code = "RUN_IN_PROGRESS"
+
+    def __init__(self, message: str, run_id: str = "", owner: str = ""):
+        super().__init__(message, run_id, owner)
+        self.run_id = run_id
+        self.owner = owner

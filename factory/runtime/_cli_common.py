@@ -10,6 +10,8 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -35,6 +37,13 @@ def open_store(home: str | None = None) -> Store:
     return Store(home)
 
 
+def record_source(store: Store, digest: str, path: str | Path) -> None:
+    """Record the file that artifact ``digest`` was made from as one of its parents (an
+    ``external`` artifact: URI, size, SHA-256, mtime), once what was made from it is stored."""
+    source = store.add_external(path)
+    store.artifacts.add(store.artifacts.get(digest).kind, digest=digest, parents=[source.digest])
+
+
 def short_digest(digest: str) -> str:
     """``sha256:`` and the first 12 hex characters: enough to tell blobs apart in a table."""
     return digest[: len("sha256:") + 12]
@@ -43,6 +52,21 @@ def short_digest(digest: str) -> str:
 def fail(message: str) -> NoReturn:
     """Stop with a user error: one line, exit 2."""
     raise InvalidInputError(message)
+
+
+def parse_time(text: str | None, option: str, *, naive_is_utc: bool = False) -> datetime | None:
+    """An ISO 8601 time given on the command line; one without a zone is refused unless ``naive_is_utc``."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not an ISO 8601 time: write e.g. 2026-01-31T12:00:00Z")
+    if when.tzinfo is None:
+        if not naive_is_utc:
+            fail(f"{option} {text!r} has no time zone: add one, e.g. Z or +00:00")
+        when = when.replace(tzinfo=UTC)
+    return when
 
 
 def print_json(value: Any) -> None:

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, err_console, open_store, print_json, short_digest
+from factory.runtime._cli_common import (
+    HomeOption,
+    JsonOption,
+    console,
+    err_console,
+    open_store,
+    print_json,
+    record_source,
+    short_digest,
+)
 
 if TYPE_CHECKING:
     from factory.store import DatasetVersion, Store
@@ -24,7 +33,7 @@ def _as_dict(store: Store, v: DatasetVersion) -> dict[str, Any]:
         "rows": v.num_rows,
         "key": list(v.key),
         "schema": [{"name": c, "type": t} for c, t in v.schema],
-        "parents": list(artifact.parents),
+        "parents": store.lineage.parents(v.digest),
         "lance": {"uri": v.uri, "version": v.lance_version},
         "created_at": v.created_at.isoformat(),
         "source": artifact.metadata.get("source"),
@@ -54,6 +63,7 @@ def add(
     before = store.refs.get(f"dataset/{name}")
     with err_console.status(f"adding {path} as dataset {name!r}"):
         v = store.datasets.add(path, name=name, key=columns, allow_schema_change=allow_schema_change)
+        record_source(store, v.digest, path)
     status = "unchanged" if v.digest == before else "new"
     if as_json:
         print_json({"status": status, **_as_dict(store, v)})

@@ -15,6 +15,7 @@ from factory.runtime._cli_common import (
     fail,
     open_store,
     print_json,
+    record_source,
     short_digest,
 )
 
@@ -238,6 +239,7 @@ def import_file(
         emb.create(name, dim, id_type=id_type, metric=metric, columns=columns)
     with err_console.status(f"importing {path} into {name!r}"):
         v = emb.upsert(name, table) if upsert else emb.add(name, table)
+        record_source(store, v.digest, path)
     if as_json:
         print_json(_as_dict(v))
         return

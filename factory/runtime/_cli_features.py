@@ -16,7 +16,9 @@ from factory.runtime._cli_common import (
     err_console,
     fail,
     open_store,
+    parse_time,
     print_json,
+    record_source,
     short_digest,
 )
 
@@ -28,15 +30,7 @@ app = typer.Typer(help="Feature views: register, list, historical (training sets
 
 
 def _time(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"{option} {text!r} is not an ISO 8601 time: write e.g. 2026-01-31T12:00:00Z")
-    if when.tzinfo is None:
-        fail(f"{option} {text!r} has no time zone: add one, e.g. Z or +00:00")
-    return when
+    return parse_time(text, option)
 
 
 def _view_dict(v: ViewVersion) -> dict[str, Any]:
@@ -76,6 +70,7 @@ def register(
     except ValidationError as exc:
         fail(f"{path} is not a valid feature view: {'; '.join(e['loc'][0].__str__() + ': ' + e['msg'] for e in exc.errors())}")
     artifact = store.features.register(view)
+    record_source(store, artifact.digest, path)
     if as_json:
         print_json({"name": view.name, "digest": artifact.digest, **view.model_dump(mode="json")})
         return

@@ -1,4 +1,4 @@
-"""``factory refs``: list refs, show a ref's history, move a ref by compare-and-swap."""
+"""``factory refs``: list refs, show a ref's history, move a ref by compare-and-swap, protect refs."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import typer
 
 from factory.runtime._cli_common import HomeOption, JsonOption, console, open_store, print_json, short_digest
 
-app = typer.Typer(help="Refs (dataset names, model aliases): list, history, set.", no_args_is_help=True)
+app = typer.Typer(help="Refs (dataset names, model aliases): list, history, set, protect.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_refs(prefix: str = typer.Argument("", help="Only refs starting with this."), home: str = HomeOption,
               as_json: bool = JsonOption) -> None:
     """Every ref and the digest it points at."""
+    from rich.markup import escape
     from rich.table import Table
 
     refs = open_store(home).refs.list(prefix)
@@ -23,24 +24,27 @@ def list_refs(prefix: str = typer.Argument("", help="Only refs starting with thi
     for col in ("name", "target", "updated"):
         table.add_column(col)
     for r in refs:
-        table.add_row(r.name, r.target, r.updated_at)
+        table.add_row(escape(r.name), r.target, r.updated_at)
     console.print(table)
 
 
 @app.command()
 def history(name: str, home: str = HomeOption, as_json: bool = JsonOption) -> None:
-    """Every move of one ref: when, who, from, to, why."""
+    """Every move of one ref, refused ones included: when, who, from, to, why."""
+    from rich.markup import escape
     from rich.table import Table
 
-    changes = open_store(home).refs.history(name)
+    changes = open_store(home).refs.history(name, refused=True)
     if as_json:
         print_json([c.__dict__ for c in changes])
         return
-    table = Table(title=f"history of {name}")
+    table = Table(title=f"history of {escape(name)}")
     for col in ("at", "actor", "from", "to", "reason"):
         table.add_column(col)
     for c in changes:
-        table.add_row(c.at, c.actor, short_digest(c.old or "-"), short_digest(c.new or "-"), c.reason)
+        style = "red" if c.refused else None
+        to = "refused " + short_digest(c.new or "-") if c.refused else short_digest(c.new or "-")
+        table.add_row(c.at, escape(c.actor), short_digest(c.old or "-"), to, escape(c.reason), style=style)
     console.print(table)
 
 
@@ -52,11 +56,51 @@ def set_ref(
     reason: str = typer.Option("", "--reason", help="Why, kept in the history."),
     home: str = HomeOption,
 ) -> None:
-    """Move a ref, by compare-and-swap when --expect is given."""
+    """Move a ref, by compare-and-swap when --expect is given. You act as $FACTORY_ACTOR (else user@host)."""
+    from rich.markup import escape
+
     store = open_store(home)
     target = store.artifacts.resolve(target)
     kwargs = {}
     if expected is not None:
         kwargs["expected"] = None if expected.lower() == "none" else store.artifacts.resolve(expected)
     change = store.refs.set(name, target, reason=reason, **kwargs)
-    console.print(f"{name}: {change.old or '-'} -> {change.new}", highlight=False)
+    console.print(f"{escape(name)}: {change.old or '-'} -> {change.new}", highlight=False)
+
+
+@app.command()
+def protect(
+    pattern: str = typer.Argument(..., help="Refs to protect; '*' is one whole part, e.g. 'model/*/prod'."),
+    actors: list[str] = typer.Option(..., "--actor", "-a", help="An actor who may move them (repeat for more)."),
+    home: str = HomeOption,
+) -> None:
+    """Let only the given actors move refs matching PATTERN (changing a rule needs an actor it lists)."""
+    from rich.markup import escape
+
+    rule = open_store(home).refs.protect(pattern, actors)
+    console.print(f"{escape(rule.pattern)}: only {escape(', '.join(rule.actors))}", highlight=False)
+
+
+@app.command()
+def unprotect(pattern: str = typer.Argument(..., help="The pattern of the rule to remove."),
+              home: str = HomeOption) -> None:
+    """Remove the protection rule for PATTERN (only an actor it lists may)."""
+    open_store(home).refs.unprotect(pattern)
+
+
+@app.command()
+def rules(home: str = HomeOption, as_json: bool = JsonOption) -> None:
+    """Every protection rule: which refs, who may move them, who set the rule and when."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    found = open_store(home).refs.rules()
+    if as_json:
+        print_json([r.__dict__ for r in found])
+        return
+    table = Table(title="protected refs")
+    for col in ("pattern", "actors", "set by", "at"):
+        table.add_column(col)
+    for r in found:
+        table.add_row(escape(r.pattern), escape(", ".join(r.actors)), escape(r.updated_by), r.updated_at or "-")
+    console.print(table)

@@ -63,3 +63,7 @@ def _exit(rc: int) -> None:
         except (OSError, ValueError):  # a closed pipe: nobody is reading any more
             pass
     os._exit(rc)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,21 @@
 
 Imports no other factory layer. Names load lazily, so ``import factory.store`` stays
 cheap for the CLI; heavy libraries (Lance, Ray) load only where they are used.
+
+Ref namespaces (a ref's target must exist and be an artifact of its namespace's kind;
+``register_ref_namespace`` adds a layer's own):
+
+- ``dataset/<name>`` -> dataset; ``feature-view/<name>`` -> feature-view;
+  ``feature-online/<name>`` -> blob (a view's materialized online table);
+  ``embeddings/<name>[/<tag>]`` -> embedding-collection;
+- ``model/<name>/candidates/<digest12>`` -> model (a packaged candidate);
+- ``model/<name>/<env>`` -> model, env one of dev, staging, prod or a configured name;
+  ``model/*/prod`` and ``model/*/staging`` are protected: by default only
+  ``factory-controller`` moves them (``refs.protect`` changes who);
+- ``run/<id>`` -> run (made by ``runs.start``); ``ticket/<id>`` -> ticket;
+  ``policy/env/<env>`` -> environment-policy.
+
+Refs outside these namespaces may point at any stored digest.
 """
 
 from __future__ import annotations
@@ -48,6 +63,17 @@ __all__ = [
     "read_table_file",
     "check_dataset_name",
     "ViewVersion",
+    "register_kind",
+    "known_kinds",
+    "check_kind",
+    "Runs",
+    "Run",
+    "RunState",
+    "RunEvent",
+    "MetricPoint",
+    "RefRule",
+    "register_ref_namespace",
+    "ref_namespaces",
     "TreeStore",
     "TreeManifest",
     "TreeEntry",
@@ -65,10 +91,10 @@ _WHERE = {
     "CorruptBlob": "blobs",
     "StagedBlob": "blobs",
     "Artifact": "artifacts",
-    "ArtifactKind": "artifacts",
+    "ArtifactKind": "kinds",
     "ArtifactStore": "artifacts",
     "Catalog": "catalog",
-    "SqliteCatalog": "catalog",
+    "SqliteCatalog": "_sqlite",
     "Refs": "refs",
     "Ref": "refs",
     "RefChange": "refs",
@@ -97,6 +123,17 @@ _WHERE = {
     "read_table_file": "datasets",
     "check_dataset_name": "datasets",
     "ViewVersion": "features",
+    "register_kind": "kinds",
+    "known_kinds": "kinds",
+    "check_kind": "kinds",
+    "Runs": "runs",
+    "Run": "runs",
+    "RunState": "runs",
+    "RunEvent": "runs",
+    "MetricPoint": "runs",
+    "RefRule": "refs",
+    "register_ref_namespace": "refs",
+    "ref_namespaces": "refs",
     "TreeStore": "trees",
     "TreeManifest": "trees",
     "TreeEntry": "trees",
@@ -112,9 +149,10 @@ if TYPE_CHECKING:
     from factory.store._digest import canonical_json, check_digest, is_digest
     from factory.store._hashing import HashingReader
     from factory.store._store import Store
-    from factory.store.artifacts import Artifact, ArtifactKind, ArtifactStore
+    from factory.store.artifacts import Artifact, ArtifactStore
     from factory.store.blobs import BlobStore, CorruptBlob, StagedBlob
-    from factory.store.catalog import Catalog, SqliteCatalog
+    from factory.store._sqlite import SqliteCatalog
+    from factory.store.catalog import Catalog
     from factory.store.datasets import DatasetStore, DatasetVersion, check_dataset_name, read_table_file
     from factory.store.embeddings import (
         EmbeddingStore,
@@ -126,9 +164,11 @@ if TYPE_CHECKING:
         SentenceEncoder,
     )
     from factory.store.embeddings import encoder_for
+    from factory.store.kinds import ArtifactKind, check_kind, known_kinds, register_kind
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store.lineage import Lineage, LineageNode
-    from factory.store.refs import Ref, RefChange, Refs
+    from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
+    from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState
     from factory.store.service import StoreService, store_actor
     from factory.store.trees import TreeEntry, TreeManifest, TreeStore
     from factory.store.blobs import PendingBlob

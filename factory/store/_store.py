@@ -5,7 +5,7 @@ Layout of a store home (a local folder or a ``pyarrow.fs`` URI)::
     <home>/blobs/<d[:2]>/<d>     content-addressed blobs (artifact records and tree manifests included)
     <home>/blobs/tmp/            writes in progress
     <home>/datasets/<name>.lance dataset versions, one Lance dataset per name
-    <home>/catalog.db            refs and the artifact index (SQLite, WAL)
+    <home>/catalog.db            the artifact index, refs and runs (SQLite, WAL; created by the first write)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from factory.errors import InvalidInputError
 from factory.settings import Settings
 from factory.store._hashing import HashingReader
 from factory.store.blobs import BlobStore, Progress, StagedBlob
-from factory.store.catalog import Catalog, SqliteCatalog
+from factory.store.catalog import Catalog
 
 if TYPE_CHECKING:
     from factory.store.artifacts import Artifact, ArtifactStore
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from factory.store.features import FeatureStore
     from factory.store.lineage import Lineage
     from factory.store.refs import Refs
+    from factory.store.runs import Runs
     from factory.store.trees import TreeStore
 
 __all__ = ["Store"]
@@ -70,7 +71,9 @@ class Store:
 
     @functools.cached_property
     def catalog(self) -> Catalog:
-        """The SQLite catalog, opened (and created) on first use."""
+        """The SQLite catalog; its file is created by the first write."""
+        from factory.store._sqlite import SqliteCatalog
+
         return SqliteCatalog(self._catalog_path)
 
     # The parts below load on first use: pydantic and friends cost about 0.1 s to
@@ -85,13 +88,33 @@ class Store:
     def refs(self) -> Refs:
         from factory.store.refs import Refs
 
-        return Refs(self.catalog)
+        return Refs(self.catalog, blobs=self.blobs, actor=self.settings.actor, clock=self.clock)
+
+    @functools.cached_property
+    def runs(self) -> Runs:
+        from factory.store.runs import Runs
+
+        return Runs(self.catalog, self.artifacts, actor=self.settings.actor, clock=self.clock)
 
     @functools.cached_property
     def lineage(self) -> Lineage:
         from factory.store.lineage import Lineage
 
-        return Lineage(self.artifacts)
+        return Lineage(self.artifacts, location=self.location)
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, as a URI: ``file://<host><home>`` for a local home, else its URI."""
+        from factory.store.external import file_uri
+
+        return self.home if self.remote else file_uri(self.home)
+
+    def add_external(self, source: str | os.PathLike[str], *, copy: bool = False, name: str | None = None) -> Artifact:
+        """Record a file or URI outside the store (URI, size, SHA-256, mtime) as an ``external``
+        artifact, to be the parent of what is made from it; its bytes are stored only if ``copy``."""
+        from factory.store.external import record_external
+
+        return record_external(self, source, copy=copy, name=name)
 
     def uri(self, *parts: str) -> str:
         """A location inside the store home."""

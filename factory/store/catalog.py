@@ -1,29 +1,52 @@
-"""The catalog: refs with history and the artifact index, in one transactional store.
+"""The catalog: the artifact index, refs with history, runs, metadata and append-only logs.
 
 Blobs hold the truth (artifact records are blobs); the catalog indexes them and holds
-the only mutable state, refs, which move by compare-and-swap. ``Catalog`` is the small
-interface a server database could implement; ``SqliteCatalog`` is the embedded default
-(WAL mode, so readers never block the writer, and ``BEGIN IMMEDIATE`` for every write,
-so two writers serialise instead of losing an update).
+the only mutable state, refs and runs. ``Catalog`` is the interface, and the records
+below are what it hands out. Implementations: ``SqliteCatalog`` (``_sqlite.py``, the
+embedded default) on the portable SQL of ``_sql.py``, which a server database reuses.
+
+Every write is one transaction. Times are ISO 8601 strings in UTC, given by the caller
+(the store's clock) or, when left out, the wall clock.
 """
 
 from __future__ import annotations
 
 import abc
-import os
-import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from factory.errors import InvalidInputError, RefConflictError
+__all__ = [
+    "Catalog",
+    "IndexedArtifact",
+    "Ref",
+    "RefChange",
+    "RefRule",
+    "RunOwner",
+    "RunRecord",
+    "RunEvent",
+    "MetricPoint",
+    "now_iso",
+    "to_iso",
+]
 
-__all__ = ["Catalog", "SqliteCatalog", "IndexedArtifact", "Ref", "RefChange"]
+
+def to_iso(moment: datetime) -> str:
+    """The one text form of a time in the catalog: UTC, microseconds, sortable as text."""
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment!r} has no time zone: give times in UTC (datetime.now(UTC))")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def now_iso() -> str:
+    return to_iso(datetime.now(UTC))
 
 
 @dataclass(frozen=True)
 class IndexedArtifact:
+    """An artifact as the catalog indexes it; the full record is the blob ``record_digest``."""
+
     digest: str
     kind: str
     name: str | None
@@ -42,7 +65,12 @@ class Ref:
 
 @dataclass(frozen=True)
 class RefChange:
-    """One move of a ref: who moved it, when, from what, to what, and why."""
+    """One move of a ref: who moved it, when, from what, to what, and why.
+
+    ``seq`` orders every change of every ref (``changes(since=seq)`` reads on from one).
+    ``refused`` marks a move that a protection rule refused: the ref stayed at ``old``,
+    ``new`` is where the actor tried to move it and ``reason`` says why it was refused.
+    """
 
     name: str
     old: str | None
@@ -50,15 +78,125 @@ class RefChange:
     actor: str
     reason: str
     at: str
+    seq: int = 0
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class RefRule:
+    """A protection rule: refs matching ``pattern`` move only for ``actors``."""
+
+    pattern: str
+    actors: tuple[str, ...]
+    updated_by: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The process that runs a run: its host, pid and start time (so a reused pid is not it)."""
+
+    host: str
+    pid: int
+    started: float
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as the catalog holds it. ``state`` is the last state recorded by an event."""
+
+    id: str
+    kind: str
+    key: str | None
+    name: str | None
+    digest: str
+    state: str
+    owner: RunOwner
+    heartbeat_at: str
+    started_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One state change of a run: who, when, and any details. ``seq`` orders all events."""
+
+    seq: int
+    run_id: str
+    state: str
+    actor: str
+    at: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One value of one metric at one step of a run."""
+
+    step: int
+    name: str
+    value: float
+    at: str
 
 
 class Catalog(abc.ABC):
-    """Refs and the artifact index. Implementations must make ``set_ref`` atomic."""
+    """The catalog's operations. Implementations make each write atomic."""
 
-    # artifacts
+    # -- schema ----------------------------------------------------------------------
     @abc.abstractmethod
-    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str]) -> bool:
-        """Index an artifact and its parent edges; False if the digest was already indexed."""
+    def schema_version(self) -> int:
+        """The schema version of this catalog (0 if it holds nothing yet)."""
+
+    # -- metadata --------------------------------------------------------------------
+    @abc.abstractmethod
+    def meta(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+
+    @abc.abstractmethod
+    def set_meta(self, key: str, value: str | None, *, expected: str | None = None) -> None:
+        """Set ``key`` to ``value`` (None deletes it) only if it holds ``expected`` now
+        (None: only if it is not set); else raise ``MetaConflictError``."""
+
+    # -- append-only logs ------------------------------------------------------------
+    @abc.abstractmethod
+    def log_append(self, log: str, entries: Sequence[bytes]) -> int:
+        """Append ``entries`` to ``log`` in one transaction; the index of the first one."""
+
+    @abc.abstractmethod
+    def log_size(self, log: str) -> int: ...
+
+    @abc.abstractmethod
+    def log_read(self, log: str, start: int = 0, end: int | None = None) -> list[bytes]:
+        """Entries ``start`` (inclusive) to ``end`` (exclusive; None: to the end)."""
+
+    # -- artifacts -------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str],
+                     fields: Mapping[str, str] | None = None) -> bool:
+        """Index an artifact, its parent edges and its metadata ``fields`` (field -> index
+        text); False if the digest was already indexed."""
+
+    @abc.abstractmethod
+    def find_artifacts(self, kind: str | None = None, name: str | None = None,
+                       where: Mapping[str, str] | None = None, limit: int | None = None) -> list[IndexedArtifact]:
+        """Artifacts by kind, name and indexed field values (all must match), oldest first,
+        served by the catalog's indexes."""
+
+    @abc.abstractmethod
+    def index_fields(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Add (digest, field, value) rows to the field index; rows already there are kept."""
+
+    @abc.abstractmethod
+    def add_production(self, digest: str, record_digest: str, created_at: str, parents: Sequence[str]) -> bool:
+        """Record another production of a known artifact and its parent edges; False (and
+        nothing written) if every one of ``parents`` is recorded already."""
+
+    @abc.abstractmethod
+    def productions(self, digest: str) -> list[str]:
+        """The record digests of every production of ``digest``, oldest first."""
 
     @abc.abstractmethod
     def artifact(self, digest: str) -> IndexedArtifact | None: ...
@@ -75,185 +213,86 @@ class Catalog(abc.ABC):
     @abc.abstractmethod
     def digests_with_prefix(self, prefix: str, limit: int = 2) -> list[str]: ...
 
-    # refs
+    # -- refs ------------------------------------------------------------------------
     @abc.abstractmethod
     def ref(self, name: str) -> Ref | None: ...
 
     @abc.abstractmethod
-    def set_ref(self, name: str, new: str | None, *, expected: str | None, actor: str, reason: str) -> RefChange:
-        """Move ``name`` to ``new`` (None deletes) only if it points at ``expected`` now."""
+    def set_ref(self, name: str, new: str | None, *, expected: str | None, actor: str, reason: str,
+                at: str | None = None) -> RefChange:
+        """Move ``name`` to ``new`` (None deletes) only if it points at ``expected`` now and
+        every protection rule matching ``name`` lists ``actor``. A refused move is recorded
+        (``refused``) and raises ``RefProtectedError``."""
+
+    @abc.abstractmethod
+    def ref_rules(self) -> list[RefRule]:
+        """Every protection rule, by pattern."""
+
+    @abc.abstractmethod
+    def set_ref_rule(self, pattern: str, actors: Sequence[str] | None, *, actor: str, at: str | None = None) -> None:
+        """Protect refs matching ``pattern`` for ``actors`` (None removes the rule). Changing
+        or removing an existing rule needs an actor that rule lists."""
 
     @abc.abstractmethod
     def refs(self, prefix: str = "") -> list[Ref]: ...
 
     @abc.abstractmethod
-    def history(self, name: str) -> list[RefChange]:
-        """Every change of ``name``, oldest first."""
+    def history(self, name: str, *, refused: bool = False) -> list[RefChange]:
+        """Every change of ``name``, oldest first; with ``refused``, refused moves too."""
 
+    @abc.abstractmethod
+    def ref_changes(self, since: int = 0, prefix: str = "") -> list[RefChange]:
+        """Changes with ``seq > since`` of refs starting with ``prefix``, in order."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS artifacts (
-    digest TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    name TEXT,
-    record_digest TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS artifacts_kind_name ON artifacts(kind, name);
-CREATE TABLE IF NOT EXISTS edges (
-    child TEXT NOT NULL,
-    parent TEXT NOT NULL,
-    PRIMARY KEY (child, parent)
-);
-CREATE INDEX IF NOT EXISTS edges_parent ON edges(parent);
-CREATE TABLE IF NOT EXISTS refs (
-    name TEXT PRIMARY KEY,
-    target TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ref_history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    old TEXT,
-    new TEXT,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ref_history_name ON ref_history(name, seq);
-"""
+    # -- runs ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def start_run(self, run: RunRecord, artifact: IndexedArtifact, parents: Sequence[str], *, actor: str,
+                  details: Mapping[str, Any], fields: Mapping[str, str] | None = None) -> RunEvent | None:
+        """Record a new run in one transaction: its row, its ``run`` artifact (blobs already
+        written), the ref ``run/<id>`` and its first event. None (nothing written) if a live
+        or succeeded run already holds ``run.key``."""
 
+    @abc.abstractmethod
+    def run(self, run_id: str) -> RunRecord | None: ...
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    @abc.abstractmethod
+    def run_by_key(self, key: str) -> RunRecord | None:
+        """The run holding ``key``: not failed or cancelled (at most one)."""
 
+    @abc.abstractmethod
+    def runs(self, *, kind: str | None = None, states: Sequence[str] | None = None, since: str | None = None,
+             key: str | None = None) -> list[RunRecord]:
+        """Runs started at or after ``since``, oldest first."""
 
-class SqliteCatalog(Catalog):
-    """The embedded catalog: one SQLite file in WAL mode, safe across processes.
+    @abc.abstractmethod
+    def claim_run(self, run_id: str, expected: RunOwner, owner: RunOwner, *, state: str, actor: str, at: str,
+                  details: Mapping[str, Any]) -> RunEvent | None:
+        """Take a run over from ``expected`` (its owner, gone) and record the event; None if
+        another process took it first."""
 
-    A connection is opened per operation, so the object pickles (Ray ships it to
-    actors) and is safe to share between threads.
-    """
+    @abc.abstractmethod
+    def run_event(self, run_id: str, owner: RunOwner, *, state: str, actor: str, at: str,
+                  details: Mapping[str, Any]) -> RunEvent:
+        """Append an event and move the run's state; only its owner may, and never after a
+        terminal state."""
 
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+    @abc.abstractmethod
+    def heartbeat_run(self, run_id: str, owner: RunOwner, at: str) -> None: ...
 
-    @contextmanager
-    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=60000")
-            if write:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            else:
-                yield db
-        finally:
-            db.close()
+    @abc.abstractmethod
+    def run_events(self, run_id: str | None = None, since: int = 0) -> list[RunEvent]:
+        """Events with ``seq > since`` (of one run, or of all), in order."""
 
-    # -- artifacts -------------------------------------------------------------------
-    def add_artifact(self, entry: IndexedArtifact, parents: Sequence[str]) -> bool:
-        with self._connect(write=True) as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO artifacts(digest, kind, name, record_digest, created_at) VALUES (?,?,?,?,?)",
-                (entry.digest, entry.kind, entry.name, entry.record_digest, entry.created_at),
-            )
-            if cur.rowcount == 0:
-                return False
-            db.executemany("INSERT OR IGNORE INTO edges(child, parent) VALUES (?,?)", [(entry.digest, p) for p in parents])
-            return True
+    @abc.abstractmethod
+    def log_run_metrics(self, run_id: str, owner: RunOwner, step: int, metrics: Mapping[str, float], at: str) -> None:
+        """Record metric values at ``step``; a value logged again for the same step replaces it."""
 
-    def artifact(self, digest: str) -> IndexedArtifact | None:
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT digest, kind, name, record_digest, created_at FROM artifacts WHERE digest=?", (digest,)
-            ).fetchone()
-        return IndexedArtifact(*row) if row else None
+    @abc.abstractmethod
+    def run_metrics(self, run_id: str) -> list[MetricPoint]: ...
 
-    def artifacts(self, kind: str | None = None, name: str | None = None) -> list[IndexedArtifact]:
-        query = "SELECT digest, kind, name, record_digest, created_at FROM artifacts WHERE 1=1"
-        args: list[str] = []
-        if kind is not None:
-            query += " AND kind=?"
-            args.append(kind)
-        if name is not None:
-            query += " AND name=?"
-            args.append(name)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY created_at, digest", args).fetchall()
-        return [IndexedArtifact(*row) for row in rows]
+    @abc.abstractmethod
+    def add_run_output(self, run_id: str, owner: RunOwner, name: str, digest: str, at: str) -> None:
+        """Record an output; the same name again must be the same digest."""
 
-    def parents(self, digest: str) -> list[str]:
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT parent FROM edges WHERE child=? ORDER BY parent", (digest,))]
-
-    def children(self, digest: str) -> list[str]:
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT child FROM edges WHERE parent=? ORDER BY child", (digest,))]
-
-    def digests_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT digest FROM artifacts WHERE digest >= ? AND digest < ? ORDER BY digest LIMIT ?",
-                (prefix, prefix + "\uffff", limit),
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    # -- refs ------------------------------------------------------------------------
-    def ref(self, name: str) -> Ref | None:
-        with self._connect() as db:
-            row = db.execute("SELECT name, target, updated_at FROM refs WHERE name=?", (name,)).fetchone()
-        return Ref(*row) if row else None
-
-    def set_ref(self, name: str, new: str | None, *, expected: str | None, actor: str, reason: str) -> RefChange:
-        at = _now()
-        with self._connect(write=True) as db:
-            row = db.execute("SELECT target FROM refs WHERE name=?", (name,)).fetchone()
-            actual = row[0] if row else None
-            if actual != expected:
-                raise RefConflictError(
-                    f"ref {name!r} points at {actual or 'nothing'}, not {expected or 'nothing'} as expected: "
-                    "someone moved it first; re-read it and retry",
-                    name,
-                    expected,
-                    actual,
-                )
-            if new is None:
-                if actual is None:
-                    raise InvalidInputError(f"ref {name!r} does not exist, so it cannot be deleted")
-                db.execute("DELETE FROM refs WHERE name=?", (name,))
-            else:
-                db.execute(
-                    "INSERT INTO refs(name, target, updated_at) VALUES (?,?,?) "
-                    "ON CONFLICT(name) DO UPDATE SET target=excluded.target, updated_at=excluded.updated_at",
-                    (name, new, at),
-                )
-            db.execute(
-                "INSERT INTO ref_history(name, old, new, actor, reason, at) VALUES (?,?,?,?,?,?)",
-                (name, actual, new, actor, reason, at),
-            )
-        return RefChange(name, actual, new, actor, reason, at)
-
-    def refs(self, prefix: str = "") -> list[Ref]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT name, target, updated_at FROM refs WHERE name >= ? AND name < ? ORDER BY name",
-                (prefix, prefix + "\uffff"),
-            ).fetchall()
-        return [Ref(*row) for row in rows]
-
-    def history(self, name: str) -> list[RefChange]:
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT name, old, new, actor, reason, at FROM ref_history WHERE name=? ORDER BY seq", (name,)
-            ).fetchall()
-        return [RefChange(*row) for row in rows]
+    @abc.abstractmethod
+    def run_outputs(self, run_id: str) -> dict[str, str]: ...

@@ -1,21 +1,19 @@
 """The lineage graph: the parent links between artifacts, walked either way.
 
 "Where did this come from" is ``upstream``; "what depends on this" is ``downstream``.
-``openlineage_events`` exports the graph as OpenLineage RunEvents (spec 2-0-2): each
-artifact that has parents is the output of one run whose inputs are those parents.
+An artifact made more than once (the same bytes from other inputs) has the parents of
+every production. ``openlineage_events`` exports the graph as OpenLineage RunEvents
+(spec 2-0-2; naming and runs in ``_openlineage.py``).
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from factory.store.artifacts import Artifact, ArtifactStore
 
 __all__ = ["Lineage", "LineageNode"]
-
-_RUN_NAMESPACE = uuid.UUID("6f1d3c9e-2d0b-4f7a-9a51-3c2b8e1f0a77")
 
 
 @dataclass(frozen=True)
@@ -29,8 +27,9 @@ class LineageNode:
 
 
 class Lineage:
-    def __init__(self, artifacts: ArtifactStore):
+    def __init__(self, artifacts: ArtifactStore, *, location: str):
         self.artifacts = artifacts
+        self.location = location
 
     def parents(self, digest: str) -> list[str]:
         return self.artifacts.catalog.parents(digest)
@@ -75,34 +74,13 @@ class Lineage:
 
         return build(self.artifacts.resolve(digest), 0)
 
-    def openlineage_events(self, digest: str, *, namespace: str = "factory") -> list[dict[str, Any]]:
+    def openlineage_events(self, digest: str) -> list[dict[str, Any]]:
         """RunEvents for ``digest`` and everything upstream of it, oldest first.
 
         Built with the ``openlineage-python`` client's own classes, so what is emitted
         is what its schema accepts.
         """
-        from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-        from openlineage.client.serde import Serde
+        from factory.store._openlineage import openlineage_events
 
         digest = self.artifacts.resolve(digest)
-        chain = [digest, *self.ancestors(digest)]
-        records = sorted((self.artifacts.get(d) for d in chain), key=lambda a: (a.created_at, a.digest))
-        events = []
-        for art in records:
-            if not art.parents:
-                continue
-            event = RunEvent(
-                eventType=RunState.COMPLETE,
-                eventTime=art.created_at.isoformat(),
-                producer=_producer_uri(art),
-                run=Run(runId=str(uuid.uuid5(_RUN_NAMESPACE, art.digest))),
-                job=Job(namespace=namespace, name=f"{art.kind}/{art.name or art.digest[7:19]}"),
-                inputs=[InputDataset(namespace=namespace, name=p) for p in art.parents],
-                outputs=[OutputDataset(namespace=namespace, name=art.digest)],
-            )
-            events.append(Serde.to_dict(event))
-        return events
-
-
-def _producer_uri(art: Artifact) -> str:
-    return f"https://github.com/factory-ai/factory/tree/{art.producer.replace('/', '-')}"
+        return openlineage_events(self.artifacts, [digest, *sorted(self.ancestors(digest))], location=self.location)

@@ -39,6 +39,12 @@ class StoreService:
         return self.store.blobs.get(digest)
 
     # artifacts and lineage
+    def register_kind(self, name: str, description: str = "") -> str:
+        """Register a layer's kind in the actor's process as well: kinds are registered per process."""
+        from factory.store.kinds import register_kind
+
+        return register_kind(name, description)
+
     def add_artifact(self, kind: str, *, digest: str | None = None, metadata: dict[str, Any] | None = None,
                      parents: list[str] | tuple[str, ...] = (), name: str | None = None) -> dict[str, Any]:
         art = self.store.artifacts.add(kind, digest=digest, metadata=metadata, parents=parents, name=name)
@@ -57,8 +63,9 @@ class StoreService:
     def get_ref(self, name: str) -> str | None:
         return self.store.refs.get(name)
 
-    def set_ref(self, name: str, target: str, *, expected: str | None, reason: str = "", actor: str | None = None) -> dict[str, Any]:
-        return self.store.refs.set(name, target, expected=expected, reason=reason, actor=actor).__dict__
+    def set_ref(self, name: str, target: str, *, expected: str | None, reason: str = "") -> dict[str, Any]:
+        """Move a ref as the actor this service was started with (its settings' ``actor``)."""
+        return self.store.refs.set(name, target, expected=expected, reason=reason).__dict__
 
     # datasets
     def add_dataset(self, table: pa.Table, *, name: str, key: list[str] | tuple[str, ...] = (),

@@ -44,6 +44,7 @@ def test_actor_restart_keeps_everything(actor):
 
     handle, name, home = actor
     digest = ray.get(handle.put_bytes.remote(b"durable"))
+    ray.get(handle.add_artifact.remote("model", digest=digest))  # model/<name>/<env> refs point at models
     ray.get(handle.set_ref.remote("model/m/production", digest, expected=None, reason="first"))
     ray.kill(handle, no_restart=False)
     again = store_actor(name=name)

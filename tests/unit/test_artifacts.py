@@ -80,3 +80,78 @@ def test_find_by_kind_and_name(store):
     store.artifacts.add("training-config", metadata={"x": 1})
     assert [a.name for a in store.artifacts.find("blob")] == ["a", "b"]
     assert [a.name for a in store.artifacts.find("blob", name="b")] == ["b"]
+
+
+def test_a_known_digest_made_again_by_another_producer_keeps_both(store):
+    """The same bytes produced twice stay one artifact, and lineage shows both producers' parents."""
+    first_src = store.put_blob(b"source one", name="one.csv").digest
+    second_src = store.put_blob(b"source two", name="two.csv").digest
+    digest = store.blobs.put(b"the same output")
+    first = store.artifacts.add("checkpoint", digest=digest, parents=[first_src], name="ckpt")
+    again = store.artifacts.add("checkpoint", digest=digest, parents=[second_src], metadata={"by": "second"})
+    assert again.digest == first.digest and again.parents == (second_src,)
+    assert store.artifacts.get(digest) == first
+    assert store.lineage.parents(digest) == sorted([first_src, second_src])
+    assert [p.parents for p in store.artifacts.productions(digest)] == [(first_src,), (second_src,)]
+    assert len(store.artifacts.find("checkpoint")) == 1
+    # Nothing new: the same parents again record no third production.
+    assert store.artifacts.add("checkpoint", digest=digest, parents=[second_src]) == first
+    assert len(store.artifacts.productions(digest)) == 2
+
+
+def _counting_reads(store, monkeypatch) -> list[str]:
+    reads: list[str] = []
+    original = store.blobs.get
+
+    def get(digest, *args, **kwargs):
+        reads.append(digest)
+        return original(digest, *args, **kwargs)
+
+    monkeypatch.setattr(store.blobs, "get", get)
+    return reads
+
+
+def test_find_by_metadata_field_reads_only_the_matches(store, monkeypatch):
+    """Finding attestations by subject reads the matching records, not every record in the store."""
+    for i in range(50):
+        store.artifacts.add("attestation", metadata={"subject": f"sha256:{i:064x}", "policy": "quality"})
+    reads = _counting_reads(store, monkeypatch)
+    found = store.artifacts.find("attestation", where={"subject": f"sha256:{7:064x}"})
+    assert [a.metadata["subject"] for a in found] == [f"sha256:{7:064x}"]
+    assert len(reads) == 1
+    assert len(store.artifacts.find(where={"policy": "quality"}, limit=5)) == 5
+
+
+def test_where_matches_values_exactly_by_type(store):
+    """"1", 1 and true are different values; 3.0 is 3; None matches null; all conditions must hold."""
+    long_text = "x" * 500
+    a = store.artifacts.add("evaluation", metadata={"v": "1", "n": 3.0, "ok": True, "gone": None, "t": long_text})
+    b = store.artifacts.add("evaluation", metadata={"v": 1, "n": 4, "ok": False, "nested": {"v": 1}})
+    digests = lambda **where: [x.digest for x in store.artifacts.find(where=where)]  # noqa: E731
+    assert digests(v="1") == [a.digest] and digests(v=1) == [b.digest]
+    assert digests(n=3) == [a.digest] and digests(ok=True) == [a.digest] and digests(gone=None) == [a.digest]
+    assert digests(t=long_text) == [a.digest] and digests(t=long_text + "y") == []
+    assert digests(v=1, ok=False) == [b.digest] and digests(v=1, ok=True) == []
+    assert store.artifacts.find("model", where={"v": 1}) == []
+    with pytest.raises(InvalidInputError, match="only top-level scalar fields are indexed"):
+        store.artifacts.find(where={"nested": {"v": 1}})
+    with pytest.raises(InvalidInputError, match="not a count"):
+        store.artifacts.find(limit=0)
+
+
+def test_a_catalog_from_before_the_field_index_is_backfilled_on_first_find(tmp_path):
+    """After an upgrade, artifacts recorded by older code are found by their fields too."""
+    import sqlite3
+
+    home = str(tmp_path / "home")
+    old = Store(home, settings=Settings(home=home))
+    art = old.artifacts.add("training-config", metadata={"lr": 0.1, "arch": "mlp"})
+    db = sqlite3.connect(old.catalog.path)
+    # Back to schema 4: undo migrations 5 and 6.
+    db.executescript("DROP TABLE artifact_fields; DROP TABLE ref_rules; ALTER TABLE ref_history DROP COLUMN refused;"
+                     "DELETE FROM schema_version WHERE version >= 5;")
+    db.commit()
+    db.close()
+    new = Store(home, settings=Settings(home=home))
+    assert [a.digest for a in new.artifacts.find(where={"arch": "mlp"})] == [art.digest]
+    assert new.catalog.meta("backfill:artifact-fields") is None

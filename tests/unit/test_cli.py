@@ -28,8 +28,8 @@ def test_help_lists_every_verb():
 
 
 def test_cli_import_loads_no_heavy_library():
-    """Loading the CLI pays for none of torch, ray, lance or pyarrow."""
-    code = "import sys, factory.runtime._entry, factory.runtime._prefetch, factory.runtime.cli; print(sorted(m for m in ('torch','ray','lance','pyarrow','pandas') if m in sys.modules))"
+    """Loading the CLI pays for none of torch, ray, lance, pyarrow or pydantic."""
+    code = "import sys, factory.runtime._entry, factory.runtime._prefetch, factory.runtime.cli; print(sorted(m for m in ('torch','ray','lance','pyarrow','pandas','pydantic') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
 
@@ -139,4 +139,21 @@ def test_lineage_tree_and_openlineage(tmp_path, store):
     assert "cfg" in down.stdout
     ol = run("lineage", cfg, "--format", "openlineage", home=store.home)
     events = json.loads(ol.stdout)
-    assert [e["outputs"][0]["name"] for e in events] == [cfg]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    assert [o["name"] for o in events[-1]["outputs"]] == ["training-configs/cfg"]
+    assert events[-1]["outputs"][0]["facets"]["version"]["datasetVersion"] == cfg
+
+
+def test_a_dataset_added_from_a_file_exports_its_ingest(tmp_path):
+    """`dataset add FILE` then `lineage --format openlineage`: the ingest run, the file in, the version out."""
+    src = tmp_path / "transactions.csv"
+    src.write_text("id,amount\n1,2.5\n2,3.0\n")
+    added = run("dataset", "add", str(src), "--name", "transactions", "--json", home=tmp_path / "h")
+    assert added.returncode == 0, added.stderr
+    digest = json.loads(added.stdout)["digest"]
+    events = json.loads(run("lineage", digest, "--format", "openlineage", home=tmp_path / "h").stdout)
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    assert [i["name"] for i in events[-1]["inputs"]] == [str(src)]
+    assert [o["name"] for o in events[-1]["outputs"]] == ["datasets/transactions"]
+    tree = run("lineage", digest, home=tmp_path / "h")
+    assert "external" in tree.stdout and "transactions.csv" in tree.stdout

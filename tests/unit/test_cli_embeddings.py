@@ -48,6 +48,9 @@ def test_import_list_show_search_tag(files):
     info = json.loads(imported.output)
     assert info["count"] == 50 and info["dim"] == 8 and info["version"] == 2
     assert info["columns"] == [{"name": "lang", "type": "string"}]
+    store = Store(home, settings=Settings(home=home))
+    kinds = {store.artifacts.get(p).kind: store.artifacts.get(p).name for p in store.lineage.parents(info["digest"])}
+    assert kinds.get("external") == "vectors.parquet"  # the imported file is the version's input
 
     listed = _run("list", "--home", home)
     assert listed.exit_code == 0 and "vec" in listed.output and "50" in listed.output

@@ -35,6 +35,8 @@ def test_register_historical_materialize_get_online(store, tmp_path):
     res = runner.invoke(app, ["features", "register", str(view), *home, "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["name"] == "spend"
+    parents = store.lineage.parents(json.loads(res.output)["digest"])
+    assert [store.artifacts.get(p).name for p in parents if store.artifacts.get(p).kind == "external"] == ["spend.yaml"]
 
     rows = tmp_path / "rows.parquet"
     pq.write_table(pa.table({
