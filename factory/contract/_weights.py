@@ -63,6 +63,7 @@ INDEX = "model.safetensors.index.json"
 # Models above this are packed as shards; below it, as one file (byte for byte as before).
 DEFAULT_SHARD_BYTES = 1 << 30
 MAX_INDEX_BYTES = 64 << 20
+_PIECE = 4 << 20
 _SHARD = re.compile(r"model-(\d{5})-of-(\d{5})\.safetensors")
 _TORCH_TO_SAFETENSORS = {
     "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
@@ -247,7 +248,8 @@ class Weights:
                 view = _bytes_of(tensor)
                 filled = 0
                 while filled < len(view):
-                    n = stream.readinto(view[filled:])  # at a premature end the digest check raises
+                    # A few MiB at a time: hashed while still in the CPU cache, not read back from memory.
+                    n = stream.readinto(view[filled : filled + _PIECE])  # a premature end fails the digest check
                     if not n:
                         raise ContractViolationError(f"{file.name} of {self.where} ended early: re-package the model")
                     filled += n
