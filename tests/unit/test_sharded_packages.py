@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,7 +171,7 @@ def test_a_sharded_package_loads_in_about_its_weights_of_memory(tmp_path):
         weights = sum(p.numel() * p.element_size() for p in model.module.state_dict().values())
         print(weights, status("VmHWM") - before)
     """)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     packed = subprocess.run([sys.executable, "-c", pack], capture_output=True, text=True, env=env, timeout=300)
     assert packed.returncode == 0, packed.stderr
     res = subprocess.run([sys.executable, "-c", check, packed.stdout.strip()], capture_output=True, text=True,

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -204,7 +205,7 @@ def test_a_large_file_streams_through_bounded_memory(tmp_path):
         print(peak() - before)
     """)
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert res.returncode == 0, res.stderr
     assert int(res.stdout) < 128 << 20
     assert (tmp_path / "out" / "weights.bin").stat().st_size == 512 << 20
