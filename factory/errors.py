@@ -25,6 +25,8 @@ __all__ = [
     "MetaConflictError",
     "RefProtectedError",
     "RunInProgressError",
+    "StoreHomeError",
+    "VerificationError",
 ]
 
 
@@ -148,3 +150,19 @@ class RunInProgressError(UserError):
         super().__init__(message, run_id, owner)
         self.run_id = run_id
         self.owner = owner
+
+
+class StoreHomeError(UserError, ValueError):
+    """A store home that cannot be used: an unknown scheme, a file, an unreachable or refused endpoint."""
+
+    code = "STORE_HOME"
+
+    def __init__(self, message: str, home: str = ""):
+        super().__init__(message, home)
+        self.home = home
+
+
+class VerificationError(UserError, ValueError):
+    """A signature, envelope, checkpoint or proof that does not verify against the trusted keys."""
+
+    code = "VERIFICATION_FAILED"

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "default_keys_dir"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -36,12 +36,29 @@ class Settings:
     becomes visible (slower; blobs are verified on read either way).
     ``actor``: who this process acts as, recorded with every ref move and run event and
     checked against protected refs (``FACTORY_ACTOR``, else ``user@host``).
+
+    Object storage (``s3://`` homes): ``s3_endpoint`` is the server's URL for an
+    S3-compatible store (MinIO, Ceph, moto), ``None`` for AWS itself;
+    ``s3_region``, ``s3_access_key``, ``s3_secret_key`` and ``s3_session_token``
+    default to the standard AWS variables, and left unset the AWS SDKs' own chain
+    (profiles, instance roles, IRSA) provides them. ``s3_connect_timeout_s`` bounds
+    how long an unreachable endpoint takes to fail.
+
+    ``keys``: the local folder holding signing keys and the trusted public keys (``FACTORY_KEYS``; never object storage); ``None`` means
+    ``default_keys_dir()``.
     """
 
     home: str = ".factory"
     catalog: str | None = None
     fsync: bool = False
     actor: str = field(default_factory=os_actor)
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = field(default=None, repr=False)
+    s3_session_token: str | None = field(default=None, repr=False)
+    s3_connect_timeout_s: float = 3.0
+    keys: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,4 +68,42 @@ class Settings:
             catalog=env.get("FACTORY_CATALOG") or None,
             fsync=env.get("FACTORY_FSYNC", "").strip().lower() in _TRUE,
             actor=env.get("FACTORY_ACTOR", "").strip() or os_actor(),
+            s3_endpoint=_first(env, "FACTORY_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+            s3_region=_first(env, "FACTORY_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+            s3_access_key=_first(env, "AWS_ACCESS_KEY_ID"),
+            s3_secret_key=_first(env, "AWS_SECRET_ACCESS_KEY"),
+            s3_session_token=_first(env, "AWS_SESSION_TOKEN"),
+            s3_connect_timeout_s=_seconds(env, "FACTORY_S3_CONNECT_TIMEOUT", 3.0),
+            keys=env.get("FACTORY_KEYS") or default_keys_dir(env),
         )
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    """The first of ``names`` set to something other than blanks."""
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    from factory.errors import InvalidInputError
+
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 3600:
+        raise InvalidInputError(f"{name}={raw!r} is not a number of seconds: give one between 0 and 3600, e.g. 3")
+    return value
+
+
+def default_keys_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where signing keys live by default: ``$XDG_CONFIG_HOME/factory/keys``, else ``~/.config/factory/keys``."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "factory", "keys")

@@ -4,8 +4,9 @@ A ``Contract`` says what a model takes and returns, what it needs and where it c
 from; it maps one-to-one onto Open Inference Protocol model metadata. A model
 package (safetensors weights, contract, architecture reference, model card,
 metrics) is written with ``package`` and read back with ``load``; ``validate``
-checks a package against its own contract without training or data. Importing
-this package does not import torch.
+checks a package against its own contract without training or data;
+``open_package`` gives a read-only ``PackageView`` of a stored one (weights on demand).
+Importing this package does not import torch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from factory.contract._schema import (
     Resources,
     TensorSpec,
 )
+from factory.contract._checks import check_fits_cluster
 from factory.contract.architectures import (
     ENTRY_POINT_GROUP,
     Architecture,
@@ -35,6 +37,7 @@ from factory.contract.architectures import (
 )
 from factory.contract.packages import LoadedModel, ModelPackage, ModelPackageMeta, export, load, package
 from factory.contract.validation import Check, LatencyStat, ValidationResult, Violation, validate
+from factory.contract.view import PackageView, open_package
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -67,4 +70,7 @@ __all__ = [
     "Violation",
     "Check",
     "LatencyStat",
+    "PackageView",
+    "open_package",
+    "check_fits_cluster",
 ]

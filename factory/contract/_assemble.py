@@ -6,12 +6,13 @@ every step it can and reports all of them together.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from factory._untrusted import load_json, preview
 from factory.contract._checks import Violation, compare_state, state_of_header, state_of_module
+from factory.contract._files import MAX_TEXT_BYTES
 from factory.contract._safetensors import Header
 from factory.contract._weights import Weights
 from factory.contract._schema import Contract
@@ -34,15 +35,25 @@ def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
 def pydantic_violations(prefix: str, exc: ValidationError) -> list[Violation]:
     out = []
     for err in exc.errors(include_url=False):
-        actual = "missing" if err["type"] == "missing" else repr(err.get("input"))
-        if len(actual) > 80:
-            actual = actual[:77] + "..."
+        actual = "missing" if err["type"] == "missing" else preview(err.get("input"))
         out.append(Violation(_loc(prefix, err["loc"]), err["msg"].removeprefix("Value error, "), actual,
                              f"fix {prefix}.json"))
     return out
 
 
+def _strict_json(data: bytes, prefix: str, file: str) -> list[Violation]:
+    """Violations of what pydantic's parser lets through: duplicate keys (the last would win), NaN, depth."""
+    try:
+        load_json(data, what=file, max_bytes=MAX_TEXT_BYTES, error=ContractViolationError)
+    except ContractViolationError as exc:
+        return [Violation(prefix, "a JSON object with each key once", "invalid JSON", str(exc))]
+    return []
+
+
 def read_contract(data: bytes) -> tuple[Contract | None, list[Violation]]:
+    problems = _strict_json(data, "contract", "contract.json")
+    if problems:
+        return None, problems
     try:
         return Contract.from_json(data), []
     except ValidationError as exc:
@@ -54,6 +65,9 @@ def read_contract(data: bytes) -> tuple[Contract | None, list[Violation]]:
 def read_architecture(data: bytes, registry: ArchitectureRegistry, *, allow_code_mismatch: bool = False,
                       ) -> tuple[ArchitectureRef | None, Architecture | None, list[Violation]]:
     """The package's architecture reference, and the installed architecture it names."""
+    problems = _strict_json(data, "architecture", "architecture.json")
+    if problems:
+        return None, None, problems
     try:
         ref = ArchitectureRef.model_validate_json(data)
     except ValidationError as exc:
@@ -83,19 +97,24 @@ def build_module(arch: Architecture, ref: ArchitectureRef, header: Header, weigh
                  ) -> tuple[nn.Module | None, list[Violation]]:
     """Build the architecture from its config and load the weights strictly, in eval mode.
 
-    The module is built without memory for its tensors (on the meta device); each
-    weights file is then read straight into the tensors the module keeps, so loading
-    needs the weights' size in memory, not twice that. Raises ``CorruptBlobError``
-    when a file does not match its digest.
+    The module is first built on torch's meta device, which allocates nothing, and
+    compared with the weights' header: a config asking for terabytes of parameters is
+    refused by that comparison instead of by the machine running out of memory. Each
+    weights file is then read straight into the tensors of that same module, so
+    loading needs the weights' size in memory, not twice that. Raises
+    ``CorruptBlobError`` when a file does not match its digest.
     """
     import torch
+
+    def bad_config(exc: Exception) -> list[Violation]:
+        return [Violation("architecture.config", f"a valid config for {arch.label}", preview(ref.config, 200),
+                          str(exc))]
 
     try:
         with torch.device("meta"):
             module = arch.build(ref.config)
     except InvalidInputError as exc:
-        return None, [Violation("architecture.config", f"a valid config for {arch.label}", json.dumps(ref.config),
-                                str(exc))]
+        return None, bad_config(exc)
     problems = compare_state(state_of_module(module), state_of_header(header), arch.label)
     if problems:
         return None, problems

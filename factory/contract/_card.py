@@ -11,11 +11,23 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from factory._untrusted import load_yaml, preview
 from factory.contract._schema import Contract
 from factory.contract.architectures import ArchitectureRef
 from factory.errors import ContractViolationError, InvalidInputError
 
-__all__ = ["render_card", "parse_card", "check_metrics"]
+__all__ = ["MAX_FRONT_MATTER_BYTES", "render_card", "parse_card", "check_metrics"]
+
+MAX_FRONT_MATTER_BYTES = 256 << 10
+
+
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
@@ -23,9 +35,9 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     out = {}
     for name, value in sorted((metrics or {}).items()):
         if not isinstance(name, str) or not name:
-            raise InvalidInputError(f"metric name {name!r} must be a non-empty string")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InvalidInputError(f"metric {name!r} is {value!r}: metrics must be finite numbers")
+            raise InvalidInputError(f"metric name {preview(name)} must be a non-empty string")
+        if not _finite_number(value):
+            raise InvalidInputError(f"metric {preview(name)} is {preview(value)}: metrics must be finite numbers")
         out[name] = float(value)
     return out
 
@@ -93,20 +105,23 @@ def render_card(contract: Contract, arch: ArchitectureRef, metrics: Mapping[str,
 
 
 def parse_card(text: str | bytes) -> dict[str, Any]:
-    """The card's front matter as a dict; raises if it is missing or not YAML."""
-    import yaml
+    """The card's front matter as a dict; raises if it is missing, not YAML, or too big or deep to be a card.
 
+    The front matter is bounded (256 KiB, 64 levels, 100,000 nodes with aliases expanded)
+    before anything is built from it, so a crafted card cannot exhaust the reader.
+    """
     if isinstance(text, bytes):
-        text = text.decode("utf-8")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContractViolationError(f"README.md is not UTF-8 text ({exc.reason}): re-save it as UTF-8") from None
     if not text.startswith("---\n"):
         raise ContractViolationError("README.md has no YAML front matter: it must start with a '---' line")
     end = text.find("\n---", 4)
     if end < 0:
         raise ContractViolationError("README.md front matter is not closed: add a '---' line after it")
-    try:
-        front = yaml.safe_load(text[4:end])
-    except yaml.YAMLError as exc:
-        raise ContractViolationError(f"README.md front matter is not valid YAML: {exc}") from None
+    front = load_yaml(text[4:end], what="README.md front matter", max_bytes=MAX_FRONT_MATTER_BYTES,
+                      error=ContractViolationError)
     if not isinstance(front, dict):
         raise ContractViolationError("README.md front matter must be a YAML mapping")
     return front

@@ -7,12 +7,12 @@ all and reports every violation at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from factory.contract._safetensors import Header
-from factory.contract._schema import Contract, DType, TensorSpec
+from factory.contract._schema import Contract, DType, Resources, TensorSpec
 from factory.contract.architectures import Signature
 from factory.errors import ContractViolationError
 
@@ -31,6 +31,8 @@ __all__ = [
     "to_tensors",
     "name_outputs",
     "raise_if_any",
+    "input_bytes",
+    "check_fits_cluster",
 ]
 
 _SAFETENSORS_OF_TORCH = {
@@ -149,22 +151,42 @@ def check_signature(contract: Contract, signature: Signature, arch: str) -> list
 
 
 # -- running the model ------------------------------------------------------------------
+_ITEM_BYTES = {DType.BOOL: 1, DType.UINT8: 1, DType.INT8: 1, DType.UINT16: 2, DType.INT16: 2, DType.FP16: 2,
+               DType.UINT32: 4, DType.INT32: 4, DType.FP32: 4, DType.UINT64: 8, DType.INT64: 8, DType.FP64: 8,
+               DType.BYTES: 64}  # a Python bytes object and its pointer, roughly
+
+
+def _input_shape(spec: TensorSpec, batch_size: int, free_dim: int) -> tuple[int, ...]:
+    return (batch_size,) + tuple(free_dim if d == -1 else d for d in spec.shape[1:])
+
+
+def input_bytes(contract: Contract, batch_size: int, free_dim: int = 2) -> int:
+    """The memory that ``make_inputs`` needs for ``batch_size`` rows: known before anything is allocated."""
+    return sum(math.prod(_input_shape(spec, batch_size, free_dim)) * _ITEM_BYTES[spec.dtype]
+               for spec in contract.inputs)
+
+
 def make_inputs(contract: Contract, batch_size: int, seed: int = 0, free_dim: int = 2) -> dict[str, np.ndarray]:
-    """Inputs that fit the contract: the batch dimension set, other variable dimensions ``free_dim``."""
+    """Inputs that fit the contract: the batch dimension set, other variable dimensions ``free_dim``.
+
+    Each array is drawn in its own dtype, so it takes ``input_bytes`` and no more.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
     out = {}
     for spec in contract.inputs:
-        shape = (batch_size,) + tuple(free_dim if d == -1 else d for d in spec.shape[1:])
-        if spec.dtype in (DType.FP16, DType.FP32, DType.FP64):
-            out[spec.name] = rng.standard_normal(shape).astype(spec.dtype.numpy_name)
+        shape = _input_shape(spec, batch_size, free_dim)
+        if spec.dtype in (DType.FP32, DType.FP64):
+            out[spec.name] = rng.standard_normal(shape, dtype=spec.dtype.numpy_name)
+        elif spec.dtype is DType.FP16:
+            out[spec.name] = rng.standard_normal(shape, dtype="float32").astype("float16")
         elif spec.dtype is DType.BOOL:
-            out[spec.name] = rng.random(shape) < 0.5
+            out[spec.name] = rng.integers(0, 2, size=shape, dtype="uint8").view(bool)
         elif spec.dtype is DType.BYTES:
-            out[spec.name] = np.array([b"x"] * math.prod(shape), dtype=object).reshape(shape)
+            out[spec.name] = np.full(shape, b"x", dtype=object)
         else:
-            out[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype.numpy_name)
+            out[spec.name] = rng.integers(0, 10, size=shape, dtype=spec.dtype.numpy_name)
     return out
 
 
@@ -245,7 +267,43 @@ def check_outputs(contract: Contract, outputs: Mapping[str, torch.Tensor], batch
             want = (batch_size,) + spec.shape[1:]
             out.append(Violation(f"outputs[{spec.name}].shape", f"{shape_text(want)} at batch size {batch_size}",
                                  shape_text(shape), f"the contract declares {shape_text(spec.shape)}"))
+        if tensor.is_floating_point():
+            bad = int((~tensor.isfinite()).sum())
+            if bad:
+                out.append(Violation(f"outputs[{spec.name}].values", "finite values on the validation inputs",
+                                     f"{bad} of {tensor.numel()} NaN or infinite",
+                                     "the model outputs NaN or infinity on ordinary inputs: check its weights"))
     for name in sorted(set(outputs) - {o.name for o in contract.outputs}):
         out.append(Violation(f"outputs[{name}]", "not returned (undeclared)", "returned",
                              "the model returns an output the contract does not declare; declare it"))
     return out
+
+
+# -- the contract against a cluster, at deploy time ------------------------------------------
+def check_fits_cluster(resources: Resources, nodes: Iterable[Mapping[str, float]]) -> list[Violation]:
+    """Whether one replica fits on at least one node; an empty list when it does.
+
+    ``nodes``: each node's resources as Ray reports them (``ray.nodes()[i]["Resources"]``:
+    ``CPU``, ``GPU`` and ``memory`` in bytes). Serving calls this before it deploys; the
+    contract alone bounds resources only by sane limits.
+    """
+    nodes = [dict(n) for n in nodes]
+    if not nodes:
+        return [Violation("resources", "a cluster with at least one node", "no nodes",
+                          "no node reports its resources: start the cluster (ray start) and retry")]
+    wants = {"cpus": ("CPU", resources.cpus, 1.0), "gpus": ("GPU", resources.gpus, 1.0),
+             "memory_mb": ("memory", resources.memory_mb, float(1 << 20))}
+    missing = []
+    for field, (key, want, unit) in wants.items():
+        largest = max(n.get(key, 0.0) for n in nodes) / unit
+        if want > largest:
+            missing.append(Violation(f"resources.{field}", f"at most {largest:g} (the largest node)", f"{want:g}",
+                                     f"no node has {want:g} {key}: lower resources.{field} or add a larger node"))
+    if missing:
+        return missing
+    if not any(all(n.get(key, 0.0) >= want * unit for key, want, unit in wants.values()) for n in nodes):
+        need = ", ".join(f"{want:g} {key}" for key, want, _ in wants.values())
+        return [Violation("resources", f"one node with {need}", "no such node",
+                          "each resource exists on some node, but no single node has them all: "
+                          "lower the request or add a node that can hold a whole replica")]
+    return []

@@ -13,7 +13,6 @@ the weights are only described here (``Weights``) and streamed when loaded.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from factory._untrusted import load_json, preview
 from factory.contract._schema import canonical_json
 from factory.contract._weights import (
     INDEX,
@@ -70,6 +70,8 @@ SNIFF_BYTES = 4096
 UNSAFE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz", ".h5")
 
 _PROTOCOL0_PICKLE = re.compile(rb"^c[A-Za-z_][\w.]*\n[\w.]+\n")
+# Every file but the weights is a short text: a larger one is refused before it is read.
+MAX_TEXT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def _check_names(names: Iterable[str], where: str) -> list[str]:
     unknown = sorted(set(names) - set(CORE_FILES) - set(weights) - {MANIFEST})
     if unknown:
         raise ContractViolationError(
-            f"{where} holds unexpected files {unknown}: a package holds only {list(PACKAGE_FILES)}, "
+            f"{where} holds unexpected files {preview(unknown, 300)}: a package holds only {list(PACKAGE_FILES)}, "
             f"or {list(CORE_FILES)} with {INDEX} and model-00001-of-0000N.safetensors shards"
         )
     missing = sorted(set(CORE_FILES) - set(names))
@@ -141,9 +143,26 @@ def _sniff(name: str, data: bytes, where: str) -> None:
         )
 
 
+def _size_limit(name: str) -> int:
+    """The most bytes a file read whole may hold (the weights are streamed, never read whole)."""
+    return MAX_INDEX_BYTES if name == INDEX else MAX_TEXT_BYTES
+
+
+def _too_big(name: str, size: int, where: str) -> ContractViolationError:
+    return ContractViolationError(
+        f"{name} in {where} is {size:,} bytes, more than the {_size_limit(name):,} a package's {name} may hold: "
+        "re-package the model"
+    )
+
+
+def _check_size(name: str, size: int, where: str) -> None:
+    if size > _size_limit(name):
+        raise _too_big(name, size, where)
+
+
 def _parse_manifest(data: bytes, where: str) -> dict[str, str]:
     try:
-        manifest = json.loads(data)
+        manifest = load_json(data, what=MANIFEST, max_bytes=MAX_TEXT_BYTES, error=ValueError)
         files = manifest["files"]
         if manifest.get("format") != FORMAT or not isinstance(files, dict):
             raise ValueError(f"format {manifest.get('format')!r}")
@@ -154,12 +173,6 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, str]:
             f"the manifest of {where} is not a {FORMAT} manifest ({exc}): re-package the model"
         ) from None
     return files
-
-
-def _checked_index_size(name: str, size: int, where: str) -> None:
-    if name == INDEX and size > MAX_INDEX_BYTES:
-        raise ContractViolationError(f"{INDEX} of {where} holds {size} bytes, over the cap of {MAX_INDEX_BYTES}: "
-                                     "re-package the model")
 
 
 def _sniff_weights(weights: Weights) -> None:
@@ -176,10 +189,11 @@ def read_from_store(store: Store, digest: str) -> PackageFiles:
     if artifact.kind != ArtifactKind.MODEL:
         raise InvalidInputError(f"{digest} is a {artifact.kind} artifact, not a model package: give a model digest")
     where = f"package {digest}"
+    _check_size(MANIFEST, store.blobs.size(digest), where)
     manifest = _parse_manifest(store.blobs.get(digest), where)
     files = {}
     for name in _check_names(manifest, where):
-        _checked_index_size(name, store.blobs.size(manifest[name]), where)
+        _check_size(name, store.blobs.size(manifest[name]), where)
         data = store.blobs.get(manifest[name])  # verified: a tampered blob raises CorruptBlobError
         _sniff(name, data, where)
         files[name] = data
@@ -193,24 +207,30 @@ def read_from_store(store: Store, digest: str) -> PackageFiles:
     return PackageFiles(digest, files, dict(manifest), where, weights)
 
 
-def _local_weights_file(name: str, path: str) -> WeightsFile:
+def _local_weights_file(name: str, path: str, where: str) -> WeightsFile:
     """A weights file in a folder, hashed now (streaming) so that loading can check it did not change."""
     from factory.store import VerifyingReader
 
-    with _open_regular(path) as f:
+    with _open_regular(path, name, where) as f:
         digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
         size = os.fstat(f.fileno()).st_size
-    return WeightsFile(name, digest, size, lambda: VerifyingReader(_open_regular(path), digest, path))
+    return WeightsFile(name, digest, size, lambda: VerifyingReader(_open_regular(path, name, where), digest, path))
 
 
-def _open_regular(path: str):
-    """Open a file for reading; a FIFO or device under a package file's name is refused, never waited on."""
+def _open_regular(path: str, name: str, where: str):
+    """Open a package file for reading; anything but a regular file is refused by its type, never waited on.
+
+    The type is checked on the open descriptor, so a FIFO swapped in after the folder
+    was listed is caught too.
+    """
     from factory.store import NotRegularFile, open_regular
 
     try:
         return open_regular(path)
     except NotRegularFile:
-        raise UnsafePackageError(f"{path} is not a regular file: a package holds regular files only") from None
+        raise _not_regular(name, where) from None
+    except OSError as exc:
+        raise ContractViolationError(f"{name} in {where} cannot be opened ({exc.strerror}): check the file") from None
 
 
 def read_from_dir(path: str | os.PathLike[str]) -> PackageFiles:
@@ -230,21 +250,22 @@ def read_from_dir(path: str | os.PathLike[str]) -> PackageFiles:
                 )
         if entry.is_dir():
             raise ContractViolationError(f"{where} holds a folder {entry.name!r}: a package holds only files")
+        if not entry.is_file():
+            raise _not_regular(entry.name, where)
         entries[entry.name] = entry.path
     files = {}
     for name in _check_names([n for n in entries if n != MANIFEST], where):
-        _checked_index_size(name, os.path.getsize(entries[name]), where)
-        data = Path(entries[name]).read_bytes()
+        data = _read_regular(entries[name], name, where)
         _sniff(name, data, where)
         files[name] = data
     layout = weights_layout(list(entries), where)
     for name in layout:
-        with _open_regular(entries[name]) as f:
+        with _open_regular(entries[name], name, where) as f:
             _sniff(name, f.read(SNIFF_BYTES), where)
-    weights = Weights(tuple(_local_weights_file(n, entries[n]) for n in layout), files.get(INDEX), where)
+    weights = Weights(tuple(_local_weights_file(n, entries[n], where) for n in layout), files.get(INDEX), where)
     digests = {name: _sha256(data) for name, data in files.items()} | {f.name: f.digest for f in weights.files}
     if MANIFEST in entries:
-        recorded = _parse_manifest(Path(entries[MANIFEST]).read_bytes(), where)
+        recorded = _parse_manifest(_read_regular(entries[MANIFEST], MANIFEST, where), where)
         changed = sorted(n for n in digests if recorded.get(n) != digests[n])
         if changed or set(recorded) != set(digests):
             raise ContractViolationError(
@@ -252,6 +273,23 @@ def read_from_dir(path: str | os.PathLike[str]) -> PackageFiles:
                 "after packaging; re-export the package, or delete manifest.json to validate the files as they are"
             )
     return PackageFiles(_sha256(manifest_bytes(digests)), files, digests, where, weights)
+
+
+def _not_regular(name: str, where: str) -> ContractViolationError:
+    return ContractViolationError(
+        f"{name} in {where} is not a regular file (a FIFO, socket or device): a package holds only regular files"
+    )
+
+
+def _read_regular(path: str, name: str, where: str) -> bytes:
+    """The bytes of a regular file, its type and size checked on the open descriptor before reading.
+
+    Opening does not block (a FIFO put in place after the listing would wait for a writer
+    forever), and whatever was opened is checked again, so a swap after the listing is caught too.
+    """
+    with _open_regular(path, name, where) as f:
+        _check_size(name, os.fstat(f.fileno()).st_size, where)
+        return f.read()
 
 
 def open_files(source: str | os.PathLike[str], store: Store | None = None) -> PackageFiles:
@@ -269,7 +307,9 @@ def write_dir(files: PackageFiles, dest: str | os.PathLike[str]) -> Path:
     The weights stream through, checked against their digests; the folder is built
     beside ``dest`` and renamed into place, so a corrupt blob leaves nothing behind.
     """
-    dest = Path(dest)
+    from factory.store import check_output_path
+
+    dest = check_output_path(dest, folder=True)
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInputError(f"{dest} exists and is not empty: choose a new folder")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from factory._untrusted import no_duplicate_keys, preview
 from factory.errors import ContractViolationError
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ __all__ = ["MAX_HEADER_BYTES", "DTYPE_SIZES", "TensorInfo", "Header", "check_hea
            "plain_tensors"]
 
 MAX_HEADER_BYTES = 100 << 20
+_MAX_DIMS = 64
 DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -70,15 +72,6 @@ def _bad(file: str, problem: str, fix: str) -> ContractViolationError:
     return ContractViolationError(f"{file}: {problem}; {fix}")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice")
-        out[key] = value
-    return out
-
-
 def check_header(data: bytes | memoryview, *, file: str = "model.safetensors",
                  max_header_bytes: int = MAX_HEADER_BYTES, size: int | None = None) -> Header:
     """Parse and check a safetensors header: size cap, JSON, dtypes, shapes and offsets.
@@ -99,9 +92,11 @@ def check_header(data: bytes | memoryview, *, file: str = "model.safetensors",
     if 8 + n > len(data):
         raise ValueError(f"check_header needs the first {8 + n} bytes of {file}, got {len(data)}")
     try:
-        header = json.loads(bytes(data[8 : 8 + n]).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(bytes(data[8 : 8 + n]).decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad(file, f"header is not valid JSON ({exc})", resave) from None
+    except RecursionError:
+        raise _bad(file, "header is nested too deeply to be a safetensors header", resave) from None
     if not isinstance(header, dict):
         raise _bad(file, "header is not a JSON object", resave)
     data_bytes = size - 8 - n
@@ -117,10 +112,10 @@ def check_header(data: bytes | memoryview, *, file: str = "model.safetensors",
     position = 0
     for info in sorted(tensors, key=lambda t: (t.begin, t.end)):
         if info.begin < position:
-            raise _bad(file, f"tensor {info.name!r} overlaps the tensor before it (starts at byte {info.begin}, "
+            raise _bad(file, f"tensor {preview(info.name)} overlaps the tensor before it (starts at byte {info.begin}, "
                              f"previous ends at {position})", resave)
         if info.begin > position:
-            raise _bad(file, f"gap of {info.begin - position} bytes before tensor {info.name!r}", resave)
+            raise _bad(file, f"gap of {info.begin - position} bytes before tensor {preview(info.name)}", resave)
         position = info.end
     if position != data_bytes:
         raise _bad(file, f"the tensors cover {position} bytes but the data section holds {data_bytes} "
@@ -131,26 +126,28 @@ def check_header(data: bytes | memoryview, *, file: str = "model.safetensors",
 def _tensor_info(file: str, name: str, entry: Any, data_bytes: int) -> TensorInfo:
     resave = "re-save the weights with safetensors.torch.save_file"
     if not name or not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-        raise _bad(file, f"tensor {name!r} must have exactly dtype, shape and data_offsets", resave)
+        raise _bad(file, f"tensor {preview(name)} must have exactly dtype, shape and data_offsets", resave)
     dtype = entry["dtype"]
     if dtype not in DTYPE_SIZES:
-        raise _bad(file, f"tensor {name!r} has dtype {dtype!r}, which is not allowed",
+        raise _bad(file, f"tensor {preview(name)} has dtype {preview(dtype)}, which is not allowed",
                    f"use one of {', '.join(DTYPE_SIZES)}")
     shape = entry["shape"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise _bad(file, f"tensor {name!r} has shape {shape!r}; a shape is a list of non-negative integers", resave)
+    if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**63 for d in shape)):
+        raise _bad(file, f"tensor {preview(name)} has shape {preview(shape)}; a shape is a list of at most "
+                         f"{_MAX_DIMS} non-negative integers", resave)
     offsets = entry["data_offsets"]
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-        raise _bad(file, f"tensor {name!r} has data_offsets {offsets!r}; expected [begin, end]", resave)
+        raise _bad(file, f"tensor {preview(name)} has data_offsets {preview(offsets)}; expected [begin, end]", resave)
     begin, end = offsets
     if not 0 <= begin <= end <= data_bytes:
-        raise _bad(file, f"tensor {name!r} has data_offsets [{begin}, {end}] outside the "
+        raise _bad(file, f"tensor {preview(name)} has data_offsets [{begin}, {end}] outside the "
                          f"{data_bytes}-byte data section (truncated file?)", resave)
     expected = math.prod(shape) * DTYPE_SIZES[dtype]
     if end - begin != expected:
-        raise _bad(file, f"tensor {name!r} spans {end - begin} bytes but shape {shape} of {dtype} needs {expected}",
-                   resave)
+        raise _bad(file, f"tensor {preview(name)} spans {end - begin} bytes but shape {preview(shape)} of {dtype} "
+                         f"needs {expected}", resave)
     return TensorInfo(name, dtype, tuple(shape), begin, end)
 
 

@@ -168,14 +168,30 @@ class OutputSpec(TensorSpec):
         return cls(name=meta["name"], dtype=meta["datatype"], shape=tuple(meta["shape"]))
 
 
-class Resources(_Frozen):
-    """What one replica needs, and the latency it promises at ``max_batch_size``."""
+# Sane bounds for one replica, whatever the cluster: beyond them a contract is a typo or an
+# attack (a value of Infinity used to crash the validator). ``check_fits_cluster`` compares
+# the request with the nodes of a real cluster at deploy time.
+MAX_CPUS = 1024
+MAX_GPUS = 64
+MAX_MEMORY_MB = 4 << 20  # 4 TiB
+MAX_LATENCY_MS = 3_600_000.0  # one hour
+MAX_BATCH_SIZE = 65536
 
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
-    memory_mb: int = Field(512, gt=0)
-    p99_latency_ms: float = Field(100.0, gt=0)
-    max_batch_size: int = Field(64, ge=1, le=65536)
+
+class Resources(_Frozen):
+    """What one replica needs, and the latency it promises at ``max_batch_size``.
+
+    Every number is finite and bounded: at most 1024 CPUs, 64 GPUs, 4 TiB of memory, a
+    p99 of one hour and a batch of 65,536.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    cpus: float = Field(1.0, gt=0, le=MAX_CPUS)
+    gpus: float = Field(0.0, ge=0, le=MAX_GPUS)
+    memory_mb: int = Field(512, gt=0, le=MAX_MEMORY_MB)
+    p99_latency_ms: float = Field(100.0, gt=0, le=MAX_LATENCY_MS)
+    max_batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
     batch_wait_ms: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")

@@ -19,7 +19,6 @@ before anything is allocated.
 from __future__ import annotations
 
 import ctypes
-import json
 import re
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,14 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
-from factory.contract._safetensors import (
-    MAX_HEADER_BYTES,
-    Header,
-    TensorInfo,
-    _no_duplicates,
-    check_header,
-    plain_tensors,
-)
+from factory._untrusted import load_json, preview
+from factory.contract._safetensors import MAX_HEADER_BYTES, Header, TensorInfo, check_header, plain_tensors
 from factory.contract._schema import canonical_json
 from factory.errors import ContractViolationError
 
@@ -56,6 +49,7 @@ __all__ = [
     "plan_shards",
     "shard_stream",
     "index_bytes",
+    "weights_digest",
 ]
 
 WEIGHTS = "model.safetensors"
@@ -168,6 +162,14 @@ class Weights:
                         return check_header(head, file=file.name, size=len(head)), head
         return check_header(head, file=file.name, size=file.size), head
 
+    def file_header(self, name: str) -> Header:
+        """The checked header of the weights file ``name``, from its first bytes."""
+        for file in self.files:
+            if file.name == name:
+                return self._header(file)[0]
+        raise ContractViolationError(f"{self.where} has no weights file {name!r}: it holds "
+                                     f"{[f.name for f in self.files]}")
+
     def header(self) -> Header:
         """Every file's header checked, and all of them as one (for the tensor-by-tensor checks).
 
@@ -181,7 +183,7 @@ class Weights:
             for info in header.tensors:
                 if info.name in tensors:
                     raise ContractViolationError(
-                        f"tensor {info.name!r} is in both {holder[info.name]} and {file.name}: re-package the model")
+                        f"tensor {preview(info.name)} is in both {holder[info.name]} and {file.name}: re-package the model")
                 tensors[info.name] = info
                 holder[info.name] = file.name
         if self.index is not None:
@@ -193,19 +195,19 @@ class Weights:
     def _check_index(self, holder: Mapping[str, str], total: int) -> None:
         problem = None
         try:
-            doc = json.loads(self.index, object_pairs_hook=_no_duplicates)
+            doc = load_json(self.index, what=INDEX, max_bytes=MAX_INDEX_BYTES, error=ValueError)
             weight_map = doc["weight_map"]
             declared = doc.get("metadata", {}).get("total_size")
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise ValueError("weight_map must map tensor names to file names")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ContractViolationError(f"{INDEX} of {self.where} is not a shard index ({exc}): re-package the model"
+            raise ContractViolationError(f"{INDEX} of {self.where} is not a shard index ({preview(str(exc), 200)}): re-package the model"
                                          ) from None
         if weight_map != dict(holder):
             wrong = sorted(set(weight_map.items()) ^ set(holder.items()))[:3]
-            problem = f"its weight_map disagrees with the shards' headers (first differences: {wrong})"
+            problem = f"its weight_map disagrees with the shards' headers (first differences: {preview(wrong, 300)})"
         elif declared is not None and declared != total:
-            problem = f"its total_size is {declared} but the shards hold {total} bytes of tensors"
+            problem = f"its total_size is {preview(declared)} but the shards hold {total} bytes of tensors"
         if problem:
             raise ContractViolationError(f"{INDEX} of {self.where}: {problem}; re-package the model")
 
@@ -307,3 +309,15 @@ def shard_stream(tensors: Mapping[str, torch.Tensor]) -> tuple[BinaryIO, int]:
 def index_bytes(weight_map: Mapping[str, str], total_size: int) -> bytes:
     """``model.safetensors.index.json`` as Hugging Face writes it, in canonical JSON."""
     return canonical_json({"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))})
+
+
+def weights_digest(files: Mapping[str, str]) -> str:
+    """What names a package's weights, from its file -> digest map: the digest of
+    ``model.safetensors``, or for shards the SHA-256 of their digests (index included)
+    as canonical JSON, so equal weights give equal digests in either layout's own terms."""
+    if WEIGHTS in files:
+        return files[WEIGHTS]
+    import hashlib
+
+    shards = {name: digest for name, digest in files.items() if is_weights_name(name)}
+    return "sha256:" + hashlib.sha256(canonical_json({"format": "factory.weights/v1", "files": shards})).hexdigest()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from factory._untrusted import preview
 from factory.contract._schema import Digest, InputSpec, OutputSpec, canonical_json
 from factory.errors import InvalidInputError, NotFoundError
 
@@ -103,7 +104,7 @@ class Architecture:
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise InvalidInputError(
                 f"architecture name {self.name!r} is not valid: use lowercase letters, digits, '.', '_' and '-'"
             )
@@ -142,8 +143,11 @@ class Architecture:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     module = builder(ref.config)
-        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-            raise InvalidInputError(f"cannot build {self.label} from config {ref.config}: {exc}") from None
+        except Exception as exc:  # a builder refusing its config in any way is bad input, not a crash
+            raise InvalidInputError(
+                f"cannot build {self.label} from config {preview(ref.config, 200)}: {type(exc).__name__}: "
+                f"{preview(str(exc), 500)}"
+            ) from None
         if not isinstance(module, torch.nn.Module):
             raise InvalidInputError(
                 f"the builder of {self.label} returned a {type(module).__name__}; it must return a torch.nn.Module"
@@ -157,8 +161,10 @@ class Architecture:
             return None
         try:
             return _resolve(self.signature)(dict(config))
-        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-            raise InvalidInputError(f"config {dict(config)} does not fit {self.label}: {exc}") from None
+        except Exception as exc:  # pydantic's ValidationError is a ValueError; plugins may raise anything
+            raise InvalidInputError(
+                f"config {preview(dict(config), 200)} does not fit {self.label}: {preview(str(exc), 500)}"
+            ) from None
 
 
 def _source_digest(builder: Builder | str, name: str) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 import factory.contract._files as _files
+from factory._untrusted import load_json
 from factory.contract._assemble import build_module, read_architecture, read_contract, read_header
 from factory.contract._card import check_metrics, render_card
 from factory.contract._checks import (
@@ -35,7 +36,14 @@ from factory.contract._checks import (
     to_tensors,
 )
 from factory.contract._safetensors import plain_tensors, save_tensors
-from factory.contract._weights import DEFAULT_SHARD_BYTES, index_bytes, plan_shards, shard_name, shard_stream
+from factory.contract._weights import (
+    DEFAULT_SHARD_BYTES,
+    index_bytes,
+    plan_shards,
+    shard_name,
+    shard_stream,
+    weights_digest,
+)
 from factory.contract._schema import Contract, Digest, Provenance, canonical_json
 from factory.contract.architectures import REF_ATTRIBUTE, ArchitectureRef, ArchitectureRegistry, default_registry
 from factory.errors import ContractViolationError, InvalidInputError
@@ -66,6 +74,12 @@ class ModelPackageMeta(BaseModel):
     task: str | None = None
     metrics: dict[str, float] = {}
     provenance: Provenance = Provenance()
+
+    @property
+    def weights_digest(self) -> str:
+        """The digest of the weights: ``model.safetensors``'s, or for shards one over every shard's (see
+        ``_weights.weights_digest``)."""
+        return weights_digest(self.files)
 
 
 @dataclass(frozen=True)
@@ -210,8 +224,6 @@ def load(
     read), ``CorruptBlobError`` for tampered blobs and ``ContractViolationError``
     naming every problem with the contract, the architecture or the weights.
     """
-    import json
-
     registry = registry or default_registry()
     files = _files.open_files(source, store)
     where = files.source
@@ -227,7 +239,8 @@ def load(
     module, problems = build_module(arch, ref, header, files.weights)
     raise_if_any(problems, f"cannot load {where}")
     try:
-        metrics = check_metrics(json.loads(files.files[_files.METRICS]))
+        metrics = check_metrics(load_json(files.files[_files.METRICS], what="metrics.json",
+                                          max_bytes=_files.MAX_TEXT_BYTES, error=ValueError))
     except (ValueError, AttributeError) as exc:
         raise ContractViolationError(
             f"metrics.json of {where} is not an object of numbers ({exc}): re-package the model"

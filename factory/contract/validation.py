@@ -12,7 +12,6 @@ The result is a frozen record with a canonical JSON form that a gate can sign.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -20,11 +19,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from factory._version import code_version
 import factory.contract._files as _files
+from factory._untrusted import load_json, preview
+from factory._version import code_version
 from factory.contract._assemble import build_module, read_architecture, read_contract, read_header
 from factory.contract._card import parse_card
-from factory.contract._checks import Violation, check_outputs, check_signature, make_inputs, name_outputs, to_tensors
+from factory.contract._checks import (
+    Violation,
+    check_outputs,
+    check_signature,
+    input_bytes,
+    make_inputs,
+    name_outputs,
+    to_tensors,
+)
 from factory.contract._schema import Contract, canonical_json
 from factory.contract.architectures import ArchitectureRegistry, default_registry
 from factory.errors import ContractViolationError, CorruptBlobError, InvalidInputError, UnsafePackageError
@@ -37,6 +45,10 @@ __all__ = ["Check", "LatencyStat", "ValidationResult", "Violation", "validate"]
 log = logging.getLogger(__name__)
 
 PREDICATE_TYPE = "https://factory.dev/contract-validation/v1"
+# The validator's own memory for one forward pass; a quarter of it may go to the inputs, the
+# rest is left to the model's working memory. Checked before any input is allocated.
+DEFAULT_MEMORY_BUDGET_MB = 512
+_INPUT_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -132,12 +144,17 @@ def validate(
     budget_s: float = 2.0,
     seed: int = 0,
     timer: Callable[[], float] = time.perf_counter,
+    memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
 ) -> ValidationResult:
     """Validate the package ``source`` (a model digest or prefix in ``store``, or a package folder).
 
     Raises only for bad input (no such digest or folder); everything wrong with the
     package itself is a violation in the result. ``runs`` timed calls per batch size
     at most, stopping early once ``budget_s`` is spent (after at least three).
+    Forward passes run at batch 1 and the contract's maximum; a maximum whose inputs
+    would not fit a quarter of ``memory_budget_mb`` is skipped, and the largest batch
+    that fits is run instead. Inputs that would not fit the replica's own
+    ``resources.memory_mb`` are a violation.
     """
     import torch  # loaded before the clock starts: the duration is the checks, not the import
 
@@ -197,7 +214,7 @@ def validate(
             signature = arch.expected(ref.config)
         except InvalidInputError as exc:
             c.record("contract vs architecture", [Violation(
-                "architecture.config", f"a valid config for {arch.label}", json.dumps(ref.config), str(exc))])
+                "architecture.config", f"a valid config for {arch.label}", preview(ref.config, 200), str(exc))])
         else:
             if signature is None:
                 c.skip("contract vs architecture", f"{arch.label} declares no signature")
@@ -209,9 +226,9 @@ def validate(
         # Measure under the contract's CPU budget, as a replica would run: more intra-op
         # threads than cores also makes small ops wait on each other (milliseconds, not microseconds).
         threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, int(contract.resources.cpus)))
+        torch.set_num_threads(max(1, min(int(contract.resources.cpus), os.cpu_count() or 1)))
         try:
-            for batch in sorted({1, contract.resources.max_batch_size}):
+            for batch in _batch_sizes(c, contract, memory_budget_mb):
                 _forward(c, module, contract, batch, seed, runs, budget_s, timer, latency)
         finally:
             torch.set_num_threads(threads)
@@ -223,6 +240,35 @@ def validate(
     res = result(files.digest, files.source)
     log.info("validated %s: %s (%d violations)", files.digest, "ok" if res.ok else "FAILED", len(res.violations))
     return res
+
+
+def _batch_sizes(c: _Collector, contract: Contract, memory_budget_mb: int) -> list[int]:
+    """Batch 1 and the contract's maximum, each checked against memory before its inputs exist."""
+    largest = contract.resources.max_batch_size
+    per_row = input_bytes(contract, 1)
+    mib = float(1 << 20)
+    need = per_row * largest
+    replica = contract.resources.memory_mb << 20
+    if need > replica:
+        c.record(f"memory, batch {largest}", [Violation(
+            "resources.max_batch_size", f"inputs within memory_mb ({contract.resources.memory_mb} MiB)",
+            f"{need / mib:,.0f} MiB of inputs at batch {largest}",
+            "a replica could not even hold its largest batch: lower max_batch_size or raise memory_mb")])
+    allowed = (memory_budget_mb << 20) // _INPUT_SHARE
+    if per_row > allowed:
+        c.skip("forward pass", f"one row of inputs needs {per_row / mib:,.1f} MiB, over the validator's budget "
+                               f"of {allowed / mib:,.0f} MiB for inputs (memory_budget_mb={memory_budget_mb})")
+        return []
+    sizes = {1}
+    if need <= allowed:
+        sizes.add(largest)
+    else:
+        fit = allowed // per_row
+        sizes.add(fit)
+        c.skip(f"forward pass, batch {largest}",
+               f"its inputs need {need / mib:,.0f} MiB, over the validator's budget of {allowed / mib:,.0f} MiB "
+               f"for inputs (memory_budget_mb={memory_budget_mb}); validated at batch {fit} instead")
+    return sorted(sizes)
 
 
 def _forward(c: _Collector, module: Any, contract: Contract, batch: int, seed: int, runs: int, budget_s: float,
@@ -266,19 +312,22 @@ def _card_violations(card: bytes, metrics_json: bytes) -> list[Violation]:
     except (ContractViolationError, UnicodeDecodeError) as exc:
         return [Violation("card", "YAML front matter", "unreadable", str(exc))]
     try:
-        metrics = json.loads(metrics_json)
+        metrics = load_json(metrics_json, what="metrics.json", max_bytes=_files.MAX_TEXT_BYTES, error=ValueError)
         if not isinstance(metrics, dict):
-            raise ValueError("not an object")
+            raise ValueError("metrics.json is not an object")
     except ValueError as exc:
-        return [Violation("metrics", "a JSON object of metrics", "unreadable", f"metrics.json: {exc}")]
+        return [Violation("metrics", "a JSON object of metrics", "unreadable", str(exc))]
     index = front.get("model-index")
     if not isinstance(index, list) or not index or not isinstance(index[0], dict):
-        return [Violation("card.model-index", "a model-index list", repr(index)[:80], "the card lacks model-index")]
+        return [Violation("card.model-index", "a model-index list", preview(index), "the card lacks model-index")]
     carded = {}
-    for res in index[0].get("results") or []:
-        for m in res.get("metrics") or []:
-            carded[m.get("type")] = m.get("value")
+    results = index[0].get("results")
+    for res in results if isinstance(results, list) else []:
+        found = res.get("metrics") if isinstance(res, dict) else None
+        for m in found if isinstance(found, list) else []:
+            if isinstance(m, dict) and isinstance(m.get("type"), str):
+                carded[m["type"]] = m.get("value")
     if carded != metrics:
-        return [Violation("card.model-index", f"metrics {metrics}", f"{carded}",
+        return [Violation("card.model-index", f"metrics {preview(metrics, 200)}", preview(carded, 200),
                           "the card's model-index metrics differ from metrics.json: re-package the model")]
     return []

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from factory.errors import InvalidInputError
 
@@ -47,6 +48,11 @@ def record_source(store: Store, digest: str, path: str | Path) -> None:
 def short_digest(digest: str) -> str:
     """``sha256:`` and the first 12 hex characters: enough to tell blobs apart in a table."""
     return digest[: len("sha256:") + 12]
+
+
+def plain(value: object) -> str:
+    """User text (a name, a reason, a path, a value) for Rich: shown as typed, never read as markup."""
+    return escape(str(value))
 
 
 def fail(message: str) -> NoReturn:

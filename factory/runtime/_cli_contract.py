@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, fail, open_store, print_json, short_digest
+from factory.errors import FactoryError
+from factory.runtime._cli_common import (
+    HomeOption,
+    JsonOption,
+    console,
+    err_console,
+    fail,
+    open_store,
+    plain,
+    print_json,
+    short_digest,
+)
 
 if TYPE_CHECKING:
     from factory.contract import ValidationResult
@@ -15,6 +28,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Model contracts and packages: validate, show, package a built-in model.", no_args_is_help=True)
 
 _MARK = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]skip[/]"}
+EXIT_CRASH = 4
+log = logging.getLogger(__name__)
 
 
 def _is_folder(source: str) -> bool:
@@ -32,12 +47,23 @@ def validate(
 ) -> None:
     """Check a package against its contract: files, weights, architecture, forward passes, latency.
 
-    Exit status: 0 when the package satisfies its contract, 1 with violations, 2 for bad input.
+    Exit status: 0: the package satisfies its contract; 1: it violates it (the violations are
+    listed); 2: bad input (no such digest or folder); 3: a system error (storage, retry);
+    4: the validator crashed, so the package was not judged (a bug: rerun with -v for the traceback).
     """
-    from factory.contract import validate as run_validation
+    import factory.contract
 
     store = None if _is_folder(source) else open_store(home)
-    result = run_validation(source, store=store, allow_code_mismatch=allow_code_mismatch, runs=runs)
+    try:
+        result = factory.contract.validate(source, store=store, allow_code_mismatch=allow_code_mismatch, runs=runs)
+    except FactoryError:
+        raise
+    except Exception as exc:  # anything else is the validator's own fault, never the package's verdict
+        log.debug("the validator crashed", exc_info=True)
+        err_console.print(plain(f"crashed: the validator failed on {source} ({type(exc).__name__}: {exc}); "
+                                "the package was not judged. Rerun with -v for the traceback and report it"),
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CRASH) from None
     if as_json:
         print_json(result.to_dict())
     else:
@@ -147,31 +173,62 @@ def package_example(
     as_json: bool = JsonOption,
 ) -> None:
     """Package a freshly initialised (untrained) built-in model, to try validate, show and export."""
+    from pydantic import ValidationError
+
     from factory.contract import Contract, Resources, default_registry, package
 
     registry = default_registry()
     if arch not in ("mlp-classifier", "mlp-regressor"):
         fail(f"--arch {arch!r} is not a built-in: choose mlp-classifier or mlp-regressor")
-    try:
-        sizes = [int(s) for s in hidden.split(",") if s.strip()]
-    except ValueError:
-        fail(f"--hidden {hidden!r} must be comma-separated integers, e.g. 16,16")
+    for option, value in (("--in-features", in_features), ("--out-features", out_features)):
+        if value > _MAX_WIDTH:
+            fail(f"{option} {value} is more than {_MAX_WIDTH:,}: an example model stays small")
+    sizes = _hidden_sizes(hidden)
+    if not math.isfinite(p99_ms) or p99_ms <= 0:
+        fail(f"--p99-ms {p99_ms} must be a positive, finite number of milliseconds, e.g. 50")
+    options = {"name": ("--name", name), "p99_latency_ms": ("--p99-ms", p99_ms),
+               "max_batch_size": ("--max-batch", max_batch)}
     config = {"in_features": in_features, "out_features": out_features, "hidden": sizes}
     architecture = registry.get(arch)
+    try:
+        resources = Resources(p99_latency_ms=p99_ms, max_batch_size=max_batch)
+        signature = architecture.expected(config)
+        contract = Contract(
+            name=name,
+            description=f"An untrained {arch} (seed {seed}) packaged as an example.",
+            inputs=signature.inputs,
+            outputs=signature.outputs,
+            resources=resources,
+        )
+    except ValidationError as exc:
+        fail(_option_error(exc, options))
     model = architecture.build(config, seed=seed)
-    signature = architecture.expected(config)
-    contract = Contract(
-        name=name,
-        description=f"An untrained {arch} (seed {seed}) packaged as an example.",
-        inputs=signature.inputs,
-        outputs=signature.outputs,
-        resources=Resources(p99_latency_ms=p99_ms, max_batch_size=max_batch),
-    )
     pkg = package(open_store(home), model, contract, registry=registry)
     if as_json:
         print_json({"digest": pkg.digest, "name": name, "architecture": pkg.architecture.label})
     else:
         console.print(pkg.digest, highlight=False)
+
+
+_MAX_WIDTH = 1 << 16
+
+
+def _hidden_sizes(hidden: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in hidden.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--hidden {hidden!r} must be comma-separated integers, e.g. 16,16")
+    if len(sizes) > 16 or not all(1 <= size <= _MAX_WIDTH for size in sizes):
+        fail(f"--hidden {hidden!r} must be at most 16 sizes, each from 1 to {_MAX_WIDTH:,}, e.g. 16,16")
+    return sizes
+
+
+def _option_error(exc: Any, options: dict[str, tuple[str, object]]) -> str:
+    """The first pydantic error as one line naming the command-line option it came from."""
+    err = exc.errors(include_url=False)[0]
+    field = next((str(part) for part in err["loc"] if str(part) in options), None)
+    option, value = options.get(field, ("an option", None))
+    return f"{option} {value!r}: {err['msg'].removeprefix('Value error, ')}"
 
 
 @app.command()

@@ -12,7 +12,9 @@ from factory.runtime._cli_common import (
     JsonOption,
     console,
     err_console,
+    fail,
     open_store,
+    plain,
     print_json,
     record_source,
     short_digest,
@@ -45,7 +47,8 @@ def add(
     path: Path = typer.Argument(..., help="A CSV, Parquet or Arrow IPC (.arrow/.feather/.ipc) file."),
     name: str = typer.Option(..., "--name", "-n", help="The dataset name (letters, digits, '.', '_', '-')."),
     key: list[str] = typer.Option(
-        [], "--key", "-k", help="A key column (repeat, or comma-separate); rows are ordered by it. "
+        [], "--key", "-k", help="A key column (repeat, or comma-separate). The key only orders rows canonically: "
+        "it need not be unique, and rows with equal keys (ties) are ordered by the other columns. "
         "Default: the previous version's key."
     ),
     allow_schema_change: bool = typer.Option(
@@ -54,14 +57,18 @@ def add(
     home: str = HomeOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Store a file as the new version of NAME; prints its digest and whether it is new."""
-    store = open_store(home)
+    """Store a file as the new version of NAME; prints its digest and whether it is new.
+
+    A key orders rows, it does not identify them: duplicate key values are kept, and the
+    same rows give the same digest in any order.
+    """
     from factory.store import check_dataset_name
 
     check_dataset_name(name)
-    columns = [c.strip() for k in key for c in k.split(",") if c.strip()]
+    columns = _key_columns(key)
+    store = open_store(home)
     before = store.refs.get(f"dataset/{name}")
-    with err_console.status(f"adding {path} as dataset {name!r}"):
+    with err_console.status(f"adding {plain(path)} as dataset {plain(repr(name))}"):
         v = store.datasets.add(path, name=name, key=columns, allow_schema_change=allow_schema_change)
         record_source(store, v.digest, path)
     status = "unchanged" if v.digest == before else "new"
@@ -69,6 +76,17 @@ def add(
         print_json({"status": status, **_as_dict(store, v)})
         return
     console.print(f"{status}: {v.name}@{v.version} {v.digest} ({v.num_rows:,} rows)", highlight=False, soft_wrap=True)
+
+
+def _key_columns(options: list[str]) -> list[str]:
+    """The column names in the --key options, each comma-separated; an empty one is refused, not dropped."""
+    columns = []
+    for option in options:
+        parts = [part.strip() for part in option.split(",")]
+        if not all(parts):
+            fail(f"--key {option!r} has an empty column name: give column names separated by commas, e.g. --key id,ts")
+        columns += parts
+    return columns
 
 
 @app.command("list")
@@ -91,8 +109,8 @@ def list_datasets(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     for col in ("name", "versions", "latest", "rows", "updated"):
         table.add_column(col, justify="right" if col in ("versions", "rows") else "left")
     for r in rows:
-        table.add_row(r["name"], str(r["versions"]), f"@{r['version']} {short_digest(r['latest'])}", f"{r['rows']:,}",
-                      r["updated"][:19])
+        table.add_row(plain(r["name"]), str(r["versions"]), f"@{r['version']} {short_digest(r['latest'])}",
+                      f"{r['rows']:,}", r["updated"][:19])
     console.print(table)
 
 

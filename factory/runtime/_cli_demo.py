@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from factory.runtime._cli_common import console, short_digest
+from factory.runtime._cli_common import console, plain, short_digest
 
 _DEFAULT_HOME = ".factory/demo"
 
@@ -42,10 +42,10 @@ def demo(
 
     def step(n: int, title: str, command: str) -> None:
         console.print(f"\n[bold cyan]{n}. {title}[/bold cyan]", soft_wrap=True)
-        console.print(f"   [dim]$ {command}[/dim]", highlight=False, soft_wrap=True)
+        console.print(f"   [dim]$ {plain(command)}[/dim]", highlight=False, soft_wrap=True)
 
     def show(label: str, value: object) -> None:
-        console.print(f"   {label:<22} {value}", highlight=False, soft_wrap=True)
+        console.print(f"   {label:<22} {plain(value)}", highlight=False, soft_wrap=True)
 
     # -- 1. raw data as an immutable blob ------------------------------------------
     table = _transactions(np.random.default_rng(7), rows, start_id=0)
@@ -165,8 +165,9 @@ def demo(
     show("lineage of the model", f"{len(store.lineage.ancestors(pkg.digest))} ancestors, back to the raw CSV: "
                                  f"{raw.digest in store.lineage.ancestors(pkg.digest)}")
 
-    console.print(f"\n[bold green]done[/bold green] in {time.perf_counter() - started:.1f} s; the store is in {home / 'store'}")
-    console.print(f"   try: [dim]factory dataset list --home {home / 'store'}[/dim]", highlight=False)
+    where = plain(home / "store")
+    console.print(f"\n[bold green]done[/bold green] in {time.perf_counter() - started:.1f} s; the store is in {where}")
+    console.print(f"   try: [dim]factory dataset list --home {where}[/dim]", highlight=False)
 
 
 def _transactions(rng, n: int, *, start_id: int):

@@ -14,6 +14,7 @@ from factory.runtime._cli_common import (
     err_console,
     fail,
     open_store,
+    plain,
     print_json,
     record_source,
     short_digest,
@@ -71,8 +72,8 @@ def list_collections(home: str = HomeOption, as_json: bool = JsonOption) -> None
     for col in ("name", "latest", "rows", "dim", "metric", "index"):
         table.add_column(col, justify="right" if col in ("rows", "dim") else "left")
     for r in rows:
-        table.add_row(r["name"], f"@{r['version']} {short_digest(r['digest'])}", f"{r['count']:,}", str(r["dim"]),
-                      r["metric"], r["index"]["type"] if r["index"] else "-")
+        table.add_row(plain(r["name"]), f"@{r['version']} {short_digest(r['digest'])}", f"{r['count']:,}",
+                      str(r["dim"]), plain(r["metric"]), plain(r["index"]["type"]) if r["index"] else "-")
     console.print(table)
 
 
@@ -169,7 +170,7 @@ def search(
         print_json([{"exact": h.exact, "version": h.version, "rows": h.rows.to_pylist()} for h in results])
         return
     for number, h in enumerate(results, 1):
-        table = Table(title=f"query {number}: {name}@{v.version} ({'exact' if h.exact else 'index'})")
+        table = Table(title=f"query {number}: {plain(name)}@{v.version} ({'exact' if h.exact else 'index'})")
         for col in h.rows.column_names:
             table.add_column(col)
         for row in h.rows.to_pylist():
@@ -200,7 +201,7 @@ def index(
 ) -> None:
     """Build a vector index on the latest version and tune it to the target recall."""
     store = open_store(home)
-    with err_console.status(f"indexing {name!r}"):
+    with err_console.status(f"indexing {plain(repr(name))}"):
         v = store.embeddings.build_index(name, index_type=index_type, target_recall=recall)
     console.print(f"{name}@{v.version}: {_index_text(v)}", highlight=False, soft_wrap=True)
 
@@ -237,7 +238,7 @@ def import_file(
         id_type = "int64" if pa.types.is_integer(table.schema.field("id").type) else "string"
         columns = pa.schema([f for f in table.schema if f.name not in ("id", "vector")])
         emb.create(name, dim, id_type=id_type, metric=metric, columns=columns)
-    with err_console.status(f"importing {path} into {name!r}"):
+    with err_console.status(f"importing {plain(path)} into {plain(repr(name))}"):
         v = emb.upsert(name, table) if upsert else emb.add(name, table)
         record_source(store, v.digest, path)
     if as_json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from factory.runtime._cli_common import (
     fail,
     open_store,
     parse_time,
+    plain,
     print_json,
     record_source,
     short_digest,
@@ -31,6 +31,9 @@ app = typer.Typer(help="Feature views: register, list, historical (training sets
 
 def _time(text: str | None, option: str) -> datetime | None:
     return parse_time(text, option)
+
+
+_MAX_VIEW_BYTES = 1 << 20
 
 
 def _view_dict(v: ViewVersion) -> dict[str, Any]:
@@ -48,18 +51,14 @@ def register(
 
     from factory.store import FeatureView
 
+    from factory._untrusted import load_json, load_yaml
+
     if not path.is_file():
         fail(f"no file at {path}: give the view definition as a .yaml or .json file")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, ImportError) as exc:
-        fail(f"cannot parse {path}: {exc}")
+    if path.stat().st_size > _MAX_VIEW_BYTES:
+        fail(f"{path} is larger than {_MAX_VIEW_BYTES:,} bytes: a view definition is a short mapping")
+    load = load_yaml if path.suffix.lower() in (".yaml", ".yml") else load_json
+    data = load(path.read_bytes(), what=str(path), max_bytes=_MAX_VIEW_BYTES)
     if not isinstance(data, dict):
         fail(f"{path} must hold one mapping (name, entities, timestamp, ttl, features, source)")
     store = open_store(home)
@@ -90,8 +89,8 @@ def list_views(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     for col in ("name", "digest", "entities", "features", "ttl", "source"):
         table.add_column(col)
     for v in views:
-        table.add_row(v.name, short_digest(v.digest), ", ".join(v.view.entities), ", ".join(v.view.features),
-                      str(v.view.ttl), short_digest(v.view.source))
+        table.add_row(plain(v.name), short_digest(v.digest), plain(", ".join(v.view.entities)),
+                      plain(", ".join(v.view.features)), str(v.view.ttl), short_digest(v.view.source))
     console.print(table)
 
 
@@ -133,7 +132,7 @@ def materialize(
 ) -> None:
     """Load a view into the online store, as known at --up-to."""
     store = open_store(home)
-    with err_console.status(f"materializing {name}"):
+    with err_console.status(f"materializing {plain(name)}"):
         table = store.features.materialize(name, _time(up_to, "--up-to"))
     info = {"view": name, "entities": len(table), "steps": table.table.num_rows, "up_to": table.up_to.isoformat()}
     if as_json:
@@ -176,10 +175,10 @@ def get_online(
         return
     from rich.table import Table
 
-    out = Table(title=name)
+    out = Table(title=plain(name))
     out.add_column("key")
     for f in table.header.features:
-        out.add_column(f)
+        out.add_column(plain(f))
     for key, row in zip(keys, values):
-        out.add_row(key, *("-" if row[f] is None else str(row[f]) for f in table.header.features))
+        out.add_row(plain(key), *("-" if row[f] is None else plain(row[f]) for f in table.header.features))
     console.print(out)

@@ -6,7 +6,7 @@ import enum
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, console, open_store, print_json, short_digest
+from factory.runtime._cli_common import HomeOption, console, open_store, plain, print_json, short_digest
 
 
 class Format(enum.StrEnum):
@@ -40,9 +40,10 @@ def lineage(
 
 def _label(node) -> str:
     a = node.artifact
-    name = f" [bold]{a.name}[/bold]" if a.name else ""
+    name = f" [bold]{plain(a.name)}[/bold]" if a.name else ""
     seen = " [dim](shown above)[/dim]" if node.seen else ""
-    return f"[cyan]{a.kind}[/cyan]{name} {short_digest(a.digest)} [dim]{a.created_at:%Y-%m-%d %H:%M:%S}[/dim]{seen}"
+    return (f"[cyan]{plain(a.kind)}[/cyan]{name} {short_digest(a.digest)} "
+            f"[dim]{a.created_at:%Y-%m-%d %H:%M:%S}[/dim]{seen}")
 
 
 def _grow(tree, node) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, open_store, print_json, short_digest
+from factory.runtime._cli_common import HomeOption, JsonOption, console, open_store, plain, print_json, short_digest
 
 app = typer.Typer(help="Refs (dataset names, model aliases): list, history, set, protect.", no_args_is_help=True)
 
@@ -13,7 +13,6 @@ app = typer.Typer(help="Refs (dataset names, model aliases): list, history, set,
 def list_refs(prefix: str = typer.Argument("", help="Only refs starting with this."), home: str = HomeOption,
               as_json: bool = JsonOption) -> None:
     """Every ref and the digest it points at."""
-    from rich.markup import escape
     from rich.table import Table
 
     refs = open_store(home).refs.list(prefix)
@@ -24,27 +23,26 @@ def list_refs(prefix: str = typer.Argument("", help="Only refs starting with thi
     for col in ("name", "target", "updated"):
         table.add_column(col)
     for r in refs:
-        table.add_row(escape(r.name), r.target, r.updated_at)
+        table.add_row(plain(r.name), r.target, r.updated_at)
     console.print(table)
 
 
 @app.command()
 def history(name: str, home: str = HomeOption, as_json: bool = JsonOption) -> None:
     """Every move of one ref, refused ones included: when, who, from, to, why."""
-    from rich.markup import escape
     from rich.table import Table
 
     changes = open_store(home).refs.history(name, refused=True)
     if as_json:
         print_json([c.__dict__ for c in changes])
         return
-    table = Table(title=f"history of {escape(name)}")
+    table = Table(title=f"history of {plain(name)}")
     for col in ("at", "actor", "from", "to", "reason"):
         table.add_column(col)
     for c in changes:
         style = "red" if c.refused else None
         to = "refused " + short_digest(c.new or "-") if c.refused else short_digest(c.new or "-")
-        table.add_row(c.at, escape(c.actor), short_digest(c.old or "-"), to, escape(c.reason), style=style)
+        table.add_row(c.at, plain(c.actor), short_digest(c.old or "-"), to, plain(c.reason), style=style)
     console.print(table)
 
 
@@ -57,15 +55,13 @@ def set_ref(
     home: str = HomeOption,
 ) -> None:
     """Move a ref, by compare-and-swap when --expect is given. You act as $FACTORY_ACTOR (else user@host)."""
-    from rich.markup import escape
-
     store = open_store(home)
     target = store.artifacts.resolve(target)
     kwargs = {}
     if expected is not None:
         kwargs["expected"] = None if expected.lower() == "none" else store.artifacts.resolve(expected)
     change = store.refs.set(name, target, reason=reason, **kwargs)
-    console.print(f"{escape(name)}: {change.old or '-'} -> {change.new}", highlight=False)
+    console.print(f"{plain(name)}: {change.old or '-'} -> {change.new}", highlight=False)
 
 
 @app.command()
@@ -75,10 +71,8 @@ def protect(
     home: str = HomeOption,
 ) -> None:
     """Let only the given actors move refs matching PATTERN (changing a rule needs an actor it lists)."""
-    from rich.markup import escape
-
     rule = open_store(home).refs.protect(pattern, actors)
-    console.print(f"{escape(rule.pattern)}: only {escape(', '.join(rule.actors))}", highlight=False)
+    console.print(f"{plain(rule.pattern)}: only {plain(', '.join(rule.actors))}", highlight=False)
 
 
 @app.command()
@@ -91,7 +85,6 @@ def unprotect(pattern: str = typer.Argument(..., help="The pattern of the rule t
 @app.command()
 def rules(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     """Every protection rule: which refs, who may move them, who set the rule and when."""
-    from rich.markup import escape
     from rich.table import Table
 
     found = open_store(home).refs.rules()
@@ -102,5 +95,5 @@ def rules(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     for col in ("pattern", "actors", "set by", "at"):
         table.add_column(col)
     for r in found:
-        table.add_row(escape(r.pattern), escape(", ".join(r.actors)), escape(r.updated_by), r.updated_at or "-")
+        table.add_row(plain(r.pattern), plain(", ".join(r.actors)), plain(r.updated_by), r.updated_at or "-")
     console.print(table)

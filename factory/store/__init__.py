@@ -82,6 +82,9 @@ __all__ = [
     "MemoryReader",
     "open_regular",
     "NotRegularFile",
+    "check_output_path",
+    "VerifyReport",
+    "VerifyProblem",
 ]
 
 _WHERE = {
@@ -142,6 +145,9 @@ _WHERE = {
     "MemoryReader": "_hashing",
     "open_regular": "_blobfs",
     "NotRegularFile": "_blobfs",
+    "check_output_path": "_paths",
+    "VerifyReport": "_verify",
+    "VerifyProblem": "_verify",
 }
 
 if TYPE_CHECKING:
@@ -166,6 +172,8 @@ if TYPE_CHECKING:
     from factory.store.embeddings import encoder_for
     from factory.store.kinds import ArtifactKind, check_kind, known_kinds, register_kind
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
+    from factory.store._paths import check_output_path
+    from factory.store._verify import VerifyProblem, VerifyReport
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
     from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState

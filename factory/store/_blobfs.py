@@ -10,6 +10,10 @@ lazily, allocating those pages cost 1.5-4.5 s per GiB of kernel time (measured w
 cost of hashing the same bytes; a blob written once and read later gains nothing
 from the cache either. Where a filesystem or a buffer does not allow direct I/O,
 the write falls back to the page cache on its own.
+
+Object stores (``ObjectFiles``) have no folders and no rename: uploads stream with a
+bounded window and a blob is published by a size-checked server-side copy (see
+``_fs.publish_object``).
 """
 
 from __future__ import annotations
@@ -19,9 +23,15 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-__all__ = ["ArrowFiles", "Files", "LocalFiles", "NotRegularFile", "Sink", "DIRECT_ALIGN", "open_regular"]
+from factory.store import _fs
+
+if TYPE_CHECKING:
+    from factory.settings import Settings
+
+__all__ = ["ArrowFiles", "Files", "LocalFiles", "NotRegularFile", "ObjectFiles", "Sink", "DIRECT_ALIGN",
+           "open_regular"]
 
 # Direct I/O needs buffers, lengths and offsets aligned to the device's logical block;
 # 4 KiB covers every common device, and page-aligned buffers (mmap) satisfy it.
@@ -64,11 +74,9 @@ class Sink(Protocol):
 class Files(Protocol):
     """The few file operations a blob store needs."""
 
-    def is_file(self, path: str) -> bool: ...
-
-    def is_dir(self, path: str) -> bool: ...
-
-    def size(self, path: str) -> int | None: ...
+    def stat(self, path: str) -> tuple[str, int | None]:
+        """What stands at ``path`` (``file``, ``folder``, ``other`` or ``missing``; links are not
+        followed) and, for a regular file, its size."""
 
     def open_read(self, path: str) -> BinaryIO: ...
 
@@ -76,13 +84,18 @@ class Files(Protocol):
 
     def makedirs(self, path: str) -> None: ...
 
-    def rename(self, src: str, dst: str) -> None: ...
+    def publish(self, tmp: str, final: str, size: int) -> None:
+        """Put the fully written ``tmp`` at ``final`` in one step, replacing what stands there."""
 
     def delete(self, path: str) -> None: ...
 
     def sync(self, path: str) -> None: ...
 
-    def list_files(self, root: str, *, recursive: bool) -> Iterator[tuple[str, float | None]]: ...
+    def list_files(self, root: str, *, recursive: bool) -> Iterator[tuple[str, float | None]]:
+        """The regular files under ``root`` and their modification times."""
+
+    def entries(self, root: str) -> Iterator[tuple[str, bool]]:
+        """Every entry under ``root`` at any depth (folders too) and whether it is a regular file."""
 
 
 class _DirectSink:
@@ -131,24 +144,14 @@ class _DirectSink:
 class LocalFiles:
     """A local folder, through ``os``."""
 
-    def is_file(self, path: str) -> bool:
-        try:
-            return stat.S_ISREG(os.lstat(path).st_mode)
-        except OSError:
-            return False
-
-    def is_dir(self, path: str) -> bool:
-        try:
-            return stat.S_ISDIR(os.lstat(path).st_mode)
-        except OSError:
-            return False
-
-    def size(self, path: str) -> int | None:
+    def stat(self, path: str) -> tuple[str, int | None]:
         try:
             st = os.lstat(path)
-        except OSError:
-            return None
-        return st.st_size if stat.S_ISREG(st.st_mode) else None
+        except (FileNotFoundError, NotADirectoryError):
+            return "missing", None
+        if stat.S_ISREG(st.st_mode):
+            return "file", st.st_size
+        return ("folder" if stat.S_ISDIR(st.st_mode) else "other"), None
 
     def open_read(self, path: str) -> BinaryIO:
         """Open a blob; a link, FIFO or folder in its place raises ``NotRegularFile`` (never blocks)."""
@@ -160,8 +163,11 @@ class LocalFiles:
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
-    def rename(self, src: str, dst: str) -> None:
-        os.replace(src, dst)  # atomic on one filesystem: readers see the old file or the new one
+    def publish(self, tmp: str, final: str, size: int) -> None:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        # Atomic on one filesystem: readers see the old file or the new one. Concurrent
+        # writers of one digest race harmlessly, since every one of them renames the same bytes.
+        os.replace(tmp, final)
 
     def delete(self, path: str) -> None:
         try:
@@ -187,6 +193,17 @@ class LocalFiles:
             elif recursive and entry.is_dir(follow_symlinks=False):
                 yield from self.list_files(entry.path, recursive=True)
 
+    def entries(self, root: str) -> Iterator[tuple[str, bool]]:
+        try:
+            found = list(os.scandir(root))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in found:
+            # Links, FIFOs and folders are listed too (not followed): a blob's place may hold one.
+            yield entry.path, entry.is_file(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                yield from self.entries(entry.path)
+
 
 class _ArrowSink:
     def __init__(self, stream):
@@ -205,25 +222,28 @@ class ArrowFiles:
     def __init__(self, fs):
         self.fs = fs
 
-    def _type(self, path: str):
-        return self.fs.get_file_info(path).type
-
-    def is_file(self, path: str) -> bool:
+    def stat(self, path: str) -> tuple[str, int | None]:
         from pyarrow import fs as pafs
 
-        return self._type(path) == pafs.FileType.File
-
-    def is_dir(self, path: str) -> bool:
-        from pyarrow import fs as pafs
-
-        return self._type(path) == pafs.FileType.Directory
-
-    def size(self, path: str) -> int | None:
         info = self.fs.get_file_info(path)
-        return info.size if self.is_file(path) else None
+        if info.type == pafs.FileType.File:
+            return "file", info.size
+        if info.type == pafs.FileType.NotFound:
+            return "missing", None
+        return ("folder" if info.type == pafs.FileType.Directory else "other"), None
 
     def open_read(self, path: str) -> BinaryIO:
-        return self.fs.open_input_stream(path)
+        """Open a blob; a folder in its place raises ``NotRegularFile``, nothing there ``FileNotFoundError``."""
+        try:
+            return self.fs.open_input_stream(path)
+        except OSError:
+            # Only a failed open pays for a second request: was it a folder (a prefix) or nothing?
+            kind, _ = self.stat(path)
+            if kind in ("folder", "other"):
+                raise NotRegularFile(errno.EINVAL, "not a regular file", path) from None
+            if kind == "missing":
+                raise FileNotFoundError(errno.ENOENT, "no such file", path) from None
+            raise
 
     def open_write(self, path: str, *, direct: bool = False) -> Sink:
         return _ArrowSink(self.fs.open_output_stream(path))
@@ -231,8 +251,9 @@ class ArrowFiles:
     def makedirs(self, path: str) -> None:
         self.fs.create_dir(path, recursive=True)
 
-    def rename(self, src: str, dst: str) -> None:
-        self.fs.move(src, dst)
+    def publish(self, tmp: str, final: str, size: int) -> None:
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        self.fs.move(tmp, final)
 
     def delete(self, path: str) -> None:
         try:
@@ -250,3 +271,28 @@ class ArrowFiles:
         for info in self.fs.get_file_info(selector):
             if info.type == pafs.FileType.File:
                 yield info.path, info.mtime.timestamp() if info.mtime is not None else None
+
+    def entries(self, root: str) -> Iterator[tuple[str, bool]]:
+        from pyarrow import fs as pafs
+
+        selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            yield info.path, info.type == pafs.FileType.File
+
+
+class ObjectFiles(ArrowFiles):
+    """A bucket (S3, GCS): no folders to make, uploads with bounded memory, publishing by server-side copy."""
+
+    def __init__(self, fs, settings: Settings):
+        super().__init__(fs)
+        self.settings = settings
+
+    def open_write(self, path: str, *, direct: bool = False) -> Sink:
+        return _fs.open_upload(self.fs, path)
+
+    def makedirs(self, path: str) -> None:
+        """Object stores have no folders: a key's prefix needs no making."""
+
+    def publish(self, tmp: str, final: str, size: int) -> None:
+        """A size-checked copy (see ``_fs.publish_object``); an object already at ``final`` is replaced whole."""
+        _fs.publish_object(self.fs, tmp, final, size, self.settings)

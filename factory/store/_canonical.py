@@ -68,6 +68,7 @@ __all__ = [
     "check_key",
     "multiset_diff",
     "normalize_table",
+    "occurrence",
     "row_classes",
     "sorted_digest",
 ]
@@ -360,7 +361,7 @@ def _differs_from_previous(column: pa.Array) -> np.ndarray:
     return differs.to_numpy(zero_copy_only=False)
 
 
-def _occurrence(classes: np.ndarray) -> np.ndarray:
+def occurrence(classes: np.ndarray) -> np.ndarray:
     """For each row, how many earlier rows share its class (0 for the first)."""
     order = np.argsort(classes, kind="stable")
     ranked = classes[order]
@@ -376,8 +377,8 @@ def _diff_classes(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndar
     size = int(max(old.max(initial=-1), new.max(initial=-1))) + 1
     count_old = np.bincount(old, minlength=size)
     count_new = np.bincount(new, minlength=size)
-    added = np.flatnonzero(_occurrence(new) >= count_old[new])
-    removed = np.flatnonzero(_occurrence(old) >= count_new[old])
+    added = np.flatnonzero(occurrence(new) >= count_old[new])
+    removed = np.flatnonzero(occurrence(old) >= count_new[old])
     return added, removed
 
 

@@ -14,12 +14,12 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def is_digest(value: str) -> bool:
-    return bool(_DIGEST.match(value))
+    return isinstance(value, str) and bool(_DIGEST.fullmatch(value))
 
 
 def check_digest(value: str) -> str:
     """Return ``value`` if it is a well-formed digest, else raise naming the expected form."""
-    if not isinstance(value, str) or not _DIGEST.match(value):
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
         raise InvalidInputError(
             f"{value!r} is not a digest: expected 'sha256:' followed by 64 lowercase hex characters"
         )

@@ -31,8 +31,11 @@ class StoreParts(Protocol):
     catalog: Catalog
     artifacts: ArtifactStore
     refs: Refs
+    storage_options: dict[str, str] | None  # Lance's, for datasets under the home
 
     def uri(self, *parts: str) -> str: ...
+
+    def exists(self, location: str) -> bool: ...
 
     def put_blob(self, source: Any, *, name: str | None = None, parents: Iterable[str] = (),
                  progress: Any = None) -> Artifact: ...

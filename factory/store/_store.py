@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from factory.errors import InvalidInputError
 from factory.settings import Settings
+from factory.store import _fs
 from factory.store._hashing import HashingReader
 from factory.store.blobs import BlobStore, Progress, StagedBlob
 from factory.store.catalog import Catalog
 
 if TYPE_CHECKING:
+    from factory.store._verify import VerifyReport
     from factory.store.artifacts import Artifact, ArtifactStore
     from factory.store.datasets import DatasetStore
     from factory.store.embeddings import EmbeddingStore
@@ -35,8 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Store"]
 
 
-def _join(home: str, part: str) -> str:
-    return home.rstrip("/") + "/" + part
+_join = _fs.join
 
 
 class Store:
@@ -52,11 +53,13 @@ class Store:
     ):
         settings = settings or Settings.from_env()
         home = os.fspath(home) if home is not None else settings.home
-        self.remote = "://" in home
-        self.home = home if self.remote else os.path.abspath(home)
+        self.home = _fs.check_home(home)  # a home that cannot be one fails here, before any write
+        if self.home.startswith("file://"):
+            self.home = self.home.removeprefix("file://")
+        self.remote = "://" in self.home
         self.settings = settings
         self.clock = clock
-        self.blobs = BlobStore(_join(self.home, "blobs"), fsync=settings.fsync)
+        self.blobs = BlobStore(_join(self.home, "blobs"), fsync=settings.fsync, settings=settings, home=self.home)
         if catalog is None:
             path = settings.catalog
             if path is None:
@@ -118,10 +121,25 @@ class Store:
 
     def uri(self, *parts: str) -> str:
         """A location inside the store home."""
-        out = self.home
-        for part in parts:
-            out = _join(out, part)
-        return out
+        return _join(self.home, *parts)
+
+    @functools.cached_property
+    def storage_options(self) -> dict[str, str] | None:
+        """Lance's ``storage_options`` for this home (``None`` on a local disk).
+
+        The first use on a remote home checks that it answers (see ``_fs``), so Lance
+        never sits in its own retry loop against an endpoint that is not there.
+        """
+        if self.remote:
+            _fs.filesystem(self.home, self.settings)  # fails fast, in words, if the home does not answer
+        return _fs.lance_options(self.home, self.settings)
+
+    def exists(self, location: str) -> bool:
+        """Whether anything (a file, a folder, an object prefix) is at ``location`` in the home."""
+        from pyarrow import fs as pafs
+
+        filesystem, path = _fs.filesystem(location, self.settings, label=self.home)
+        return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
     def put_blob(
         self,
@@ -147,6 +165,12 @@ class Store:
             metadata={"size": self.blobs.size(digest)},
             parents=parents,
         )
+
+    def verify(self, *, deep: bool = False, progress: Progress | None = None) -> VerifyReport:
+        """Re-check every blob, every catalog reference and every dataset file (see ``_verify``)."""
+        from factory.store._verify import verify_store
+
+        return verify_store(self, deep=deep, progress=progress)
 
     @functools.cached_property
     def trees(self) -> TreeStore:

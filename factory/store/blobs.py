@@ -3,12 +3,15 @@
 A blob with digest ``sha256:<d>`` lives at ``<root>/<d[:2]>/<d>``. ``put`` hashes while
 it streams (one read of the source), writes to a temporary name under ``<root>/tmp``
 and renames into place, so a reader never sees a partial blob and a writer killed
-midway leaves only a stray temporary file. A put that finds its blob already stored
-checks the stored copy and leaves it untouched when it is intact; a copy that fails
-its hash (truncated, a flipped byte) is replaced atomically by the new one, so
-putting the original again repairs a corrupt blob. ``get`` re-hashes what it reads
-and raises ``CorruptBlobError`` rather than return bytes that do not match their
-digest. Large blobs on a local disk are written past the page cache (see ``_blobfs``).
+midway leaves only a stray temporary file. On object storage, which has no rename,
+the temporary object's size is checked and a server-side copy publishes it (see
+``_fs.publish_object``). A put that finds its blob already stored checks the stored
+copy and leaves it untouched when it is intact; a copy that fails its hash
+(truncated, a flipped byte, a link or FIFO in its place) is replaced atomically by
+the new one, so putting the original again repairs a corrupt blob (on object storage
+that check reads the stored copy back). ``get`` re-hashes what it reads and raises
+``CorruptBlobError`` rather than return bytes that do not match their digest. Large
+blobs on a local disk are written past the page cache (see ``_blobfs``).
 """
 
 from __future__ import annotations
@@ -25,15 +28,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
-from factory.store._blobfs import ArrowFiles, Files, LocalFiles, NotRegularFile, Sink
+from factory.settings import Settings
+from factory.store import _fs
+from factory.store._blobfs import ArrowFiles, Files, LocalFiles, NotRegularFile, ObjectFiles, Sink
 from factory.store._digest import PREFIX, hex_of
 from factory.store._hashing import CHUNK, HashingReader, MemoryReader, VerifyingReader, copy_hashed, corrupt_message
+from factory.store._paths import check_output_path
 
 __all__ = ["BlobStore", "CorruptBlob", "PendingBlob", "StagedBlob", "DIRECT_MIN"]
 
 log = logging.getLogger(__name__)
 
 _TMP = "tmp"
+NOT_REGULAR = "not a regular file"
 Progress = Callable[[int], None]
 
 # Blobs at least this large are written (and fetched with ``get_to``) past the page
@@ -43,21 +50,17 @@ DIRECT_MIN = 16 << 20
 
 @dataclass(frozen=True)
 class CorruptBlob:
-    """A blob found by ``verify_all`` whose bytes no longer match its digest."""
+    """A blob found by ``verify`` that cannot be trusted: ``problem`` says how.
+
+    ``corrupt``: its bytes no longer hash to its digest; ``missing``: nothing is stored
+    at its path; ``unreadable``: something is there but cannot be read as a blob (a
+    folder, a link or a FIFO in its place, a file it has no permission to read).
+    """
 
     digest: str
     location: str
     reason: str
-
-
-def _filesystem(root: str):
-    """Resolve ``root`` (a path or a URI) to a ``pyarrow.fs`` filesystem and a path on it."""
-    from pyarrow import fs as pafs
-
-    if "://" in root:
-        filesystem, path = pafs.FileSystem.from_uri(root)
-        return filesystem, path.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(root)
+    problem: str = "corrupt"
 
 
 class PendingBlob:
@@ -82,47 +85,68 @@ class PendingBlob:
         try:
             self.blobs._publish(self.tmp, self.digest, self.size)
         except BaseException:
-            self.blobs._files.delete(self.tmp)
+            self.blobs._discard(self.tmp)
             raise
         return self.digest
 
     def discard(self) -> None:
         if not self._done:
             self._done = True
-            self.blobs._files.delete(self.tmp)
+            self.blobs._discard(self.tmp)
 
 
 class BlobStore:
     """Content-addressed blobs under one root, local or remote."""
 
-    def __init__(self, root: str | os.PathLike[str], *, filesystem=None, fsync: bool = False):
+    def __init__(self, root: str | os.PathLike[str], *, filesystem=None, fsync: bool = False,
+                 settings: Settings | None = None, home: str | None = None):
         root = os.fspath(root)
         self.uri = root
+        self._home = home  # the store home, named in errors about reaching it
         self.fsync = fsync
         self._fs = filesystem
+        self._settings = settings
+        self._object_store = _fs.is_object_store(root)
         if filesystem is not None:
             self.root = root.rstrip("/")
         elif "://" in root:
-            self._fs, self.root = _filesystem(root)
+            # Resolved on first I/O (see ``fs``): building a store touches no network.
+            self.root = _fs.check_home(root).split("://", 1)[1]
         else:
             self.root = os.path.abspath(root)
         # A local root goes through os: no pyarrow import, and direct I/O for large blobs.
-        self._files: Files = ArrowFiles(self._fs) if self._fs is not None else LocalFiles()
+        # Any other root gets its ``Files`` when the filesystem is first needed.
+        self._opened_files: Files | None = LocalFiles() if filesystem is None and "://" not in root else None
         self._tmp_ready = False
 
     @property
     def fs(self):
         """The ``pyarrow.fs`` filesystem of the root (for callers that want one)."""
         if self._fs is None:
-            from pyarrow import fs as pafs
+            if "://" in self.uri:
+                self._fs, _ = _fs.filesystem(self.uri, self.settings, label=self._home)
+            else:
+                from pyarrow import fs as pafs
 
-            self._fs = pafs.LocalFileSystem()
+                self._fs = pafs.LocalFileSystem()
         return self._fs
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
 
     @property
     def local(self) -> bool:
         """Whether the root is a local folder reached through ``os`` (paths are real paths)."""
-        return isinstance(self._files, LocalFiles)
+        return isinstance(self._opened_files, LocalFiles)
+
+    @property
+    def _files(self) -> Files:
+        if self._opened_files is None:
+            self._opened_files = ObjectFiles(self.fs, self.settings) if self._object_store else ArrowFiles(self.fs)
+        return self._opened_files
 
     # -- locations -------------------------------------------------------------------
     def path(self, digest: str) -> str:
@@ -131,11 +155,11 @@ class BlobStore:
         return f"{self.root}/{h[:2]}/{h}"
 
     def exists(self, digest: str) -> bool:
-        return self._files.is_file(self.path(digest))
+        return self._files.stat(self.path(digest))[0] == "file"
 
     def size(self, digest: str) -> int:
-        size = self._files.size(self.path(digest))
-        if size is None:
+        kind, size = self._files.stat(self.path(digest))
+        if kind != "file":
             raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)")
         return size
 
@@ -236,7 +260,7 @@ class BlobStore:
             if self.fsync:
                 self._files.sync(tmp)
         except BaseException:
-            self._files.delete(tmp)
+            self._discard(tmp)
             raise
         return PendingBlob(self, tmp, digest, written)
 
@@ -256,13 +280,15 @@ class BlobStore:
     def _intact(self, digest: str, size: int) -> str | None:
         """None when the stored copy of ``digest`` is intact, else what is wrong with it."""
         location = self.path(digest)
-        if self._files.is_dir(location):
+        kind, stored = self._files.stat(location)
+        if kind == "missing":
+            return "missing"
+        if kind == "folder":
             raise CorruptBlobError(
                 f"a folder stands where blob {digest} belongs ({location}): move it away and put the blob again",
                 digest, location)
-        stored = self._files.size(location)
-        if stored is None:
-            return "missing"
+        if kind != "file":
+            return NOT_REGULAR
         if stored != size:
             return f"{stored} bytes instead of {size}"
         problem = self.verify(digest)
@@ -273,14 +299,17 @@ class BlobStore:
         final = self.path(digest)
         problem = self._intact(digest, size)
         if problem is None:
-            self._files.delete(tmp)
+            self._discard(tmp)
             return
         if problem != "missing":
             log.warning("replacing the corrupt copy of blob %s at %s (%s)", digest, final, problem)
-        self._files.makedirs(final.rsplit("/", 1)[0])
-        # The rename is atomic on local disks; concurrent writers of the same digest
-        # race harmlessly, since every one of them renames identical bytes.
-        self._files.rename(tmp, final)
+        self._files.publish(tmp, final, size)
+
+    def _discard(self, tmp: str) -> None:
+        """Remove a temporary file; nothing to do when the filesystem was never opened (nothing was written)."""
+        if self._opened_files is None:
+            return
+        self._files.delete(tmp)
 
     # -- reading ---------------------------------------------------------------------
     def _open(self, digest: str) -> BinaryIO:
@@ -310,12 +339,12 @@ class BlobStore:
 
     def get_to(self, digest: str, dest: str | os.PathLike[str], *, progress: Progress | None = None) -> Path:
         """Copy the blob to a new local file, verifying as it streams; ``dest`` appears only if good."""
-        dest = Path(dest)
+        dest = check_output_path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         try:
             with self._open(digest) as src:
-                size = self._files.size(self.path(digest)) or 0
+                size = self._files.stat(self.path(digest))[1] or 0
                 out = LocalFiles().open_write(os.fspath(tmp), direct=size >= DIRECT_MIN)
                 try:
                     actual, _ = copy_hashed(src, out, progress)
@@ -332,16 +361,24 @@ class BlobStore:
         return dest
 
     # -- listing and checking --------------------------------------------------------
-    def digests(self) -> Iterator[str]:
-        """Every stored blob's digest (temporary files excluded)."""
-        for path, _ in self._files.list_files(self.root, recursive=True):
+    def entries(self) -> Iterator[tuple[str, bool]]:
+        """Every digest-named entry under the root and whether it is a regular file (temporaries excluded).
+
+        A link, FIFO or folder standing in a blob's place is listed too, as not regular,
+        so that ``verify_all`` can report it.
+        """
+        for path, regular in self._files.entries(self.root):
             parent, _, name = path.rpartition("/")
             shard = parent.rpartition("/")[2]
             if len(name) == 64 and shard == name[:2] and all(c in "0123456789abcdef" for c in name):
-                yield PREFIX + name
+                yield PREFIX + name, regular
+
+    def digests(self) -> Iterator[str]:
+        """Every stored blob's digest (temporary files excluded)."""
+        return (digest for digest, regular in self.entries() if regular)
 
     def verify(self, digest: str) -> CorruptBlob | None:
-        """Re-hash one blob; ``None`` when it is intact."""
+        """Re-hash one blob; ``None`` when it is intact, else what is wrong (missing, unreadable, corrupt)."""
         location = self.path(digest)
         hasher = hashlib.sha256()
         try:
@@ -349,18 +386,21 @@ class BlobStore:
                 while chunk := f.read(CHUNK):
                     hasher.update(chunk)
         except FileNotFoundError:
-            return CorruptBlob(digest, location, "missing")
+            return CorruptBlob(digest, location, "no file at its path", "missing")
         except NotRegularFile:
-            return CorruptBlob(digest, location, "not a regular file")
+            return CorruptBlob(digest, location, f"{NOT_REGULAR}: a folder, a link or a FIFO stands in its place",
+                               "unreadable")
+        except OSError as exc:
+            return CorruptBlob(digest, location, f"cannot be read ({exc})", "unreadable")
         actual = PREFIX + hasher.hexdigest()
         if actual != digest:
             return CorruptBlob(digest, location, f"content hashes to {actual}")
         return None
 
     def verify_all(self, *, progress: Progress | None = None) -> list[CorruptBlob]:
-        """Re-hash every blob; return the corrupt ones."""
+        """Re-hash every blob; return the ones that are corrupt or cannot be read (a folder in a blob's place too)."""
         bad = []
-        for digest in self.digests():
+        for digest, _ in self.entries():
             problem = self.verify(digest)
             if problem is not None:
                 bad.append(problem)

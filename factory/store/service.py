@@ -1,8 +1,20 @@
-"""Cluster-wide access to one store: a named Ray actor around a plain ``StoreService``.
+"""Cluster-wide access to one store through a named Ray actor, for where nodes cannot open it.
 
-Workers on any node reach the store through the actor, which owns the catalog (SQLite
-wants one host) and the blob root. ``StoreService`` holds the logic and is usable
-without Ray; ``store_actor`` is the only place that touches Ray.
+Which to use when:
+
+- **Open the store directly** (``Store()`` on every node) on a real cluster: the home on
+  object storage (``FACTORY_HOME=s3://...``) and the catalog on a server database
+  (``FACTORY_CATALOG``) are set on every node (``cluster/raycluster.yaml``,
+  ``cluster/ray-up.yaml``). Each task then reads and writes blobs and datasets itself,
+  in parallel, with no hop through one process; refs still move atomically in the
+  catalog. This is the default for training workers, Serve replicas and pipeline steps.
+- **The store actor** (``store_actor()``), when a node cannot open the store: the
+  embedded default (a local home and a SQLite catalog on the driver's disk, which
+  other processes on other hosts cannot reach), and clients without the store's
+  credentials, which send plain values to the one process that holds them.
+
+``StoreService`` holds the logic and is usable without Ray; ``store_actor`` is the only
+place that touches Ray.
 """
 
 from __future__ import annotations

@@ -1,28 +1,58 @@
-"""Blob store: content addressing, atomic idempotent writes, verified reads."""
+"""Blob store: content addressing, atomic idempotent writes, verified reads.
+
+Every test that takes ``blobs`` runs twice: on a local folder and on S3 (moto's server).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import threading
+import time
 
 import pytest
+from pyarrow import fs as pafs
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.store import BlobStore
+from factory.store import _fs
 
 
 @pytest.fixture
-def blobs(tmp_path):
+def blobs(home_settings):
+    return BlobStore(_fs.join(home_settings.home, "blobs"), settings=home_settings)
+
+
+@pytest.fixture
+def local_blobs(tmp_path):
+    """A blob store on a local folder, for what only a local disk has (FIFOs, links, O_DIRECT)."""
     return BlobStore(tmp_path / "blobs")
 
 
-def _flip_byte(path: str, offset: int = 0) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
+def _read(blobs: BlobStore, path: str) -> bytes:
+    with blobs.fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def _write(blobs: BlobStore, path: str, data: bytes) -> None:
+    with blobs.fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def _flip_byte(blobs: BlobStore, path: str, offset: int = 0) -> None:
+    data = bytearray(_read(blobs, path))
+    data[offset] ^= 0xFF
+    _write(blobs, path, bytes(data))
+
+
+def _temporaries(blobs: BlobStore) -> list[str]:
+    infos = blobs.fs.get_file_info(pafs.FileSelector(f"{blobs.root}/tmp", allow_not_found=True))
+    return [i.path for i in infos if i.type == pafs.FileType.File]
+
+
+def _written_at(blobs: BlobStore, digest: str):
+    return blobs.fs.get_file_info(blobs.path(digest)).mtime
 
 
 def test_put_returns_sha256_of_content_for_bytes_file_and_stream(blobs, tmp_path):
@@ -42,26 +72,27 @@ def test_blob_lives_under_its_hash_prefix(blobs):
     digest = blobs.put(b"hello")
     hexd = digest.removeprefix("sha256:")
     assert blobs.path(digest) == f"{blobs.root}/{hexd[:2]}/{hexd}"
-    assert open(blobs.path(digest), "rb").read() == b"hello"
+    assert _read(blobs, blobs.path(digest)) == b"hello"
 
 
 def test_existing_blob_is_not_rewritten(blobs, tmp_path):
     """Putting content that is already stored leaves the stored file untouched."""
     digest = blobs.put(b"x" * 1000)
-    before = os.stat(blobs.path(digest))
+    before = _written_at(blobs, digest)
+    if _fs.is_object_store(blobs.uri):
+        time.sleep(1.1)  # object stores keep modification times to the second
     path = tmp_path / "again"
     path.write_bytes(b"x" * 1000)
     assert blobs.put(path) == digest
-    after = os.stat(blobs.path(digest))
-    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _written_at(blobs, digest) == before
+    assert _temporaries(blobs) == []
 
 
 def test_flipped_byte_is_caught_by_get_and_verify(blobs, tmp_path):
     """A corrupted blob is never handed out: get raises naming digest and location."""
     good = blobs.put(b"intact content")
     digest = blobs.put(b"some important content" * 100)
-    _flip_byte(blobs.path(digest), 7)
+    _flip_byte(blobs, blobs.path(digest), 7)
     with pytest.raises(CorruptBlobError) as info:
         blobs.get(digest)
     assert digest in str(info.value) and blobs.path(digest) in str(info.value)
@@ -102,8 +133,7 @@ def test_put_missing_file_writes_nothing(blobs, tmp_path):
 def test_digests_lists_blobs_but_not_temporaries(blobs):
     """Leftover temporary files of dead writers are invisible and can be cleaned."""
     d1, d2 = blobs.put(b"a"), blobs.put(b"b")
-    with open(f"{blobs.root}/tmp/dead-writer.part", "wb") as f:
-        f.write(b"partial")
+    _write(blobs, f"{blobs.root}/tmp/dead-writer.part", b"partial")
     assert sorted(blobs.digests()) == sorted([d1, d2])
     assert blobs.clean_tmp(older_than_s=-1) == 1
 
@@ -134,7 +164,7 @@ def test_failed_source_leaves_no_blob_and_no_temporary(blobs):
     with pytest.raises(OSError, match="connection reset"):
         blobs.put(_FailingStream())
     assert list(blobs.digests()) == []
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _temporaries(blobs) == []
 
 
 def test_failed_progress_callback_stops_the_put_cleanly(blobs):
@@ -161,7 +191,7 @@ def test_a_staged_blob_is_invisible_until_committed(blobs, tmp_path):
     assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
     assert blobs.get(digest) == data
     assert sum(written) == len(data)
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _temporaries(blobs) == []
 
 
 def test_an_aborted_staged_blob_leaves_nothing(blobs, tmp_path):
@@ -173,7 +203,7 @@ def test_an_aborted_staged_blob_leaves_nothing(blobs, tmp_path):
     staged = blobs.stage(HashingReader.open(path, chunk=1 << 20, buffers=2))
     staged.abort()
     assert list(blobs.digests()) == []
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _temporaries(blobs) == []
     with pytest.raises(RuntimeError, match="already committed or aborted"):
         staged.commit()
 
@@ -204,10 +234,53 @@ def test_a_large_blob_of_odd_size_round_trips_through_direct_writes(blobs, tmp_p
     assert blobs.get(digest) == data
     assert blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
     assert blobs.put(data) == digest  # as bytes: the same blob, found intact
-    assert os.listdir(f"{blobs.root}/tmp") == []
+    assert _temporaries(blobs) == []
 
 
-def test_a_filesystem_without_direct_io_still_stores_large_blobs(blobs, tmp_path, monkeypatch):
+def test_putting_the_original_again_repairs_a_corrupt_copy(blobs, monkeypatch):
+    """A flipped byte or a truncated copy is replaced whole by the next put of the original (on S3 too)."""
+    published = []
+    real = _fs.publish_object
+    monkeypatch.setattr(_fs, "publish_object",
+                        lambda fs, tmp, final, size, settings: (published.append((final, size)),
+                                                                real(fs, tmp, final, size, settings))[1])
+    data = os.urandom(3 << 20)
+    digest = blobs.put(data)
+    _flip_byte(blobs, blobs.path(digest), 1000)
+    assert blobs.verify(digest).problem == "corrupt"
+    assert blobs.put(io.BytesIO(data)) == digest
+    assert blobs.verify(digest) is None and blobs.get(digest) == data
+    _write(blobs, blobs.path(digest), data[:2])
+    assert blobs.put(data) == digest
+    assert blobs.get(digest) == data
+    assert _temporaries(blobs) == []
+    # On an object store every publication, the repairs too, is the size-checked server-side copy.
+    expected = [(blobs.path(digest), len(data))] * 3 if _fs.is_object_store(blobs.uri) else []
+    assert published == expected
+
+
+def test_a_home_that_cannot_be_reached_fails_once_and_cleans_nothing_up(tmp_path, monkeypatch):
+    """A put to an unreachable S3 endpoint fails with one home error; cleaning up does not reach for it again."""
+    from factory.errors import StoreHomeError
+    from factory.settings import Settings
+
+    calls = []
+    real = _fs.filesystem
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_fs, "filesystem", counted)
+    settings = Settings(home="s3://nowhere/home", s3_endpoint="http://127.0.0.1:9", s3_connect_timeout_s=0.5,
+                        s3_access_key="k", s3_secret_key="s")
+    blobs = BlobStore("s3://nowhere/home/blobs", settings=settings)
+    with pytest.raises(StoreHomeError):
+        blobs.put(io.BytesIO(b"never stored"))
+    assert len(calls) == 1
+
+
+def test_a_filesystem_without_direct_io_still_stores_large_blobs(local_blobs, tmp_path, monkeypatch):
     """Where opening with O_DIRECT is refused (tmpfs on older kernels, some FUSE mounts), puts fall back."""
     import errno
 
@@ -224,33 +297,102 @@ def test_a_filesystem_without_direct_io_still_stores_large_blobs(blobs, tmp_path
     data = os.urandom(DIRECT_MIN + 4096)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
-    digest = blobs.put(path)
-    assert blobs.get(digest) == data
-    assert blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
+    digest = local_blobs.put(path)
+    assert local_blobs.get(digest) == data
+    assert local_blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
 
 
 def test_a_folder_where_a_blob_belongs_is_named(blobs):
-    """A put that finds a folder in its blob's place says so instead of failing obscurely."""
+    """A put that finds a folder (on S3, a prefix) in its blob's place says so instead of failing obscurely."""
     data = b"content" * 100
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    os.makedirs(blobs.path(digest))
+    blobs.fs.create_dir(blobs.path(digest))
+    _write(blobs, f"{blobs.path(digest)}/stray", b"x")
     with pytest.raises(CorruptBlobError, match="a folder stands where blob"):
         blobs.put(data)
+    problem = blobs.verify(digest)
+    assert problem.problem == "unreadable" and "not a regular file" in problem.reason
+    assert [(b.digest, b.problem) for b in blobs.verify_all()] == [(digest, "unreadable")]
 
 
 @pytest.mark.parametrize("thing", ["fifo", "link"])
-def test_a_fifo_or_link_in_a_blobs_place_is_corrupt_not_a_hang(blobs, tmp_path, thing):
+def test_a_fifo_or_link_in_a_blobs_place_is_corrupt_not_a_hang(local_blobs, replace_with_non_file, thing):
     """Reading a blob whose file was replaced by a FIFO or a link fails at once as corrupt, and a put repairs it."""
+    blobs = local_blobs
     digest = blobs.put(b"payload" * 100)
-    path = blobs.path(digest)
-    os.unlink(path)
-    if thing == "fifo":
-        os.mkfifo(path)
-    else:
-        (tmp_path / "elsewhere").write_bytes(b"payload" * 100)
-        os.symlink(tmp_path / "elsewhere", path)
+    replace_with_non_file(blobs.path(digest), thing)
     with pytest.raises(CorruptBlobError, match="not a regular file"):
         blobs.get(digest)
-    assert blobs.verify(digest).reason == "not a regular file"
+    problem = blobs.verify(digest)
+    assert problem.problem == "unreadable" and problem.reason.startswith("not a regular file")
+    # Listed (not followed) so that a whole-store check reports it, but not counted as a stored blob.
+    assert list(blobs.entries()) == [(digest, False)] and list(blobs.digests()) == []
+    assert [(b.digest, b.problem) for b in blobs.verify_all()] == [(digest, "unreadable")]
     assert blobs.put(b"payload" * 100) == digest  # a put repairs it
     assert blobs.get(digest) == b"payload" * 100
+
+
+class _PausingStream:
+    """A source that stops midway until released, like a slow upload caught in the act."""
+
+    def __init__(self, data: bytes, pause_at: int):
+        self.source = io.BytesIO(data)
+        self.pause_at = pause_at
+        self.paused = threading.Event()
+        self.release = threading.Event()
+
+    def read(self, n: int) -> bytes:
+        if self.source.tell() >= self.pause_at and not self.release.is_set():
+            self.paused.set()
+            self.release.wait(60)
+        return self.source.read(n)
+
+
+def test_a_put_in_progress_shows_nothing_under_its_digest(blobs):
+    """Midway through a large put, no reader can see the blob, whole or partial; then it appears whole."""
+    data = os.urandom(24 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    source = _PausingStream(data, pause_at=13 << 20)
+    result: list[str] = []
+    writer = threading.Thread(target=lambda: result.append(blobs.put(source)))
+    writer.start()
+    try:
+        assert source.paused.wait(60)
+        assert not blobs.exists(digest)
+        assert list(blobs.digests()) == []
+        with pytest.raises(NotFoundError):
+            blobs.get(digest)
+    finally:
+        source.release.set()
+        writer.join(60)
+    assert result == [digest]
+    assert blobs.size(digest) == len(data) and blobs.get(digest) == data
+    assert _temporaries(blobs) == []
+
+
+def test_an_upload_of_the_wrong_size_is_never_published(s3_settings):
+    """If the object store holds other than the bytes that were hashed, nothing appears under the digest."""
+    from factory.errors import FactorySystemError
+
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    tmp = f"{blobs.root}/tmp/short.part"
+    _write(blobs, tmp, b"only nine")
+    final = blobs.path("sha256:" + "ab" * 32)
+    with pytest.raises(FactorySystemError, match="nothing was published"):
+        _fs.publish_object(blobs.fs, tmp, final, 10, s3_settings)
+    assert blobs.fs.get_file_info(final).type == pafs.FileType.NotFound
+    assert _temporaries(blobs) == []
+
+
+def test_a_blob_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3_settings, s3_server, monkeypatch):
+    """Blobs larger than S3 copies in one request (5 GiB) are still published whole, in parts."""
+    monkeypatch.setattr(_fs, "SINGLE_COPY_LIMIT", 6 << 20)
+    monkeypatch.setattr(_fs, "_COPY_PART", 5 << 20)
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    data = os.urandom(12 << 20)
+    digest = blobs.put(io.BytesIO(data))
+    assert blobs.get(digest) == data
+    bucket, key = blobs.path(digest).split("/", 1)
+    etag = s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"]
+    assert etag.strip('"').endswith("-3")  # three parts of at most 5 MiB
+    assert _temporaries(blobs) == []

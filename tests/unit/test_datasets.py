@@ -1,10 +1,12 @@
-"""Dataset versions in Lance: add, read back exactly, share storage, refuse bad input."""
+"""Dataset versions in Lance: add, read back exactly, share storage, refuse bad input.
+
+Every test runs twice: on a local folder and on S3 (moto's server).
+"""
 
 from __future__ import annotations
 
 import datetime
 import decimal
-import os
 from pathlib import Path
 
 import lance
@@ -17,7 +19,14 @@ import pytest
 
 from factory.errors import InvalidInputError, NotFoundError, SchemaChangeError
 from factory.store import ArtifactKind, canonical_digest
+from factory.store import _fs
 from factory.store.datasets import DatasetMeta
+
+
+@pytest.fixture
+def store(any_store):
+    """The store of each test here: a local home, then an S3 home."""
+    return any_store
 
 
 def _rows(start: int, n: int, seed: int = 0) -> pa.Table:
@@ -62,8 +71,16 @@ def _every_type() -> pa.Table:
     )
 
 
-def _bytes(path: str) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+def _bytes(store, uri: str) -> int:
+    from pyarrow import fs as pafs
+
+    filesystem, path = _fs.filesystem(uri, store.settings)
+    infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sum(i.size for i in infos if i.type == pafs.FileType.File)
+
+
+def _lance(store, uri: str) -> lance.LanceDataset:
+    return lance.dataset(uri, storage_options=store.storage_options)
 
 
 def _exact(store, v) -> bool:
@@ -109,10 +126,10 @@ def test_same_content_again_is_a_no_op(store, tmp_path):
     t = _rows(0, 200)
     v1 = store.datasets.add(t, name="sales", key=["id"])
     pq.write_table(t.take(np.arange(199, -1, -1)), tmp_path / "again.parquet")
-    lance_before = lance.dataset(v1.uri).version
+    lance_before = _lance(store, v1.uri).version
     again = store.datasets.add(tmp_path / "again.parquet", name="sales", key=["id"])
     assert again == v1
-    assert lance.dataset(v1.uri).version == lance_before
+    assert _lance(store, v1.uri).version == lance_before
     assert len(store.refs.history("dataset/sales")) == 1
 
 
@@ -120,12 +137,12 @@ def test_appending_rows_shares_storage(store):
     """A version adding 1 % rows appends only those rows: the Lance data grows ~1 %, not 100 %."""
     base = _rows(0, 20_000)
     v1 = store.datasets.add(base, name="sales", key=["id"])
-    one = _bytes(v1.uri)
+    one = _bytes(store, v1.uri)
     versions = [v1]
     for i in range(1, 4):
         versions.append(store.datasets.add(_rows(0, 20_000 + 200 * i), name="sales", key=["id"]))
     assert [v.lance_version for v in versions] == [1, 2, 3, 4]
-    assert _bytes(v1.uri) < one * 1.2
+    assert _bytes(store, v1.uri) < one * 1.2
     assert all(_exact(store, v) for v in versions)
     assert [v.num_rows for v in versions] == [20_000, 20_200, 20_400, 20_600]
 
@@ -165,7 +182,7 @@ def test_schema_change_needs_consent(store):
     changed = _rows(0, 50).set_column(2, "qty", _rows(0, 50)["qty"].cast(pa.int64()))
     with pytest.raises(SchemaChangeError, match=r"qty int32 -> int64.*--allow-schema-change"):
         store.datasets.add(changed, name="sales")
-    assert lance.dataset(v1.uri).version == 1
+    assert _lance(store, v1.uri).version == 1
     assert store.refs.get("dataset/sales") == v1.digest
     v2 = store.datasets.add(changed.drop_columns(["city"]), name="sales", allow_schema_change=True)
     assert dict(v2.schema) == {"id": "int64", "amount": "double", "qty": "int64"}
@@ -177,7 +194,7 @@ def test_content_known_under_another_name_is_reused(store):
     v1 = store.datasets.add(_rows(0, 30), name="a")
     v2 = store.datasets.add(_rows(0, 30), name="b")
     assert v2.digest == v1.digest and v2.name == "b" and v2.uri == v1.uri
-    assert not os.path.exists(store.uri("datasets", "b.lance"))
+    assert not store.exists(store.uri("datasets", "b.lance"))
     assert _exact(store, v2)
 
 
@@ -194,16 +211,16 @@ def test_going_back_to_an_old_content_reuses_its_version(store):
 def test_an_unrecorded_lance_version_is_not_trusted(store):
     """If Lance holds a commit no version records (a crash mid-add), the next add still stores exactly its rows."""
     v1 = store.datasets.add(_rows(0, 100), name="a")
-    lance.write_dataset(_rows(1000, 7), v1.uri, mode="append")  # rows no version has
+    lance.write_dataset(_rows(1000, 7), v1.uri, mode="append", storage_options=store.storage_options)  # rows no version has
     v2 = store.datasets.add(_rows(0, 101), name="a")
     assert v2.num_rows == 101 and _exact(store, v2) and _exact(store, v1)
 
 
-def test_parents_and_metadata_are_recorded(store):
+def test_parents_and_metadata_are_recorded(store, tmp_path):
     """Parents go to the lineage graph; the file name and user metadata to the record."""
     raw = store.put_blob(b"raw bytes", name="raw")
-    pacsv.write_csv(_rows(0, 10), store.uri("in.csv"))
-    v = store.datasets.add(store.uri("in.csv"), name="a", parents=[raw.digest[:15]], metadata={"team": "risk"})
+    pacsv.write_csv(_rows(0, 10), tmp_path / "in.csv")
+    v = store.datasets.add(tmp_path / "in.csv", name="a", parents=[raw.digest[:15]], metadata={"team": "risk"})
     record = store.artifacts.get(v.digest)
     meta = record.meta(DatasetMeta)
     assert record.parents == (raw.digest,)
@@ -262,7 +279,7 @@ def test_bad_input_is_refused_and_writes_nothing(store, tmp_path, make, kwargs, 
     args = {"name": "a", **kwargs}
     with pytest.raises(InvalidInputError, match=message):
         store.datasets.add(make(tmp_path), **args)
-    assert not os.path.exists(store.uri("datasets"))
+    assert not store.exists(store.uri("datasets"))
     assert store.refs.list("dataset/") == []
     assert store.artifacts.find(kind=ArtifactKind.DATASET) == []
 
@@ -279,4 +296,4 @@ def test_unserialisable_metadata_writes_nothing(store):
     """Metadata that is not JSON is refused before any Lance write."""
     with pytest.raises(InvalidInputError, match="JSON"):
         store.datasets.add(_rows(0, 5), name="a", metadata={"when": object()})
-    assert not os.path.exists(store.uri("datasets"))
+    assert not store.exists(store.uri("datasets"))

@@ -31,13 +31,24 @@ def _rows(n: int, start: int = 0, seed: int = 0) -> dict:
             "title": [f"title {i}" for i in range(start, start + n)]}
 
 
-@pytest.fixture
-def emb(store):
+def _docs(store):
     """A store's embeddings with one collection 'docs' of 200 rows (versions 1: empty, 2: 200 rows)."""
     e = store.embeddings
     e.create("docs", DIM, columns={"year": "int64", "title": "string"})
     e.add("docs", _rows(200))
     return e
+
+
+@pytest.fixture
+def emb(any_store):
+    """The 'docs' collection on a local home, then on an S3 home."""
+    return _docs(any_store)
+
+
+@pytest.fixture
+def local_emb(store):
+    """The 'docs' collection on a local home (for checks that do not depend on where it lives)."""
+    return _docs(store)
 
 
 def _numpy_exact(x: np.ndarray, q: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -77,8 +88,9 @@ def test_every_change_is_a_version_and_old_versions_read_back_exactly(emb):
     assert "doc-0002" not in latest.column("id").to_pylist() and latest.num_rows == 199
 
 
-def test_each_version_is_an_artifact_and_the_ref_moves(emb, store):
+def test_each_version_is_an_artifact_and_the_ref_moves(emb):
     """Each version is an embedding-collection artifact whose parent is the previous one; the ref follows."""
+    store = emb.store
     v3 = emb.delete("docs", ["doc-0005"])
     v2 = emb.get("docs", 2)
     art = store.artifacts.get(v3.digest)
@@ -294,8 +306,9 @@ def test_sentence_encoder_loads_offline_without_pickle(monkeypatch):
         (lambda e: e.tag("docs", 1, "3rd"), InvalidInputError, "not a valid tag"),
     ],
 )
-def test_bad_input_is_refused_with_a_clear_message(emb, call, error, message):
+def test_bad_input_is_refused_with_a_clear_message(local_emb, call, error, message):
     """Each mistake raises the matching error, naming what was wrong, and leaves the collection as it was."""
+    emb = local_emb
     before = emb.get("docs").digest
     with pytest.raises(error, match=message):
         call(emb)

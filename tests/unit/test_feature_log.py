@@ -22,6 +22,12 @@ def logged(request_ids, users, times, amounts, model):
 
 
 @pytest.fixture
+def store(any_store):
+    """The store of each test here: a local home, then an S3 home."""
+    return any_store
+
+
+@pytest.fixture
 def view(store):
     """A view with one value per user, valid for 100 s."""
     source = store.datasets.add(pa.table({"user": [1, 2], "ts": ts([10, 10]), "amount": [1.0, 2.0]}), name="events")

@@ -196,15 +196,13 @@ def test_a_fifo_in_place_of_a_shard_is_refused_without_waiting(store, sharded, t
     """A FIFO named like a weights file is refused at once, not read (which would block forever)."""
     import threading
 
-    from factory.errors import UnsafePackageError
-
     _, pkg = sharded
     out = export(store, pkg.digest, tmp_path / "pkg")
     (out / "manifest.json").unlink()
     (out / "model-00002-of-00003.safetensors").unlink()
     os.mkfifo(out / "model-00002-of-00003.safetensors")
     outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(pytest.raises(UnsafePackageError, load, None, out)))
+    worker = threading.Thread(target=lambda: outcome.append(pytest.raises(ContractViolationError, load, None, out)))
     worker.start()
     worker.join(timeout=30)
     assert not worker.is_alive(), "load blocked on a FIFO"

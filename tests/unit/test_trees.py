@@ -1,4 +1,7 @@
-"""Trees: folders of files stored as one artifact, got back verified."""
+"""Trees: folders of files stored as one artifact, got back verified.
+
+Every test that takes ``store`` runs twice: on a local home and on an S3 one (moto's server).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,27 @@ def _folder(root, files: dict[str, bytes], executable=()) -> None:
 
 def _contents(root) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def store(any_store):
+    """A fresh store on each kind of home: trees go through the blob store's local and object-store paths."""
+    return any_store
+
+
+def _flip_byte(blobs, path: str, offset: int) -> None:
+    with blobs.fs.open_input_stream(path) as f:
+        data = bytearray(f.read())
+    data[offset] ^= 1
+    with blobs.fs.open_output_stream(path) as f:
+        f.write(bytes(data))
+
+
+def _temporaries(blobs) -> list[str]:
+    from pyarrow import fs as pafs
+
+    infos = blobs.fs.get_file_info(pafs.FileSelector(f"{blobs.root}/tmp", allow_not_found=True))
+    return [i.path for i in infos if i.type == pafs.FileType.File]
 
 
 @pytest.fixture
@@ -132,12 +156,7 @@ def test_open_streams_one_file_and_catches_a_flipped_byte_at_its_end(store, fold
     with store.trees.open(digest, rel) as f:
         assert f.read() == (folder / rel).read_bytes()
     assert store.trees.read_bytes(digest, "latest") == b"global_step10\n"
-    blob = store.blobs.path(store.trees.manifest(digest).files[rel].digest)
-    with open(blob, "r+b") as f:
-        f.seek(12345)
-        byte = f.read(1)
-        f.seek(12345)
-        f.write(bytes([byte[0] ^ 1]))
+    _flip_byte(store.blobs, store.blobs.path(store.trees.manifest(digest).files[rel].digest), 12345)
     with store.trees.open(digest, rel) as f, pytest.raises(CorruptBlobError, match="corrupt"):
         f.read()
     with pytest.raises(NotFoundError, match="no file 'nope'"):
@@ -172,7 +191,7 @@ def test_a_failure_midway_publishes_nothing(store, folder, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         store.trees.put(folder)
     assert list(store.blobs.digests()) == []
-    assert os.listdir(f"{store.blobs.root}/tmp") == []
+    assert _temporaries(store.blobs) == []
 
 
 def test_put_of_something_that_is_not_a_folder_is_a_clear_error(store, tmp_path):
@@ -216,3 +235,15 @@ def test_a_parent_that_is_not_stored_is_refused_before_anything_is_written(store
     with pytest.raises(NotFoundError, match="record the parent first"):
         store.trees.put(folder, parents=["sha256:" + "1" * 64])
     assert list(store.blobs.digests()) == []
+
+
+def test_verify_checks_every_file_of_a_tree(store, folder):
+    """`store.verify()` passes a whole tree and names the tree when one of its file blobs is lost."""
+    tree = store.trees.put(folder)
+    report = store.verify()
+    assert report.ok, report.problems
+    lost = store.trees.manifest(tree.digest).files["latest"].digest
+    store.blobs.fs.delete_file(store.blobs.path(lost))
+    problems = [(p.what, p.problem, p.digest) for p in store.verify().problems]
+    assert problems == [("content blob", "missing", lost)]
+    assert tree.digest in store.verify().problems[0].detail

@@ -4,22 +4,18 @@ Each name has one Lance dataset at ``<home>/datasets/<name>.lance`` and a ref
 ``dataset/<name>``; every distinct content the ref has pointed at is a version, and
 version N is the N-th distinct digest in the ref's history. A version is a ``dataset``
 artifact whose digest is ``canonical_digest`` of its rows (see ``_canonical``) and whose
-metadata (``DatasetMeta``) says which Lance version holds exactly those rows.
+metadata (``DatasetMeta``) says which Lance version holds exactly those rows, and the
+SHA-256 of every file that Lance version reads (``_files``): reading a version checks
+them first, so rows changed on disk are an error naming the file, never handed out.
 
-Storage is shared between versions of a name. The new rows are diffed (as multisets,
-exactly, not by hash) against the rows of the Lance dataset's latest version:
-
-- nothing removed: only the new rows are appended (one Lance commit);
-- some removed, and added plus removed rows are at most half the new version: the
-  removed rows are deleted by row address and the new ones appended (two commits; the
-  one in between is never referenced);
-- otherwise, or when the latest Lance version is not a known version (a crash between
-  the write and the record), or the schema changed: a full overwrite.
-
-Old Lance versions are never cleaned up, so every version reads back exactly. Adding
-content that the ref already points at writes nothing. Content already stored as a
-dataset artifact (under this name or another) is not written again: the ref moves to the
-existing artifact, whose record (name, parents, location) stays that of its first add.
+Storage is shared between versions of a name: the new rows are diffed, exactly, against
+the latest Lance version in streamed batches, and only what changed is written (see
+``_write``). Old Lance versions are never cleaned up, so every version reads back
+exactly. Adding content that the ref already points at writes nothing. Content already
+stored as a dataset artifact (under this name or another) is not written again: the ref
+moves to the existing artifact, whose record (name, parents, location) stays that of its
+first add. Adds of one name take turns, and one that finds the ref moved under it (a
+concurrent writer elsewhere) starts over on the new head.
 """
 
 from __future__ import annotations
@@ -29,27 +25,21 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lance
 import pyarrow as pa
-import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field
 
-from factory.errors import InvalidInputError, NotFoundError, SchemaChangeError
-from factory.store._canonical import (
-    canonical_order,
-    canonical_type,
-    check_key,
-    multiset_diff,
-    normalize_table,
-    sorted_digest,
-)
+from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError, RefConflictError, SchemaChangeError
+from factory.store._canonical import canonical_order, check_key, normalize_table, sorted_digest
 from factory.store._digest import canonical_json, is_digest
 from factory.store.artifacts import Artifact, ArtifactKind
+from factory.store.datasets._files import check_files, hash_files, version_files
+from factory.store.datasets._tables import as_table, read_table_file
+from factory.store.datasets._write import check_columns, writer_lock, write_rows
 
 if TYPE_CHECKING:
     import ray.data
@@ -62,9 +52,7 @@ logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEX = re.compile(r"^[0-9a-f]{6,64}$")
-_CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
-_PARQUET = (".parquet", ".pq")
-_IPC = (".arrow", ".feather", ".ipc")
+_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -80,6 +68,7 @@ class DatasetVersion:
     key: tuple[str, ...]
     schema: tuple[tuple[str, str], ...]
     created_at: datetime
+    files: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
@@ -99,110 +88,18 @@ class DatasetMeta(BaseModel):
     columns: tuple[tuple[str, str], ...]
     source: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] | None = Field(
+        None, description="the SHA-256 of each file the Lance version reads, by path inside the Lance dataset; "
+        "None for versions written before files were recorded")
 
 
 def check_dataset_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"{name!r} is not a valid dataset name: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return name
-
-
-def read_table_file(path: str | os.PathLike[str]) -> pa.Table:
-    """Read a CSV, Parquet or Arrow IPC (``.arrow``/``.feather``/``.ipc``) file, by extension."""
-    path = Path(path)
-    lower = path.name.lower()
-    if lower.endswith(_CSV):
-        fmt = "CSV"
-    elif lower.endswith(_PARQUET):
-        fmt = "Parquet"
-    elif lower.endswith(_IPC):
-        fmt = "Arrow IPC"
-    else:
-        raise InvalidInputError(
-            f"cannot tell the format of {path}: name it *.csv, *.parquet or *.arrow/*.feather/*.ipc"
-        )
-    if not path.is_file():
-        raise InvalidInputError(f"no file at {path}: check the path")
-    try:
-        if fmt == "CSV":
-            import pyarrow.csv as pacsv
-
-            table = pacsv.read_csv(path)
-            binary = [f.name for f in table.schema if pa.types.is_binary(f.type)]
-            if binary:
-                raise InvalidInputError(
-                    f"{path} is not valid UTF-8 text in column(s) {', '.join(binary)}: re-save it as UTF-8 CSV"
-                )
-            return table
-        if fmt == "Parquet":
-            return _read_parquet(path)
-        if lower.endswith(".feather"):
-            import pyarrow.feather as feather
-
-            return feather.read_table(path)
-        with pa.memory_map(str(path)) as source:
-            try:
-                return pa.ipc.open_file(source).read_all()
-            except pa.ArrowInvalid:
-                source.seek(0)
-                return pa.ipc.open_stream(source).read_all()
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        if isinstance(exc, InvalidInputError):
-            raise
-        raise InvalidInputError(f"cannot read {path} as {fmt}: {exc}; check that it is a valid {fmt} file") from exc
-
-
-def _read_parquet(path: Path) -> pa.Table:
-    """A Parquet file with the Arrow types its writer recorded, where Parquet could not hold them.
-
-    Parquet has no second-resolution timestamps or times and no date64, so pyarrow writes
-    ``timestamp[s]`` as ``timestamp[ms]``; casting back (only where exact) gives the same
-    types, hence the same digest, as the table that was written.
-    """
-    import base64
-
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    recorded = (pq.ParquetFile(path).metadata.metadata or {}).get(b"ARROW:schema")
-    if recorded is None:
-        return table
-    try:
-        original = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(recorded)))
-    except (pa.ArrowException, ValueError):
-        return table
-    for i, field in enumerate(table.schema):
-        index = original.get_field_index(field.name)
-        if index < 0:
-            continue
-        want = original.field(index).type
-        try:
-            if canonical_type(want, field.name) != canonical_type(field.type, field.name):
-                table = table.set_column(i, field.name, table.column(i).cast(want, safe=True))
-        except (pa.ArrowException, InvalidInputError):
-            continue
-    return table
-
-
-def _as_table(source: Any) -> tuple[pa.Table, str | None]:
-    """A table and, for a file, its name, from a path, an Arrow table or any Arrow stream (pandas too)."""
-    if isinstance(source, (str, os.PathLike)):
-        return read_table_file(source), os.path.basename(os.fspath(source))
-    if isinstance(source, pa.Table):
-        return source, None
-    if type(source).__module__.split(".")[0] == "pandas":
-        return pa.Table.from_pandas(source, preserve_index=False), None
-    if isinstance(source, pa.RecordBatch) or hasattr(source, "__arrow_c_stream__"):
-        return pa.table(source), None
-    raise InvalidInputError(f"cannot add a {type(source).__name__}: give a file path or a pyarrow.Table")
-
-
-def _exists(uri: str) -> bool:
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def _schema_of(table: pa.Table) -> tuple[tuple[str, str], ...]:
@@ -253,6 +150,7 @@ class DatasetStore:
             key=tuple(meta.key),
             schema=tuple(tuple(c) for c in meta.columns),
             created_at=artifact.created_at,
+            files=meta.files,
         )
 
     def _dataset_artifact(self, digest: str) -> Artifact:
@@ -285,11 +183,11 @@ class DatasetStore:
                 if v.digest == digest:
                     return v
             raise NotFoundError(f"{which} is not a version of dataset {name!r}: see 'factory dataset show {name}'")
-        if _NAME.match(ref):
+        if _NAME.fullmatch(ref):
             latest = self.store.refs.get(f"dataset/{ref}")
             if latest is not None:
                 return self._named(ref, latest)
-        if is_digest(ref) or ref.startswith("sha256:") or _HEX.match(ref):
+        if is_digest(ref) or ref.startswith("sha256:") or _HEX.fullmatch(ref):
             artifact = self._dataset_artifact(self.store.artifacts.resolve(ref))
             name = artifact.name or ""
             digests = self._digests(name) if name else []
@@ -303,10 +201,33 @@ class DatasetStore:
 
     # -- reading ----------------------------------------------------------------
 
-    def lance(self, ref: str | DatasetVersion) -> lance.LanceDataset:
-        """The Lance dataset checked out at the version holding exactly this version's rows."""
+    def checked(self, ref: str | DatasetVersion) -> DatasetVersion:
+        """The version, once every file it reads hashes as recorded; ``CorruptBlobError`` naming the file if not.
+
+        A version written before files were recorded cannot be checked this way (``factory
+        store verify --deep`` checks its content instead).
+        """
         v = ref if isinstance(ref, DatasetVersion) else self.get(ref)
-        return lance.dataset(v.uri, version=v.lance_version)
+        if v.files is None:
+            logger.debug("dataset %s has no recorded file hashes; its files are not checked", v.ref)
+            return v
+        problems = check_files(v.uri, v.files, settings=self.store.settings)
+        if problems:
+            first = problems[0]
+            more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
+            raise CorruptBlobError(
+                f"dataset {v.ref} ({v.digest}) cannot be read: {first.location} is {first.problem}: {first.detail}"
+                f"{more}. Restore the file from a replica or add the data again; run 'factory store verify' "
+                "to find others",
+                v.digest,
+                first.location,
+            )
+        return v
+
+    def lance(self, ref: str | DatasetVersion) -> lance.LanceDataset:
+        """The Lance dataset checked out at the version holding exactly this version's rows (files checked)."""
+        v = self.checked(ref)
+        return lance.dataset(v.uri, version=v.lance_version, storage_options=self.store.storage_options)
 
     def read(
         self, ref: str | DatasetVersion, columns: Sequence[str] | None = None, filter: str | None = None
@@ -333,9 +254,10 @@ class DatasetStore:
         """The version as a Ray Dataset, read in parallel from its Lance version."""
         import ray.data
 
-        v = ref if isinstance(ref, DatasetVersion) else self.get(ref)
+        v = self.checked(ref)
         return ray.data.read_lance(
-            v.uri, version=v.lance_version, columns=list(columns) if columns else None, filter=filter
+            v.uri, version=v.lance_version, columns=list(columns) if columns else None, filter=filter,
+            storage_options=self.store.storage_options,
         )
 
     # -- writing ----------------------------------------------------------------
@@ -353,10 +275,11 @@ class DatasetStore:
         """Store ``source`` as the new version of ``name``; a no-op if the content is unchanged.
 
         ``source``: a CSV, Parquet or Arrow IPC file, a pyarrow Table, a pandas DataFrame
-        or any Arrow stream. ``key``: the columns that order rows canonically; left
-        empty, the previous version's key is kept when all its columns are still there.
-        Everything is checked before anything is written, so bad input leaves the store
-        untouched. A lost race on the ref raises ``RefConflictError``; retry the add.
+        or any Arrow stream. ``key``: the columns that order rows canonically; it need not
+        be unique (rows with equal keys are ordered by the other columns). Left empty, the
+        previous version's key is kept when all its columns are still there. Everything
+        is checked before anything is written, so bad input leaves the store untouched.
+        Concurrent adds of one name each land as a version, one after the other.
         """
         check_dataset_name(name)
         parent_digests = [self.store.artifacts.resolve(p) for p in parents]
@@ -367,17 +290,27 @@ class DatasetStore:
             extra = json.loads(canonical_json(dict(metadata or {})))
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"dataset metadata must be JSON-serialisable: {exc}") from exc
-        table, label = _as_table(source)
+        table, label = as_table(source)
         table = normalize_table(table)
+        check_columns(table)
+        key = check_key(table, key) if key else ()
+        with writer_lock(self.store.uri("datasets"), name, remote=self.store.remote):
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    return self._add(name, table, key, label, parent_digests, extra, allow_schema_change)
+                except RefConflictError as exc:
+                    if attempt == _ATTEMPTS:
+                        raise
+                    logger.info("dataset %s moved while adding (%s); starting over on the new head", name, exc)
+        raise AssertionError("unreachable")
+
+    def _add(self, name: str, table: pa.Table, key: tuple[str, ...], label: str | None, parents: list[str],
+             extra: dict[str, Any], allow_schema_change: bool) -> DatasetVersion:
         ref = f"dataset/{name}"
         previous = self.store.refs.get(ref)
         before = self._named(name, previous) if previous else None
-        if key:
-            key = check_key(table, key)
-        elif before is not None and all(k in table.column_names for k in before.key):
+        if not key and before is not None and all(k in table.column_names for k in before.key):
             key = before.key
-        else:
-            key = ()
         schema = _schema_of(table)
         if before is not None and not allow_schema_change:
             changes = _schema_change(before.schema, schema)
@@ -394,7 +327,7 @@ class DatasetStore:
         try:
             artifact = self._dataset_artifact(digest)
         except NotFoundError:
-            lance_version = self._write(name, table, key)
+            lance_version, files = self._write(name, table, key)
             meta = DatasetMeta(
                 location=self._location(name),
                 lance_version=lance_version,
@@ -403,58 +336,27 @@ class DatasetStore:
                 columns=schema,
                 source=label,
                 extra=extra,
+                files=files,
             )
             artifact = self.store.artifacts.add(
-                ArtifactKind.DATASET, digest=digest, name=name, metadata=meta, parents=parent_digests
+                ArtifactKind.DATASET, digest=digest, name=name, metadata=meta, parents=parents
             )
         self.store.refs.set(ref, digest, expected=previous, reason=f"dataset add {label or 'table'}")
         logger.info("dataset %s -> %s", name, digest)
         return self._named(name, digest)
 
-    def _head(self, name: str, uri: str) -> int | None:
-        """The Lance dataset's latest version, if a recorded dataset version is exactly it."""
-        latest = lance.dataset(uri).version
+    def _write(self, name: str, table: pa.Table, key: tuple[str, ...]) -> tuple[int, dict[str, str]]:
+        """Write the rows into the name's Lance dataset; the Lance version and the hash of each file it reads."""
+        uri = self.store.uri(self._location(name))
         location = self._location(name)
+        recorded: dict[int, dict[str, str]] = {}
         for artifact in self.store.artifacts.find(kind=ArtifactKind.DATASET, name=name):
             meta = artifact.meta(DatasetMeta)
-            if meta.location == location and meta.lance_version == latest:
-                return latest
-        return None
-
-    def _write(self, name: str, table: pa.Table, key: tuple[str, ...]) -> int:
-        """Write ``table`` into the name's Lance dataset, sharing what it can; the Lance version."""
-        uri = self.store.uri(self._location(name))
-        if not _exists(uri):
-            return lance.write_dataset(table, uri, mode="create").version
-        head = self._head(name, uri)
-        if head is not None:
-            shared = self._write_delta(uri, head, table, key)
-            if shared is not None:
-                return shared
-        return lance.write_dataset(table, uri, mode="overwrite").version
-
-    def _write_delta(self, uri: str, head: int, table: pa.Table, key: tuple[str, ...]) -> int | None:
-        """Append/delete against Lance version ``head``; None where a full write is better."""
-        current = lance.dataset(uri, version=head)
-        stored = current.to_table(with_row_address=True)
-        addresses = stored.column("_rowaddr")
-        stored = normalize_table(stored.drop_columns(["_rowaddr"]))
-        if set(_schema_of(stored)) != set(_schema_of(table)):
-            return None
-        table = table.select(stored.column_names)
-        added, removed = multiset_diff(stored, table, key)
-        if len(removed) and len(added) + len(removed) > table.num_rows // 2:
-            return None
-        commits = 0
-        if len(removed):
-            doomed = addresses.take(pa.array(removed)).to_numpy()
-            current.delete(f"_rowaddr IN ({','.join(map(str, doomed.tolist()))})")
-            commits += 1
-        if len(added):
-            current = lance.write_dataset(table.take(pa.array(added)), uri, mode="append")
-            commits += 1
-        result = lance.dataset(uri)
-        if result.version != head + commits or result.count_rows() != table.num_rows:
-            logger.warning("dataset at %s moved while writing; rewriting it in full", uri)
-            return None
-        return result.version
+            if meta.location == location:
+                recorded[meta.lance_version] = meta.files or {}
+        options = self.store.storage_options
+        lance_version = write_rows(uri, table, key, recorded, storage_options=options, exists=self.store.exists)
+        # Lance never rewrites a file, so hashes recorded for earlier versions hold for the files they share.
+        known = {path: digest for files in recorded.values() for path, digest in files.items()}
+        files = version_files(uri, lance_version, options)
+        return lance_version, hash_files(uri, files, known, settings=self.store.settings)

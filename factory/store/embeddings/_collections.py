@@ -138,7 +138,7 @@ class EmbeddingStore:
 
         if self.store.refs.get(self.ref(name)) is None:
             raise NotFoundError(f"no embedding collection named {name!r}: create it first (known: {self._known()})")
-        ds = lance.dataset(self.uri(name))
+        ds = lance.dataset(self.uri(name), storage_options=self.store.storage_options)
         return ds if lance_version is None else ds.checkout_version(lance_version)
 
     def _known(self) -> str:
@@ -176,7 +176,8 @@ class EmbeddingStore:
         spec = CollectionSpec(dim, metric, id_type, encoder_ref(encoder) if encoder else None)
         schema = spec.schema(parse_columns(columns))
         try:
-            ds = lance.write_dataset(schema.empty_table(), self.uri(name), mode="create")
+            ds = lance.write_dataset(schema.empty_table(), self.uri(name), mode="create",
+                                     storage_options=self.store.storage_options)
         except (OSError, ValueError) as exc:
             raise InvalidInputError(
                 f"cannot create {self.uri(name)} ({exc}): a dataset is already there without a collection ref; "
@@ -204,7 +205,7 @@ class EmbeddingStore:
             raise InvalidInputError(
                 f"id(s) {_some(dup)} are already in {name!r}: use upsert to replace rows, or give new ids"
             )
-        ds = lance.write_dataset(table, ds, mode="append")
+        ds = lance.write_dataset(table, ds, mode="append", storage_options=self.store.storage_options)
         return self._record(name, ds, spec, "add", expected=expected, parents=parents)
 
     def upsert(
@@ -461,7 +462,7 @@ class EmbeddingStore:
             ds = self._handles.get(uri)
         if ds is None:
             try:
-                ds = lance.dataset(uri)
+                ds = lance.dataset(uri, storage_options=self.store.storage_options)
             except (ValueError, OSError) as exc:
                 raise NotFoundError(f"no embedding collection named {name!r} (known: {self._known()})") from exc
             with self._lock:

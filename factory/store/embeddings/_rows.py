@@ -104,7 +104,7 @@ class CollectionMeta(BaseModel):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"{name!r} is not a valid collection name: use letters, digits, '.', '_' and '-' (no '/'), up to 100"
         )
@@ -112,7 +112,7 @@ def check_name(name: str) -> str:
 
 
 def check_tag(tag: str) -> str:
-    if not isinstance(tag, str) or not _TAG.match(tag) or is_digest(tag):
+    if not isinstance(tag, str) or not _TAG.fullmatch(tag) or is_digest(tag):
         raise InvalidInputError(
             f"{tag!r} is not a valid tag: start with a letter, then letters, digits, '.', '_' or '-'"
         )

@@ -48,7 +48,7 @@ class FeatureLog:
     """An append-only log of served features under a store."""
 
     def __init__(self, store: FeatureHost, name: str = "serving"):
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", name):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
             raise InvalidInputError(f"{name!r} is not a valid log name: use letters, digits, '.', '_' or '-'")
         self.store = store
         self.name = name
@@ -78,17 +78,16 @@ class FeatureLog:
                 raise InvalidInputError(
                     f"logged rows do not match log {self.name!r}'s columns ({existing.schema}): {exc}"
                 ) from exc
-        lance.write_dataset(table, self.uri, mode="append" if existing is not None else "create")
+        lance.write_dataset(table, self.uri, mode="append" if existing is not None else "create",
+                            storage_options=self.store.storage_options)
         return table.num_rows
 
     def _dataset(self):
         import lance
-        import pyarrow.fs as pafs
 
-        fs, path = pafs.FileSystem.from_uri(self.uri)
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        if not self.store.exists(self.uri):
             return None
-        return lance.dataset(self.uri)
+        return lance.dataset(self.uri, storage_options=self.store.storage_options)
 
     def read(self, filter: str | None = None) -> pa.Table:
         """Every logged row (or those matching a SQL ``filter``)."""

@@ -179,9 +179,9 @@ class FeatureStore:
             if not number.isdigit() or not 1 <= int(number) <= len(versions):
                 raise NotFoundError(f"feature view {name!r} has versions 1 to {len(versions)}, not {number!r}")
             return versions[int(number) - 1]
-        digest = self.store.refs.get(_REF + ref) if re.match(_NAME, ref) else None
+        digest = self.store.refs.get(_REF + ref) if re.fullmatch(_NAME, ref) else None
         if digest is None:
-            if not re.match(r"^(sha256:)?[0-9a-f]{6,64}$", ref):
+            if not re.fullmatch(r"(sha256:)?[0-9a-f]{6,64}", ref):
                 raise NotFoundError(f"no feature view named {ref!r}: register it first (see 'factory features list')")
             digest = self.store.artifacts.resolve(ref)
         artifact = self.store.artifacts.get(digest)
