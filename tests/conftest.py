@@ -151,6 +151,9 @@ def serve_url(serve_http):
     yield serve_http
     for name in list(serve.status().applications):
         serve.delete(name)
+
+
+@pytest.fixture
 def replace_with_non_file(tmp_path):
     """``replace(path, thing)``: a FIFO, or a link to a copy elsewhere, where the file at ``path`` was."""
     def replace(path: str | os.PathLike[str], thing: str) -> None:

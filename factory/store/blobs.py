@@ -120,11 +120,18 @@ class BlobStore:
         self._tmp_ready = False
         #: run once, before the first blob this object publishes (the store checks its identity there)
         self.before_first_write: Callable[[], None] | None = None
+        # Trees publish from several threads: the others wait until the hook has run.
+        self._hook_lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["before_first_write"] = None
+        del state["_hook_lock"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._hook_lock = threading.Lock()
 
     @property
     def fs(self):
@@ -309,13 +316,14 @@ class BlobStore:
             self._discard(tmp)
             return
         if self.before_first_write is not None:
-            hook, self.before_first_write = self.before_first_write, None
-            try:
-                hook()
-            except BaseException:
-                self.before_first_write = hook
-                self._discard(tmp)
-                raise
+            with self._hook_lock:
+                if (hook := self.before_first_write) is not None:
+                    try:
+                        hook()
+                    except BaseException:
+                        self._discard(tmp)
+                        raise
+                    self.before_first_write = None
         if problem != "missing":
             log.warning("replacing the corrupt copy of blob %s at %s (%s)", digest, final, problem)
         self._files.publish(tmp, final, size)
