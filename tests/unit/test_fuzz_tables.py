@@ -106,3 +106,18 @@ def test_damaged_parquet_and_arrow_files_are_read_or_refused(case):
 def test_any_csv_is_read_or_refused(data):
     """Arbitrary CSV text or bytes: a table or a FactoryError, nothing written when refused."""
     _add_or_refuse("x.csv", data)
+
+
+def test_a_feather_file_whose_list_offsets_overrun_its_values_is_refused(tmp_path):
+    """A Feather file that decodes into a list column with offsets past its values is refused, not hashed."""
+    import pytest
+
+    buf = io.BytesIO()
+    feather.write_feather(pa.table({"l": [[1], None, []]}), buf, compression="uncompressed")
+    offsets = b"".join(int(v).to_bytes(4, "little") for v in (0, 1, 1, 1))
+    data = buf.getvalue()
+    assert data.count(offsets) == 1
+    path = tmp_path / "x.feather"
+    path.write_bytes(data.replace(offsets, b"".join(int(v).to_bytes(4, "little") for v in (0, 9, 9, 9))))
+    with pytest.raises(FactoryError, match="cannot read"):
+        read_table_file(path)

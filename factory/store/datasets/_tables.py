@@ -51,6 +51,9 @@ def read_table_file(path: str | os.PathLike[str]) -> pa.Table:
             table = feather.read_table(path)
         else:
             table = _read_ipc(path)
+        # A damaged file can decode into arrays whose offsets point past their data;
+        # refuse it here, before anything hashes or writes it.
+        table.validate(full=True)
         try:
             names = table.column_names
         except UnicodeDecodeError:
