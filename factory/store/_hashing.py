@@ -17,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import stat
 import threading
 from collections.abc import Iterator
 from typing import BinaryIO, Self
 
-__all__ = ["BUFFERS", "CHUNK", "HashingReader"]
+__all__ = ["BUFFERS", "CHUNK", "HashingReader", "Reread"]
 
 # Large enough that hashlib and file I/O release the GIL for long stretches, small
 # enough to stay in cache. The pool is small on purpose: memory a process touches for
@@ -55,6 +56,7 @@ class HashingReader:
         self._failure: list[BaseException] = []
         self._finished = False
         self._closed = False
+        self._origin = _position(stream)  # before the reader thread moves it
         self._threads = [threading.Thread(target=self._read, name="blob-reader", daemon=True),
                          threading.Thread(target=self._hash, name="blob-hasher", daemon=True)]
         for thread in self._threads:
@@ -72,6 +74,25 @@ class HashingReader:
         except (OSError, AttributeError, ValueError):
             return False
         return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+    @property
+    def rereadable(self) -> bool:
+        """Whether the source can be read again once hashed (see ``rereader``)."""
+        return self._origin is not None
+
+    def rereader(self) -> Reread | None:
+        """The source once more, from where this reader began: for a regular file or a seekable
+        stream, once ``chunks()`` has run to its end; ``None`` for what can be read only once
+        (a pipe, a socket). Close it when done (it holds a descriptor of its own, so closing
+        this reader does not pull the file from under it, but stops its reads)."""
+        if self._origin is None or not self._finished:
+            return None
+        try:
+            fd = self._stream.fileno()
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except (AttributeError, OSError, ValueError):
+            regular = False
+        return Reread(self, os.dup(fd) if regular else None, self._origin)
 
     # -- the two stages --------------------------------------------------------------
     def _read(self) -> None:
@@ -130,11 +151,16 @@ class HashingReader:
             finally:
                 self._free.put(buf)
         self._join()
+        self._free = queue.Queue()  # the buffers are done with: free them now, not at close()
         if self._failure:
             raise self._failure[0]
         if self._stop.is_set():
             raise InterruptedError(f"reading {self.name or 'the stream'} was cancelled before its end")
         self._finished = True
+
+    def drain(self) -> int:
+        """Read and hash to the end, keeping none of the bytes; how many there were."""
+        return sum(len(chunk) for chunk in self.chunks())
 
     @property
     def digest(self) -> str:
@@ -169,3 +195,54 @@ class HashingReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Reread:
+    """A finished ``HashingReader``'s source, read again by offset (``read(offset, n)``).
+
+    A regular file is read with ``pread`` on a descriptor of its own; another seekable
+    stream by seeking. Reads raise ``InterruptedError`` once the reader is closed, so
+    closing the reader cancels whoever reads the source again.
+    """
+
+    def __init__(self, reader: HashingReader, fd: int | None, origin: int):
+        self._reader = reader
+        self._fd = fd
+        self._seek = fd is None
+        self._origin = origin
+
+    def read(self, offset: int, n: int) -> bytes:
+        """``n`` bytes from ``offset`` past the reader's start; fewer only at the end of the source."""
+        data = b""
+        while len(data) < n:
+            if self._reader._closed:
+                raise InterruptedError(f"reading {self._reader.name or 'the stream'} again was cancelled")
+            position = self._origin + offset + len(data)
+            if self._seek:
+                self._reader._stream.seek(position)
+                more = self._reader._stream.read(n - len(data))
+            else:
+                more = os.pread(self._fd, n - len(data), position)
+            if not more:
+                break
+            data = data + more if data else more  # one whole read (the usual case) is not copied
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1  # reads fail from now on (EBADF), never reach another file
+
+    def __enter__(self) -> Reread:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _position(stream) -> int | None:
+    """Where ``stream`` stands, if it can be read again from there (seekable); else ``None``."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -3,9 +3,10 @@
 A blob with digest ``sha256:<d>`` lives at ``<root>/<d[:2]>/<d>``. ``put`` hashes while
 it streams (one read of the source), writes to a temporary name under ``<root>/tmp``
 and renames into place, so a reader never sees a partial blob and a writer killed
-midway leaves only a stray temporary file. On object storage, which has no rename,
-the temporary object's size is checked and a server-side copy publishes it (see
-``_fs.publish_object``). A blob that exists is never rewritten.
+midway leaves only a stray temporary file. S3 has no rename: a blob is sent as an
+upload that shows nothing at its final key until it is verified and completed (see
+``_s3put``). Other object stores check the temporary object's size and publish it by
+a server-side copy (see ``_fs.publish_object``). A blob that exists is never rewritten.
 ``get`` re-hashes what it reads and raises ``CorruptBlobError`` rather than return
 bytes that do not match their digest.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,9 +25,11 @@ from typing import BinaryIO
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.settings import Settings
-from factory.store import _fs
+from factory.store import _fs, _s3put
 from factory.store._digest import PREFIX, hex_of
 from factory.store._hashing import CHUNK, HashingReader
+from factory.store._s3put import Pending, S3Bucket
+from factory.store._staged import HashingPass, StagedBlob, TmpFile
 from factory.store._paths import check_output_path
 
 __all__ = ["BlobStore", "CorruptBlob", "StagedBlob"]
@@ -65,6 +67,8 @@ class BlobStore:
         self._fs = filesystem
         self._settings = settings
         self._object_store = _fs.is_object_store(root)
+        self.on_s3 = _fs.scheme_of(root) == "s3"  # written through boto3 (see ``s3``)
+        self._bucket: S3Bucket | None = None
         if filesystem is not None:
             self.root = root.rstrip("/")
         elif "://" in root:
@@ -97,6 +101,19 @@ class BlobStore:
     def _local(self) -> bool:
         return type(self.fs).__name__ == "LocalFileSystem"
 
+    @property
+    def s3(self) -> S3Bucket:
+        """The home's bucket through boto3, for the writes pyarrow cannot make (conditional, multipart)."""
+        if self._bucket is None:
+            bucket = self.root.split("/", 1)[0]  # probed first: an unreachable home fails fast, in words
+            self._bucket = S3Bucket(_fs.s3_client(self.settings, bucket=bucket, label=self._home or self.uri), bucket)
+        return self._bucket
+
+    @staticmethod
+    def _key(path: str) -> str:
+        """The object key of a path below an S3 root (``bucket/key``)."""
+        return path.split("/", 1)[1]
+
     # -- locations -------------------------------------------------------------------
     def path(self, digest: str) -> str:
         """Where the blob with ``digest`` lives (whether or not it exists)."""
@@ -104,15 +121,17 @@ class BlobStore:
         return f"{self.root}/{h[:2]}/{h}"
 
     def exists(self, digest: str) -> bool:
+        if self.on_s3:  # writers on S3 need boto3 alone (see ``s3``)
+            return self.s3.size(self._key(self.path(digest))) is not None
         from pyarrow import fs as pafs
 
         return self.fs.get_file_info(self.path(digest)).type == pafs.FileType.File
 
     def size(self, digest: str) -> int:
-        info = self.fs.get_file_info(self.path(digest))
-        if info.size is None:
+        found = self.s3.size(self._key(self.path(digest))) if self.on_s3 else self.fs.get_file_info(self.path(digest)).size
+        if found is None:
             raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)")
-        return info.size
+        return found
 
     # -- writing ---------------------------------------------------------------------
     def put(self, source: bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | HashingReader | StagedBlob,
@@ -139,6 +158,10 @@ class BlobStore:
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> str:
         digest = PREFIX + hashlib.sha256(data).hexdigest()
+        if self.on_s3:
+            view = memoryview(data).cast("B")
+            self._s3_known(digest, lambda offset, n: bytes(view[offset:offset + n]), len(view)).publish()
+            return digest
         if not self.exists(digest):
             tmp = self._tmp_path()
             with self._open_tmp(tmp) as out:
@@ -158,13 +181,59 @@ class BlobStore:
         time approaches hashing alone (measured in ``benchmarks/bench_store_put.py``
         against ``openssl dgst``; reading in the hashing thread cost about 15 % more).
         """
-        tmp = self._tmp_path()
-        size = self._write_tmp(reader, tmp, progress)
-        return self._finish(tmp, reader.digest, size)
+        digest, pending = self._prepare(reader, progress)
+        pending.publish()
+        return digest
 
     def stage(self, reader: HashingReader) -> StagedBlob:
         """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
         return StagedBlob(self, reader)
+
+    def _prepare(self, reader: HashingReader, progress: Progress | None,
+                 opened: Callable[[], object] | None = None) -> tuple[str, Pending]:
+        """Write what ``reader`` reads where nobody sees it yet; the digest and how to publish it."""
+        if self.on_s3:
+            return self._prepare_s3(reader, progress, opened)
+        tmp = self._tmp_path()
+        size = self._write_tmp(reader, tmp, progress, opened)
+        return reader.digest, TmpFile(self, tmp, reader.digest, size)
+
+    def _prepare_s3(self, reader: HashingReader, progress: Progress | None,
+                    opened: Callable[[], object] | None) -> tuple[str, Pending]:
+        """A file (or seekable stream) is hashed first, then sent straight to its final key and
+        re-hashed on the way; a stream read once goes to a temporary key (see ``_s3put``)."""
+        hashing = HashingPass(reader) if reader.rereadable else None  # runs while boto3 loads
+        try:
+            bucket = self.s3
+            if opened is not None:
+                opened()
+            if hashing is not None:
+                size = hashing.result()
+                with reader.rereader() as again:
+                    return reader.digest, self._s3_known(reader.digest, again.read, size, progress, reader.name)
+            tmp = self._tmp_path()
+            size, data = bucket.upload_stream(self._key(tmp), reader.chunks(), progress=progress)
+        except BaseException:
+            reader.close()
+            if hashing is not None:
+                hashing.thread.join()
+            raise
+        key = self._key(self.path(reader.digest))
+        if data is not None:
+            return reader.digest, bucket.pending_put(key, data)
+        if self.exists(reader.digest):
+            bucket.delete(self._key(tmp))
+            return reader.digest, _s3put.NOTHING
+        return reader.digest, bucket.pending_copy(self._key(tmp), key, size)
+
+    def _s3_known(self, digest: str, read: _s3put.Read, size: int, progress: Progress | None = None,
+                  name: str | None = None) -> Pending:
+        """Send a blob whose digest is known to its final key; small ones are written by ``publish``."""
+        if size > _s3put.PART and self.exists(digest):  # a large blob already stored is not sent again
+            if progress is not None:
+                progress(size)
+            return _s3put.NOTHING
+        return self.s3.upload_verified(self._key(self.path(digest)), read, size, digest, progress=progress, name=name)
 
     def _write_tmp(self, reader: HashingReader, tmp: str, progress: Progress | None,
                    opened: Callable[[], object] | None = None) -> int:
@@ -219,7 +288,7 @@ class BlobStore:
             self._discard(tmp)
             return
         if self._object_store:
-            _fs.publish_object(self.fs, tmp, final, size, self.settings)
+            _fs.publish_object(self.fs, tmp, final, size)
             return
         self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         # Rename is atomic on local disks; concurrent writers of the same digest race
@@ -328,88 +397,17 @@ class BlobStore:
         return bad
 
     def clean_tmp(self, older_than_s: float = 3600.0) -> int:
-        """Remove temporary files left by writers that died; return how many."""
+        """Remove temporary files left by writers that died (on S3, also abort their unfinished
+        uploads, which show nothing but hold their parts); return how many."""
         from pyarrow import fs as pafs
 
         cutoff = time.time() - older_than_s
-        removed = 0
+        removed = self.s3.abort_stale(self._key(self.root) + "/", older_than_s) if self.on_s3 else 0
         for info in self.fs.get_file_info(pafs.FileSelector(f"{self.root}/{_TMP}", allow_not_found=True)):
             if info.type == pafs.FileType.File and info.mtime is not None and info.mtime.timestamp() < cutoff:
                 self._discard(info.path)
                 removed += 1
         return removed
-
-
-class StagedBlob:
-    """A blob being written into the store's temporary area by a thread of its own.
-
-    Nothing is visible until ``commit`` publishes it under its digest; ``abort``
-    stops the write and removes the temporary file. The CLI stages the file of
-    ``factory store put`` while it is still parsing its arguments.
-    """
-
-    def __init__(self, blobs: BlobStore, reader: HashingReader):
-        self.blobs = blobs
-        self.reader = reader
-        self._tmp = blobs._tmp_path()
-        self._written = 0
-        self._failure: list[BaseException] = []
-        self._done = False
-        self._opened = threading.Event()
-        self._thread = threading.Thread(target=self._write, name="blob-stager", daemon=True)
-        self._thread.start()
-
-    def _write(self) -> None:
-        try:
-            self.blobs._write_tmp(self.reader, self._tmp, self._count, opened=self._opened.set)
-        except BaseException as exc:  # raised again by commit()
-            self._failure.append(exc)
-        finally:
-            self._opened.set()
-
-    def wait_opened(self, timeout: float | None = None) -> bool:
-        """Wait until the temporary file is open (the filesystem layer loaded) or the write failed."""
-        return self._opened.wait(timeout)
-
-    def _count(self, n: int) -> None:
-        self._written += n
-
-    def commit(self, *, progress: Progress | None = None) -> str:
-        """Wait for the write to end, then publish the blob; return its digest."""
-        if self._done:
-            raise RuntimeError("this staged blob was already committed or aborted")
-        self._done = True
-        reported = 0
-        try:
-            while self._thread.is_alive():
-                self._thread.join(timeout=0.1)
-                if progress is not None and self._written > reported:
-                    progress(self._written - reported)
-                    reported = self._written
-        except BaseException:
-            self.reader.close()
-            self._thread.join()
-            self.blobs._discard(self._tmp)
-            raise
-        if self._failure:
-            raise self._failure[0]
-        if progress is not None and self._written > reported:
-            progress(self._written - reported)
-        return self.blobs._finish(self._tmp, self.reader.digest, self._written)
-
-    def abort(self) -> None:
-        """Stop writing and remove what was written; nothing becomes visible.
-
-        Does nothing once ``commit`` has begun: from then on the commit owns the file.
-        """
-        if self._done:
-            return
-        self._done = True
-        self.reader.close()
-        self._thread.join()
-        self.blobs._discard(self._tmp)
-
-    close = abort  # what a HashingReader calls it: release, cancelling if unfinished
 
 
 def _corrupt_message(digest: str, location: str, actual: str) -> str:

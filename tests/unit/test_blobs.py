@@ -16,7 +16,7 @@ from pyarrow import fs as pafs
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.store import BlobStore
-from factory.store import _fs
+from factory.store import _fs, _s3put
 
 
 @pytest.fixture
@@ -43,6 +43,15 @@ def _flip_byte(blobs: BlobStore, path: str, offset: int = 0) -> None:
 def _temporaries(blobs: BlobStore) -> list[str]:
     infos = blobs.fs.get_file_info(pafs.FileSelector(f"{blobs.root}/tmp", allow_not_found=True))
     return [i.path for i in infos if i.type == pafs.FileType.File]
+
+
+def _unfinished(blobs: BlobStore) -> list[str]:
+    """Keys of the multipart uploads under the store that were neither completed nor aborted (S3 only)."""
+    if not blobs.on_s3:
+        return []
+    pages = blobs.s3.client.get_paginator("list_multipart_uploads").paginate(
+        Bucket=blobs.s3.bucket, Prefix=blobs._key(blobs.root) + "/")
+    return [u["Key"] for page in pages for u in page.get("Uploads", [])]
 
 
 def _written_at(blobs: BlobStore, digest: str):
@@ -169,6 +178,7 @@ def test_failed_progress_callback_stops_the_put_cleanly(blobs):
     with pytest.raises(KeyboardInterrupt):
         blobs.put(io.BytesIO(os.urandom(50 << 20)), progress=progress)
     assert list(blobs.digests()) == []
+    assert _unfinished(blobs) == []
 
 
 def test_a_staged_blob_is_invisible_until_committed(blobs, tmp_path):
@@ -255,7 +265,7 @@ def test_a_put_in_progress_shows_nothing_under_its_digest(blobs):
 
 
 def test_an_upload_of_the_wrong_size_is_never_published(s3_settings):
-    """If the object store holds other than the bytes that were hashed, nothing appears under the digest."""
+    """Where a blob is published by copy (object stores other than S3), an upload of other than the hashed size never appears."""
     from factory.errors import FactorySystemError
 
     blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
@@ -263,20 +273,105 @@ def test_an_upload_of_the_wrong_size_is_never_published(s3_settings):
     _write(blobs, tmp, b"only nine")
     final = blobs.path("sha256:" + "ab" * 32)
     with pytest.raises(FactorySystemError, match="nothing was published"):
-        _fs.publish_object(blobs.fs, tmp, final, 10, s3_settings)
+        _fs.publish_object(blobs.fs, tmp, final, 10)
     assert blobs.fs.get_file_info(final).type == pafs.FileType.NotFound
     assert _temporaries(blobs) == []
 
 
-def test_a_blob_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3_settings, s3_server, monkeypatch):
-    """Blobs larger than S3 copies in one request (5 GiB) are still published whole, in parts."""
-    monkeypatch.setattr(_fs, "SINGLE_COPY_LIMIT", 6 << 20)
-    monkeypatch.setattr(_fs, "_COPY_PART", 5 << 20)
+class _OnceOnly(io.RawIOBase):
+    """A stream that can be read only once, like a pipe or a socket."""
+
+    def __init__(self, data: bytes):
+        self.source = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self.source.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    """Parts of 5 MiB (S3's smallest), one in flight: a few MiB take the paths of large blobs."""
+    monkeypatch.setattr(_s3put, "PART", 5 << 20)
+    monkeypatch.setattr(_s3put, "WINDOW", 5 << 20)
+
+
+def _etag(s3_server, blobs: BlobStore, digest: str) -> str:
+    bucket, key = blobs.path(digest).split("/", 1)
+    return s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+
+
+def test_a_stream_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3_settings, s3_server, small_parts,
+                                                                              monkeypatch):
+    """A stream read once, larger than S3 copies in one request (5 GiB), is still published whole, in parts."""
+    monkeypatch.setattr(_s3put, "SINGLE_COPY_LIMIT", 6 << 20)
+    monkeypatch.setattr(_s3put, "COPY_PART", 5 << 20)
     blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
     data = os.urandom(12 << 20)
-    digest = blobs.put(io.BytesIO(data))
+    digest = blobs.put(_OnceOnly(data))
     assert blobs.get(digest) == data
-    bucket, key = blobs.path(digest).split("/", 1)
-    etag = s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"]
-    assert etag.strip('"').endswith("-3")  # three parts of at most 5 MiB
-    assert _temporaries(blobs) == []
+    assert _etag(s3_server, blobs, digest).endswith("-3")  # three ranges of at most 5 MiB
+    assert _temporaries(blobs) == [] and _unfinished(blobs) == []
+
+
+def test_a_large_file_goes_straight_to_its_key_on_s3(s3_settings, s3_server, small_parts, tmp_path):
+    """A file is uploaded in parts to its final key, with no temporary object and no copy left behind."""
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    data = os.urandom((12 << 20) + 7)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    seen: list[int] = []
+    digest = blobs.put(path, progress=seen.append)
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest() and blobs.get(digest) == data
+    assert _etag(s3_server, blobs, digest).endswith("-3")  # made by the multipart upload itself
+    assert sum(seen) == len(data)
+    assert _temporaries(blobs) == [] and _unfinished(blobs) == []
+
+
+def test_a_file_that_changes_while_it_is_stored_publishes_nothing(s3_settings, small_parts, tmp_path):
+    """A file rewritten between hashing and uploading is refused: nothing appears under either digest."""
+    from factory.errors import FactorySystemError
+
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    original = os.urandom(40 << 20)
+    path = tmp_path / "growing.bin"
+    path.write_bytes(original)
+
+    def rewrite_the_tail(n: int) -> None:  # runs once the first part is sent, long before the tail is read again
+        with open(path, "r+b") as f:
+            f.seek(-(1 << 20), os.SEEK_END)
+            f.write(os.urandom(1 << 20))
+
+    with pytest.raises(FactorySystemError, match="changed while it was being stored") as info:
+        blobs.put(path, progress=rewrite_the_tail)
+    assert "nothing was published" in str(info.value)
+    assert list(blobs.digests()) == []
+    assert not blobs.exists("sha256:" + hashlib.sha256(original).hexdigest())
+    assert _unfinished(blobs) == [] and _temporaries(blobs) == []
+
+
+def test_a_small_stream_is_written_once_at_its_key(s3_settings, s3_server):
+    """A stream shorter than a part is held in memory and written with one conditional put; a second put rewrites nothing."""
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    data = os.urandom(3 << 20)
+    digest = blobs.put(_OnceOnly(data))
+    before = _written_at(blobs, digest)
+    time.sleep(1.1)  # object stores keep modification times to the second
+    assert blobs.put(_OnceOnly(data)) == digest and blobs.put(data) == digest
+    assert _written_at(blobs, digest) == before and blobs.get(digest) == data
+    assert _temporaries(blobs) == [] and _unfinished(blobs) == []
+
+
+def test_a_wrong_size_object_at_the_key_is_reported_not_accepted(s3_settings, s3_server):
+    """If something of another size already sits where a blob belongs, the put says it is corrupt instead of succeeding."""
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    data = b"the real content" * 100
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    _write(blobs, blobs.path(digest), b"impostor")
+    with pytest.raises(CorruptBlobError, match="holds 8 bytes") as info:
+        blobs.put(data)
+    assert info.value.digest == digest
