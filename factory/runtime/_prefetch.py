@@ -70,10 +70,9 @@ def put_target(argv: Sequence[str]) -> tuple[str, str | None] | None:
 def start(argv: Sequence[str]) -> None:
     """Start storing the target of ``argv`` if it is a ``store put`` of a large file.
 
-    For a local store the bytes go straight to a temporary file in the store, and
-    for one on S3 into an upload that shows nothing until it completes (a
-    ``StagedBlob`` either way), published only when the verb commits it; for other
-    remote ones the file is read and hashed ahead into the reader's bounded buffers.
+    For a local store the bytes go straight to a temporary file in the store (a
+    ``StagedBlob``), published only when the verb commits it; for a remote one the
+    file is read and hashed ahead into the reader's bounded buffers.
     """
     global _started, _switch_interval
     target = put_target(argv)
@@ -95,7 +94,7 @@ def start(argv: Sequence[str]) -> None:
     except FactoryError:
         discard()
         return  # the verb reports a bad store in its own words
-    if not store.remote or store.blobs.on_s3:
+    if not store.remote:
         _started = store.blobs.stage(reader)
         # Let the stager load the filesystem layer before this thread imports typer:
         # the imports take the GIL in turn anyway, and a Ctrl-C landing while two

@@ -74,9 +74,21 @@ __all__ = [
     "RefRule",
     "register_ref_namespace",
     "ref_namespaces",
+    "TreeStore",
+    "TreeManifest",
+    "TreeEntry",
+    "PendingBlob",
+    "VerifyingReader",
+    "MemoryReader",
+    "open_regular",
+    "NotRegularFile",
     "check_output_path",
     "VerifyReport",
     "VerifyProblem",
+    "FeatureLogWriter",
+    "PostgresCatalog",
+    "open_catalog",
+    "StoreIdentity",
 ]
 
 _WHERE = {
@@ -129,9 +141,21 @@ _WHERE = {
     "RefRule": "refs",
     "register_ref_namespace": "refs",
     "ref_namespaces": "refs",
+    "TreeStore": "trees",
+    "TreeManifest": "trees",
+    "TreeEntry": "trees",
+    "PendingBlob": "blobs",
+    "VerifyingReader": "_hashing",
+    "MemoryReader": "_hashing",
+    "open_regular": "_blobfs",
+    "NotRegularFile": "_blobfs",
     "check_output_path": "_paths",
     "VerifyReport": "_verify",
     "VerifyProblem": "_verify",
+    "FeatureLogWriter": "features",
+    "PostgresCatalog": "_postgres",
+    "open_catalog": "catalog",
+    "StoreIdentity": "_identity",
 }
 
 if TYPE_CHECKING:
@@ -158,10 +182,18 @@ if TYPE_CHECKING:
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store._paths import check_output_path
     from factory.store._verify import VerifyProblem, VerifyReport
+    from factory.store.features import FeatureLogWriter
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
     from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState
     from factory.store.service import StoreService, store_actor
+    from factory.store._identity import StoreIdentity
+    from factory.store._postgres import PostgresCatalog
+    from factory.store.catalog import open_catalog
+    from factory.store.trees import TreeEntry, TreeManifest, TreeStore
+    from factory.store.blobs import PendingBlob
+    from factory.store._hashing import MemoryReader, VerifyingReader
+    from factory.store._blobfs import NotRegularFile, open_regular
 
 
 def __getattr__(name: str) -> Any:

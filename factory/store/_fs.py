@@ -8,15 +8,16 @@ connect timeout and no retries, so an unreachable endpoint, a missing bucket or
 refused credentials fail within seconds as one ``StoreHomeError`` that names the home,
 instead of hanging in a client's retry loop or surfacing as a raw Arrow error.
 
-Object stores have no rename. On S3, blobs are uploaded as multipart uploads that
-show nothing at a key until they are verified and completed (see ``_s3put``), through
-the boto3 client ``s3_client`` builds from the same settings. Other object stores
-(``gs://``) take ``publish_object``: the writer uploads under a temporary key, the
-upload's size is checked against what was hashed, and a server-side copy puts it at
-its final key in one step, so a reader never sees a partial object there. Even small
-blobs take that path: an Arrow output stream completes its upload when it is closed
-or destroyed, also after an error or an interrupt, so writing at the final key could
-publish a truncated object.
+Object stores have no rename. ``publish_object`` makes a blob visible the way the
+rename does on a disk: the writer uploads under a temporary key, the upload's size is
+checked against what was hashed, and a server-side copy puts it at its final key in
+one step (S3's CopyObject, or a multipart copy above S3's 5 GiB single-copy limit),
+so a reader never sees a partial object there. Even small blobs take this path: an
+Arrow output stream completes its upload when it is closed or destroyed, also after
+an error or an interrupt, so writing at the final key could publish a truncated object.
+On S3, a blob whose bytes can be read twice (a file, memory) skips the copy: it is
+uploaded in parts straight to its final key through the boto3 client of ``s3_client``
+and completed only once verified (see ``_s3put``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from factory.settings import Settings
 
 __all__ = [
+    "SINGLE_COPY_LIMIT",
     "check_home",
     "filesystem",
     "is_object_store",
@@ -51,6 +53,8 @@ __all__ = [
 # Schemes a home may use: what pyarrow.fs resolves (and Lance reads) that can hold a store.
 _SCHEMES = {"file", "s3", "gs", "gcs"}
 _BUCKETED = {"s3", "gs", "gcs"}
+SINGLE_COPY_LIMIT = 5 << 30  # S3 refuses a CopyObject of a larger source
+_COPY_PART = 512 << 20  # parts of a multipart copy: 10,000 of them reach S3's 5 TiB object limit
 _RETRIES = 5  # attempts per request once the home is known to be reachable (throttling, 5xx)
 # How long a request may go without a byte moving. The SDK's default (3 s) is shorter
 # than a server-side copy of a large object takes: the server answers only at its end.
@@ -62,12 +66,12 @@ _REQUEST_TIMEOUT_S = 300.0
 UPLOAD_WINDOW = 64 << 20
 _DEFAULT_REGION = "us-east-1"  # what S3-compatible servers expect when nobody says
 
+# Connections a boto3 client keeps open: at least the parts an upload sends at once (``_s3put``).
+_CLIENT_CONNECTIONS = 16
+
 _lock = threading.Lock()
 _filesystems: dict[tuple, pafs.FileSystem] = {}
 _clients: dict[tuple, object] = {}
-_session = None  # boto3's, made on first use
-# Connections a boto3 client keeps: at least the parts an upload sends at once (``_s3put``).
-_CLIENT_CONNECTIONS = 16
 _probed: set[tuple] = set()
 
 
@@ -199,58 +203,25 @@ def s3_client_arguments(settings: Settings) -> dict:
     from botocore.config import Config
 
     config = Config(connect_timeout=settings.s3_connect_timeout_s, read_timeout=_REQUEST_TIMEOUT_S,
-                    retries={"max_attempts": _RETRIES, "mode": "standard"},
-                    max_pool_connections=_CLIENT_CONNECTIONS)
+                    retries={"max_attempts": _RETRIES, "mode": "standard"}, max_pool_connections=_CLIENT_CONNECTIONS)
     return {"config": config, **_renamed(_s3_fields(settings), _BOTO3_NAMES)}
 
 
-def s3_client(settings: Settings, *, bucket: str | None = None, label: str | None = None):
+def s3_client(settings: Settings):
     """A boto3 S3 client for these settings, shared per process (boto3 clients are thread-safe).
 
-    With ``bucket``, the bucket is probed first, once per process, as ``filesystem``
-    does: the blob writer reaches S3 through boto3 alone, without loading pyarrow.
+    It does not probe the bucket: callers reach the home through ``filesystem`` first.
     """
-    global _session
-    args = s3_client_arguments(settings)
-    key = tuple(sorted((k, v) for k, v in args.items() if k != "config")) + (settings.s3_connect_timeout_s,)
+    fields = _s3_fields(settings)
+    key = (*sorted(fields.items()), settings.s3_connect_timeout_s)
     with _lock:
         client = _clients.get(key)
         if client is None:
             import boto3
 
-            # One session of our own: boto3's default one is not safe to share between
-            # threads, and a session loads the service model once for all its clients.
-            _session = _session or boto3.session.Session()
-            client = _clients[key] = _session.client("s3", **args)
-    if bucket is not None:
-        _probe(_probe_key(settings), bucket, label or f"s3://{bucket}", settings, lambda: _BotoProbe(settings, args))
+            # A session of our own: boto3's default one is not safe to share between threads.
+            client = _clients[key] = boto3.session.Session().client("s3", **s3_client_arguments(settings))
     return client
-
-
-class _BotoProbe:
-    """The probe's view of a boto3 client that gives up fast: one attempt, short timeouts."""
-
-    def __init__(self, settings: Settings, args: dict):
-        from botocore.config import Config
-
-        quick = Config(retries={"max_attempts": 1, "mode": "standard"},
-                       read_timeout=max(5.0, 2 * settings.s3_connect_timeout_s))
-        with _lock:
-            self.client = _session.client("s3", **{**args, "config": args["config"].merge(quick)})
-
-    def bucket_exists(self, bucket: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.head_bucket(Bucket=bucket)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchBucket"):
-                return False
-            raise OSError(f"{code}: {exc}") from exc
-        except BotoCoreError as exc:  # no connection, a timeout, no credentials
-            raise OSError(f"{type(exc).__name__}: {exc}") from exc
-        return True
 
 
 def lance_options(home: str, settings: Settings) -> dict[str, str] | None:
@@ -294,7 +265,7 @@ def filesystem(home: str, settings: Settings, *, label: str | None = None) -> tu
             fs = _filesystems.get(key)
             if fs is None:
                 fs = _filesystems[key] = pafs.S3FileSystem(**args)
-        _probe(_probe_key(settings), bucket, label, settings, lambda: _ArrowProbe(pafs.S3FileSystem(**_quick(settings))))
+        _probe(key, bucket, label, settings, lambda: pafs.S3FileSystem(**_quick(settings)))
         return fs, rest
     key = (scheme, bucket)
     with _lock:
@@ -306,7 +277,7 @@ def filesystem(home: str, settings: Settings, *, label: str | None = None) -> tu
             raise StoreHomeError(f"store home {label} cannot be opened: {_first_line(exc)}", label) from exc
         with _lock:
             fs = _filesystems.setdefault(key, fs)
-    _probe(key, bucket, label, settings, lambda: _ArrowProbe(fs))
+    _probe(key, bucket, label, settings, lambda: fs)
     return fs, rest
 
 
@@ -317,46 +288,25 @@ def _quick(settings: Settings) -> dict:
     return args
 
 
-def _probe_key(settings: Settings) -> tuple:
-    """What makes two S3 clients reach the same buckets the same way (a probe holds for both)."""
-    return ("s3", *sorted(_s3_fields(settings).items()))
-
-
-class _ArrowProbe:
-    """The probe's view of a ``pyarrow.fs`` filesystem."""
-
-    def __init__(self, fs: pafs.FileSystem):
-        self.fs = fs
-
-    def bucket_exists(self, bucket: str) -> bool:
-        from pyarrow import fs as pafs
-
-        return self.fs.get_file_info(bucket).type != pafs.FileType.NotFound
-
-
 def _probe(key: tuple, bucket: str, home: str, settings: Settings, quick) -> None:
-    """Check once per process that ``bucket`` answers, failing fast and in words.
+    """Check once per process that ``bucket`` answers, failing fast and in words."""
+    from pyarrow import fs as pafs
 
-    ``quick()`` builds a client that gives up fast, with ``bucket_exists(bucket)``
-    raising ``OSError`` when the store cannot be asked.
-    """
     if (key, bucket) in _probed:
         return
     where = f" at {settings.s3_endpoint}" if settings.s3_endpoint and key[0] == "s3" else ""
     try:
-        exists = quick().bucket_exists(bucket)
+        info = quick().get_file_info(bucket)
     except OSError as exc:
         text = str(exc)
-        if any(word in text for word in ("ACCESS_DENIED", "403", "AccessDenied", "InvalidAccessKeyId",
-                                         "SignatureDoesNotMatch", "NoCredentialsError")):
+        if "ACCESS_DENIED" in text or "403" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
             hint = "the credentials were refused: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the node's role)"
-        elif any(word in text for word in ("NETWORK_CONNECTION", "curlCode", "EndpointConnectionError",
-                                           "ConnectTimeoutError", "ReadTimeoutError")) or "timed out" in text.lower():
+        elif "NETWORK_CONNECTION" in text or "curlCode" in text or "timed out" in text.lower():
             hint = "the object store cannot be reached: check FACTORY_S3_ENDPOINT (or AWS_ENDPOINT_URL) and the network"
         else:
             hint = "check the endpoint, the credentials and the bucket"
         raise StoreHomeError(f"store home {home}{where}: {hint} ({_first_line(exc)})", home) from exc
-    if not exists:
+    if info.type == pafs.FileType.NotFound:
         raise StoreHomeError(
             f"store home {home}{where}: bucket {bucket!r} does not exist; create it (e.g. 'aws s3 mb s3://{bucket}') "
             "or fix the home", home
@@ -403,7 +353,7 @@ def open_upload(fs: pafs.FileSystem, path: str) -> BoundedUpload:
     return BoundedUpload(fs.open_output_stream(path))
 
 
-def publish_object(fs: pafs.FileSystem, tmp: str, final: str, size: int | None) -> None:
+def publish_object(fs: pafs.FileSystem, tmp: str, final: str, size: int | None, settings: Settings) -> None:
     """Make the fully written object at ``tmp`` visible at ``final`` in one step; remove ``tmp``.
 
     ``size`` is what the writer hashed; an upload of any other size is refused (the
@@ -418,11 +368,39 @@ def publish_object(fs: pafs.FileSystem, tmp: str, final: str, size: int | None) 
             "nothing was published: retry the put"
         )
     try:
-        fs.copy_file(tmp, final)
+        if uploaded is not None and uploaded > SINGLE_COPY_LIMIT and type(fs).__name__ == "S3FileSystem":
+            _multipart_copy(tmp, final, settings)
+        else:
+            fs.copy_file(tmp, final)
     except OSError as exc:  # the copy is one step: it either made the whole object or nothing
         raise FactorySystemError(f"publishing {final} failed ({_first_line(exc)}); nothing was published: retry the put") from exc
     finally:
         _delete(fs, tmp)
+
+
+def _multipart_copy(tmp: str, final: str, settings: Settings) -> None:
+    """Server-side copy in parts (UploadPartCopy), for sources S3 will not copy in one request.
+
+    The object appears at ``final`` only when the upload completes, in one step.
+    """
+    try:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+    except ImportError as exc:  # pragma: no cover - boto3 is a dependency
+        raise FactorySystemError(
+            f"publishing {final} needs a multipart copy (over 5 GiB), which needs boto3: pip install boto3"
+        ) from exc
+    src_bucket, src_key = tmp.split("/", 1)
+    dst_bucket, dst_key = final.split("/", 1)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client("s3", **s3_client_arguments(settings))
+    part = max(_COPY_PART, 5 << 20)
+    try:
+        client.copy({"Bucket": src_bucket, "Key": src_key}, dst_bucket, dst_key,
+                    Config=TransferConfig(multipart_threshold=SINGLE_COPY_LIMIT, multipart_chunksize=part))
+    except (BotoCoreError, ClientError) as exc:
+        raise OSError(f"multipart copy to {final}: {exc}") from exc
 
 
 def _delete(fs: pafs.FileSystem, path: str) -> None:

@@ -49,9 +49,13 @@ def _put_then_hang(settings: Settings, source: str, marker: str) -> None:
 
 
 def _uploads(blobs) -> list[str]:
-    pages = blobs.s3.client.get_paginator("list_multipart_uploads").paginate(
-        Bucket=blobs.s3.bucket, Prefix=blobs._key(blobs.root) + "/")
+    bucket, prefix = blobs.root.split("/", 1)
+    pages = blobs._files.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix + "/")
     return [u["Key"] for page in pages for u in page.get("Uploads", [])]
+
+
+def _key(path: str) -> str:
+    return path.split("/", 1)[1]
 
 
 def test_a_writer_killed_mid_upload_leaves_nothing_at_the_key(s3_settings, tmp_path):
@@ -66,7 +70,7 @@ def test_a_writer_killed_mid_upload_leaves_nothing_at_the_key(s3_settings, tmp_p
     try:
         _wait_for(marker)
         blobs = _blobs(s3_settings)
-        assert _uploads(blobs) == [blobs._key(blobs.path(digest))]  # caught mid-upload to the final key
+        assert _uploads(blobs) == [_key(blobs.path(digest))]  # caught mid-upload to the final key
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()

@@ -17,11 +17,18 @@ from pyarrow import fs as pafs
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.store import BlobStore
 from factory.store import _fs, _s3put
+from factory.store._blobfs import ObjectFiles
 
 
 @pytest.fixture
 def blobs(home_settings):
     return BlobStore(_fs.join(home_settings.home, "blobs"), settings=home_settings)
+
+
+@pytest.fixture
+def local_blobs(tmp_path):
+    """A blob store on a local folder, for what only a local disk has (FIFOs, links, O_DIRECT)."""
+    return BlobStore(tmp_path / "blobs")
 
 
 def _read(blobs: BlobStore, path: str) -> bytes:
@@ -47,10 +54,10 @@ def _temporaries(blobs: BlobStore) -> list[str]:
 
 def _unfinished(blobs: BlobStore) -> list[str]:
     """Keys of the multipart uploads under the store that were neither completed nor aborted (S3 only)."""
-    if not blobs.on_s3:
+    if _fs.scheme_of(blobs.uri) != "s3":
         return []
-    pages = blobs.s3.client.get_paginator("list_multipart_uploads").paginate(
-        Bucket=blobs.s3.bucket, Prefix=blobs._key(blobs.root) + "/")
+    bucket, prefix = blobs.root.split("/", 1)
+    pages = blobs._files.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix + "/")
     return [u["Key"] for page in pages for u in page.get("Uploads", [])]
 
 
@@ -170,13 +177,17 @@ def test_failed_source_leaves_no_blob_and_no_temporary(blobs):
     assert _temporaries(blobs) == []
 
 
-def test_failed_progress_callback_stops_the_put_cleanly(blobs):
-    """An exception from the caller's progress callback stops the pipeline without hanging."""
+@pytest.mark.parametrize("source", ["stream", "file"])
+def test_failed_progress_callback_stops_the_put_cleanly(blobs, source, tmp_path):
+    """An exception from the caller's progress callback stops the pipeline without hanging, leaving nothing behind."""
     def progress(n):
         raise KeyboardInterrupt
 
+    data = os.urandom(50 << 20)
+    if source == "file":
+        (tmp_path / "big.bin").write_bytes(data)
     with pytest.raises(KeyboardInterrupt):
-        blobs.put(io.BytesIO(os.urandom(50 << 20)), progress=progress)
+        blobs.put(io.BytesIO(data) if source == "stream" else tmp_path / "big.bin", progress=progress)
     assert list(blobs.digests()) == []
     assert _unfinished(blobs) == []
 
@@ -226,6 +237,119 @@ def test_a_blob_staged_in_one_store_cannot_be_committed_to_another(blobs, tmp_pa
     assert list(other.digests()) == [] and list(blobs.digests()) == []
 
 
+def test_a_large_blob_of_odd_size_round_trips_through_direct_writes(blobs, tmp_path):
+    """A blob big enough to bypass the page cache, with a tail that direct I/O cannot write, comes back intact."""
+    from factory.store.blobs import DIRECT_MIN
+
+    data = os.urandom(DIRECT_MIN + (1 << 20) + 123)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    digest = blobs.put(path)
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert blobs.get(digest) == data
+    assert blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
+    assert blobs.put(data) == digest  # as bytes: the same blob, found intact
+    assert _temporaries(blobs) == []
+
+
+def test_putting_the_original_again_repairs_a_corrupt_copy(blobs, monkeypatch, tmp_path):
+    """A flipped byte or a truncated copy is replaced whole by the next put of the original (on S3 too)."""
+    published = []
+    real = ObjectFiles.publish
+    monkeypatch.setattr(ObjectFiles, "publish",
+                        lambda self, tmp, final, size: (published.append((final, size)), real(self, tmp, final, size))[1])
+    data = os.urandom(3 << 20)
+    (tmp_path / "original.bin").write_bytes(data)
+    digest = blobs.put(data)
+    _flip_byte(blobs, blobs.path(digest), 1000)
+    assert blobs.verify(digest).problem == "corrupt"
+    assert blobs.put(io.BytesIO(data)) == digest  # a stream (on S3: a temporary object, copied)
+    assert blobs.verify(digest) is None and blobs.get(digest) == data
+    _write(blobs, blobs.path(digest), data[:2])
+    assert blobs.put(tmp_path / "original.bin") == digest  # a file (on S3: in parts to the final key)
+    assert blobs.get(digest) == data
+    _flip_byte(blobs, blobs.path(digest), 5)
+    assert blobs.put(data) == digest  # bytes
+    assert blobs.get(digest) == data
+    assert _temporaries(blobs) == [] and _unfinished(blobs) == []
+    # On an object store every publication, the repairs too, goes through its size- and digest-checked publish.
+    expected = [(blobs.path(digest), len(data))] * 4 if _fs.is_object_store(blobs.uri) else []
+    assert published == expected
+
+
+def test_a_home_that_cannot_be_reached_fails_once_and_cleans_nothing_up(tmp_path, monkeypatch):
+    """A put to an unreachable S3 endpoint fails with one home error; cleaning up does not reach for it again."""
+    from factory.errors import StoreHomeError
+    from factory.settings import Settings
+
+    calls = []
+    real = _fs.filesystem
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_fs, "filesystem", counted)
+    settings = Settings(home="s3://nowhere/home", s3_endpoint="http://127.0.0.1:9", s3_connect_timeout_s=0.5,
+                        s3_access_key="k", s3_secret_key="s")
+    blobs = BlobStore("s3://nowhere/home/blobs", settings=settings)
+    with pytest.raises(StoreHomeError):
+        blobs.put(io.BytesIO(b"never stored"))
+    assert len(calls) == 1
+
+
+def test_a_filesystem_without_direct_io_still_stores_large_blobs(local_blobs, tmp_path, monkeypatch):
+    """Where opening with O_DIRECT is refused (tmpfs on older kernels, some FUSE mounts), puts fall back."""
+    import errno
+
+    from factory.store.blobs import DIRECT_MIN
+
+    real_open = os.open
+
+    def no_direct(path, flags, *args, **kwargs):
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    data = os.urandom(DIRECT_MIN + 4096)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    digest = local_blobs.put(path)
+    assert local_blobs.get(digest) == data
+    assert local_blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
+
+
+def test_a_folder_where_a_blob_belongs_is_named(blobs):
+    """A put that finds a folder (on S3, a prefix) in its blob's place says so instead of failing obscurely."""
+    data = b"content" * 100
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    blobs.fs.create_dir(blobs.path(digest))
+    _write(blobs, f"{blobs.path(digest)}/stray", b"x")
+    with pytest.raises(CorruptBlobError, match="a folder stands where blob"):
+        blobs.put(data)
+    problem = blobs.verify(digest)
+    assert problem.problem == "unreadable" and "not a regular file" in problem.reason
+    assert [(b.digest, b.problem) for b in blobs.verify_all()] == [(digest, "unreadable")]
+
+
+@pytest.mark.parametrize("thing", ["fifo", "link"])
+def test_a_fifo_or_link_in_a_blobs_place_is_corrupt_not_a_hang(local_blobs, replace_with_non_file, thing):
+    """Reading a blob whose file was replaced by a FIFO or a link fails at once as corrupt, and a put repairs it."""
+    blobs = local_blobs
+    digest = blobs.put(b"payload" * 100)
+    replace_with_non_file(blobs.path(digest), thing)
+    with pytest.raises(CorruptBlobError, match="not a regular file"):
+        blobs.get(digest)
+    problem = blobs.verify(digest)
+    assert problem.problem == "unreadable" and problem.reason.startswith("not a regular file")
+    # Listed (not followed) so that a whole-store check reports it, but not counted as a stored blob.
+    assert list(blobs.entries()) == [(digest, False)] and list(blobs.digests()) == []
+    assert [(b.digest, b.problem) for b in blobs.verify_all()] == [(digest, "unreadable")]
+    assert blobs.put(b"payload" * 100) == digest  # a put repairs it
+    assert blobs.get(digest) == b"payload" * 100
+
+
 class _PausingStream:
     """A source that stops midway until released, like a slow upload caught in the act."""
 
@@ -273,7 +397,7 @@ def test_an_upload_of_the_wrong_size_is_never_published(s3_settings):
     _write(blobs, tmp, b"only nine")
     final = blobs.path("sha256:" + "ab" * 32)
     with pytest.raises(FactorySystemError, match="nothing was published"):
-        _fs.publish_object(blobs.fs, tmp, final, 10)
+        _fs.publish_object(blobs.fs, tmp, final, 10, s3_settings)
     assert blobs.fs.get_file_info(final).type == pafs.FileType.NotFound
     assert _temporaries(blobs) == []
 
@@ -305,16 +429,15 @@ def _etag(s3_server, blobs: BlobStore, digest: str) -> str:
     return s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
 
 
-def test_a_stream_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3_settings, s3_server, small_parts,
-                                                                              monkeypatch):
+def test_a_stream_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3_settings, s3_server, monkeypatch):
     """A stream read once, larger than S3 copies in one request (5 GiB), is still published whole, in parts."""
-    monkeypatch.setattr(_s3put, "SINGLE_COPY_LIMIT", 6 << 20)
-    monkeypatch.setattr(_s3put, "COPY_PART", 5 << 20)
+    monkeypatch.setattr(_fs, "SINGLE_COPY_LIMIT", 6 << 20)
+    monkeypatch.setattr(_fs, "_COPY_PART", 5 << 20)
     blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
     data = os.urandom(12 << 20)
     digest = blobs.put(_OnceOnly(data))
     assert blobs.get(digest) == data
-    assert _etag(s3_server, blobs, digest).endswith("-3")  # three ranges of at most 5 MiB
+    assert _etag(s3_server, blobs, digest).endswith("-3")  # three parts of at most 5 MiB
     assert _temporaries(blobs) == [] and _unfinished(blobs) == []
 
 
@@ -354,24 +477,34 @@ def test_a_file_that_changes_while_it_is_stored_publishes_nothing(s3_settings, s
     assert _unfinished(blobs) == [] and _temporaries(blobs) == []
 
 
-def test_a_small_stream_is_written_once_at_its_key(s3_settings, s3_server):
-    """A stream shorter than a part is held in memory and written with one conditional put; a second put rewrites nothing."""
+def test_the_identity_check_runs_before_a_blob_appears_and_can_stop_it(s3_settings, small_parts, tmp_path):
+    """The store's identity hook runs before the first blob lands; if it refuses, no blob and no upload remain."""
     blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
-    data = os.urandom(3 << 20)
-    digest = blobs.put(_OnceOnly(data))
-    before = _written_at(blobs, digest)
-    time.sleep(1.1)  # object stores keep modification times to the second
-    assert blobs.put(_OnceOnly(data)) == digest and blobs.put(data) == digest
-    assert _written_at(blobs, digest) == before and blobs.get(digest) == data
-    assert _temporaries(blobs) == [] and _unfinished(blobs) == []
-
-
-def test_a_wrong_size_object_at_the_key_is_reported_not_accepted(s3_settings, s3_server):
-    """If something of another size already sits where a blob belongs, the put says it is corrupt instead of succeeding."""
-    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
-    data = b"the real content" * 100
+    data = os.urandom(12 << 20)
+    (tmp_path / "big.bin").write_bytes(data)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    _write(blobs, blobs.path(digest), b"impostor")
-    with pytest.raises(CorruptBlobError, match="holds 8 bytes") as info:
-        blobs.put(data)
-    assert info.value.digest == digest
+    seen = []
+
+    def refuse():
+        seen.append(blobs.exists(digest))
+        raise RuntimeError("not this home")
+
+    blobs.before_first_write = refuse
+    with pytest.raises(RuntimeError, match="not this home"):
+        blobs.put(tmp_path / "big.bin")
+    assert seen == [False] and list(blobs.digests()) == [] and _unfinished(blobs) == []
+    blobs.before_first_write = lambda: seen.append(blobs.exists(digest))
+    assert blobs.put(tmp_path / "big.bin") == digest and blobs.put(data) == digest
+    assert seen == [False, False] and blobs.get(digest) == data  # once, before the first publish only
+
+
+def test_a_file_already_stored_intact_is_not_sent_again(s3_settings, small_parts, tmp_path, monkeypatch):
+    """Putting a file whose blob is stored intact uploads nothing (it is read back and checked instead)."""
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    (tmp_path / "big.bin").write_bytes(os.urandom(12 << 20))
+    digest = blobs.put(tmp_path / "big.bin")
+    started = []
+    monkeypatch.setattr(_s3put, "upload_verified", lambda *args, **kwargs: started.append(args))
+    seen: list[int] = []
+    assert blobs.put(tmp_path / "big.bin", progress=seen.append) == digest
+    assert started == [] and sum(seen) == 12 << 20

@@ -1,0 +1,55 @@
+"""A Ray Tune sweep with ASHA: every trial a Ray Train run, the best one packaged behind its contract.
+
+The sweep runs in a process of its own, on a cluster of its own that has the dashboard
+(Ray Train inside Tune needs the State API), so it never touches the shared test cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from factory.contract import validate
+from factory.settings import Settings
+from factory.store import Store
+from factory.train._synthetic import classification_table, mlp_config
+
+DRIVER = Path(__file__).with_name("_tune_driver.py")
+
+
+def test_four_trials_with_asha_on_two_cpus_package_the_best(tmp_path):
+    """4 trials on 2 CPUs all finish or are stopped by ASHA; the best by val_loss becomes a valid package."""
+    home = str(tmp_path / "home")
+    store = Store(home, settings=Settings(home=home))
+    version = store.datasets.add(classification_table(400, features=4, seed=7), name="toy", key=["id"])
+    train = mlp_config(version.digest, features=4, epochs=3, seed=1,
+                       hyperparameters={"lr": 0.01, "batch_size": 20},
+                       compute={"workers": 1, "cpus_per_worker": 0.5})
+    sweep = {"train": train.model_dump(mode="json"), "num_samples": 4, "max_concurrent_trials": 2,
+             "space": {"hyperparameters.lr": {"loguniform": [0.001, 0.1]},
+                       "architecture_config.hidden": {"choice": [[8], [16]]}}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+    res = subprocess.run([sys.executable, str(DRIVER), home, str(path), str(tmp_path / "ray")],
+                         capture_output=True, text=True, env=env, timeout=1500)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+    assert res.returncode == 0 and lines, res.stderr[-3000:]
+    result = json.loads(lines[0].removeprefix("RESULT "))
+
+    trials = result["trials"]
+    assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)
+    best = min((t for t in trials if "val_loss" in t["metrics"]), key=lambda t: t["metrics"]["val_loss"])
+    assert result["best_trial"] == best["trial_id"]
+    packaged = result["best"]
+    assert validate(packaged["model"], store=store).ok
+    assert store.refs.get(packaged["candidate"]) == packaged["model"]
+    config = store.artifacts.get(packaged["config"])
+    assert config.metadata["hyperparameters"]["lr"] == best["params"]["hyperparameters.lr"]
+    assert config.parents == (version.digest,)
+    assert version.digest in store.artifacts.get(packaged["model"]).parents
