@@ -164,7 +164,7 @@ class HashingReader:
         pipe, a socket, memory) and can be read only once. Close it when done."""
         if not self._finished or not self.rereadable:
             return None
-        return Reread(self, os.dup(self._stream.fileno()), self._origin)
+        return Reread(os.dup(self._stream.fileno()), self._origin, self.name, cancelled=lambda: self._closed)
 
     @property
     def digest(self) -> str:
@@ -202,21 +202,30 @@ class HashingReader:
 
 
 class Reread:
-    """A finished ``HashingReader``'s source file, read again by offset with ``pread`` on a
-    descriptor of its own. Reads raise ``InterruptedError`` once the reader is closed, so
-    closing the reader cancels whoever reads the file again."""
+    """A hashed file read again by offset with ``pread`` on descriptor ``fd`` (which it owns
+    and closes). Reads raise ``InterruptedError`` once ``cancelled()`` says so: closing a
+    ``HashingReader`` cancels whoever reads its file again."""
 
-    def __init__(self, reader: HashingReader, fd: int, origin: int):
-        self._reader = reader
+    def __init__(self, fd: int, origin: int, name: str | None = None, *,
+                 cancelled: Callable[[], bool] = lambda: False):
         self._fd = fd
         self._origin = origin
+        self.name = name
+        self._cancelled = cancelled
+
+    @classmethod
+    def of(cls, stream: BinaryIO, name: str | None = None) -> Reread | None:
+        """``stream`` read again from where it stands now, if it is a regular file; else ``None``."""
+        if _regular_file_size(stream) is None or (origin := _position(stream)) is None:
+            return None
+        return cls(os.dup(stream.fileno()), origin, name if isinstance(name, str) else None)
 
     def read(self, offset: int, n: int) -> bytes:
-        """``n`` bytes from ``offset`` past the reader's start; fewer only at the end of the file."""
+        """``n`` bytes from ``offset`` past the origin; fewer only at the end of the file."""
         data = b""
         while len(data) < n:
-            if self._reader._closed:
-                raise InterruptedError(f"reading {self._reader.name or 'the stream'} again was cancelled")
+            if self._cancelled():
+                raise InterruptedError(f"reading {self.name or 'the stream'} again was cancelled")
             more = os.pread(self._fd, n - len(data), self._origin + offset + len(data))
             if not more:
                 break

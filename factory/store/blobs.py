@@ -34,7 +34,8 @@ from factory.settings import Settings
 from factory.store import _fs
 from factory.store._blobfs import ArrowFiles, Files, LocalFiles, NotRegularFile, ObjectFiles, Sink
 from factory.store._digest import PREFIX, hex_of
-from factory.store._hashing import CHUNK, HashingReader, MemoryReader, VerifyingReader, copy_hashed, corrupt_message
+from factory.store._hashing import (CHUNK, HashingReader, MemoryReader, Reread, VerifyingReader, copy_hashed,
+                                    corrupt_message)
 from factory.store._s3put import MultipartUpload, Read
 from factory.store._staged import StagedBlob
 from factory.store._paths import check_output_path
@@ -46,6 +47,15 @@ log = logging.getLogger(__name__)
 _TMP = "tmp"
 NOT_REGULAR = "not a regular file"
 Progress = Callable[[int], None]
+
+class _Nowhere:
+    """A sink that keeps nothing: ``copy_hashed`` into it only hashes."""
+
+    def write(self, data) -> None:
+        pass
+
+
+_NOWHERE = _Nowhere()
 
 # Blobs at least this large are written (and fetched with ``get_to``) past the page
 # cache on a local disk; smaller ones are often read again soon and cost little there.
@@ -286,8 +296,13 @@ class BlobStore:
         """Read, hash and write ``stream`` on the calling thread, one buffer at a time.
 
         For callers that copy many files at once (a tree runs one per worker thread),
-        where the parallelism comes from the files rather than from a pipeline.
+        where the parallelism comes from the files rather than from a pipeline. On S3 a
+        regular file is hashed to its end first, then uploaded to its final key.
         """
+        if self._multipart and (again := Reread.of(stream, getattr(stream, "name", None))) is not None:
+            with again:
+                digest, size = copy_hashed(stream, _NOWHERE)
+                return self._upload(digest, size, again.read, progress, again.name)
         return self._write_tmp(size_hint, lambda out: copy_hashed(stream, out, progress))
 
     def _write_tmp(self, size_hint: int | None, fill: Callable[[Sink], tuple[str, int]]) -> PendingBlob:

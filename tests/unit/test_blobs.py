@@ -441,14 +441,21 @@ def test_a_stream_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3
     assert _temporaries(blobs) == [] and _unfinished(blobs) == []
 
 
-def test_a_large_file_goes_straight_to_its_key_on_s3(s3_settings, s3_server, small_parts, tmp_path):
-    """A file is uploaded in parts to its final key, with no temporary object and no copy left behind."""
+@pytest.mark.parametrize("how", ["put", "write_from"])
+def test_a_large_file_goes_straight_to_its_key_on_s3(s3_settings, s3_server, small_parts, tmp_path, how):
+    """A file (put, or written by a tree or a package) is uploaded in parts to its final key, with no temporary object and no copy."""
     blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
     data = os.urandom((12 << 20) + 7)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     seen: list[int] = []
-    digest = blobs.put(path, progress=seen.append)
+    if how == "put":
+        digest = blobs.put(path, progress=seen.append)
+    else:
+        with open(path, "rb") as stream:
+            pending = blobs.write_from(stream, progress=seen.append)
+        assert not blobs.exists(pending.digest)  # sent, not yet visible
+        digest = pending.commit()
     assert digest == "sha256:" + hashlib.sha256(data).hexdigest() and blobs.get(digest) == data
     assert _etag(s3_server, blobs, digest).endswith("-3")  # made by the multipart upload itself
     assert sum(seen) == len(data)
