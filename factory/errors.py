@@ -37,6 +37,7 @@ __all__ = [
     "RolledBackError",
     "GateFailedError",
     "ControllerUnavailableError",
+    "PipelineFailedError",
 ]
 
 
@@ -288,3 +289,15 @@ class ControllerUnavailableError(FactorySystemError, ConnectionError):
     """The controller could not be reached or created (no Ray cluster, or the cluster is going away)."""
 
     code = "CONTROLLER_UNAVAILABLE"
+
+
+class PipelineFailedError(UserError):
+    """A pipeline run that failed (a step's error, after its retries) or was cancelled."""
+
+    code = "PIPELINE_FAILED"
+
+    def __init__(self, message: str, run_id: str = "", step: str | None = None, error: str | None = None):
+        super().__init__(message, run_id, step, error)
+        self.run_id = run_id
+        self.step = step
+        self.error = error
