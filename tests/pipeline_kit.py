@@ -51,3 +51,8 @@ def flaky(context, failures: int, calls: str | None = None, **inputs: str):
     if _note(calls, context.step) <= failures:
         raise ConnectionError("a transient failure")
     return {"blob": context.store.put_blob(b"flaky ok").digest}
+
+
+def bad_output(context, **inputs: str):
+    """Returns a number where digests are expected."""
+    return 42
