@@ -3,7 +3,8 @@ they start (``RolloutHost``) and the promotion rules, over one store acting as t
 
 It keeps nothing the store does not hold. ``start`` takes over every pipeline run and rollout
 whose host is gone (their runs read ``interrupted``) and drives them on; then a loop thread
-applies step results and timers. Commands are idempotent: ``submit`` by its request id (the
+applies step results and timers, and looks for runs left by a dead host again every
+``resume_s`` (a predecessor still exiting when this one started). Commands are idempotent: ``submit`` by its request id (the
 pipeline run's key), ``cancel`` by the run id. The Ray actor (``_actor``) is a thin shell over
 this class; tests drive it directly, with a fake clock and threads for launchers.
 """
@@ -40,14 +41,16 @@ class Controller:
 
     def __init__(self, store: Store, *, launchers: Mapping[str, Launcher] | None = None,
                  rollouts: RolloutHost | None = None, promotions: PromotionRules | None = None,
-                 clock: Callable[[], float] = time.monotonic, loop_s: float = 0.5):
+                 clock: Callable[[], float] = time.monotonic, loop_s: float = 0.5, resume_s: float = 5.0):
         self.store = store
         self.rollouts = rollouts or RolloutHost(store)
         self.promotions = promotions or PromotionRules(store)
         local = ThreadLauncher(store, rollouts=self.rollouts, promotions=self.promotions)
         chosen = {"task": ThreadLauncher(), "controller": local, **(launchers or {})}
         self.scheduler = Scheduler(store, chosen, clock=clock)
+        self.clock = clock
         self.loop_s = loop_s
+        self.resume_s = resume_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -78,9 +81,14 @@ class Controller:
         return resumed
 
     def _loop(self) -> None:
+        next_resume = self.clock() + self.resume_s
         while not self._stop.is_set():
             try:
                 self.scheduler.pump(self.loop_s)
+                if self.clock() >= next_resume:  # a run whose host died after this one started
+                    next_resume = self.clock() + self.resume_s
+                    self.rollouts.resume_all()
+                    self.resume()
             except Exception:  # noqa: BLE001 - the loop must outlive one bad transition
                 log.exception("controller loop: a transition failed")
 
