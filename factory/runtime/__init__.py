@@ -38,6 +38,10 @@ __all__ = [
     "controller_name",
     "StepContext",
     "sample_dataset",
+    "Experiment",
+    "start_experiment",
+    "get_experiment",
+    "list_experiments",
 ]
 
 _WHERE = {
@@ -48,6 +52,8 @@ _WHERE = {
     "StepProgress": "_progress", "pipeline_status": "_status", "wait_pipeline": "_status",
     "pipeline_runs": "_status", "Controller": "_controller", "CONTROLLER_ACTOR": "_controller",
     "get_controller": "_actor", "controller_name": "_actor", "StepContext": "_task", "sample_dataset": "_sample",
+    "Experiment": "experiment", "start_experiment": "experiment", "get_experiment": "experiment",
+    "list_experiments": "experiment",
 }
 
 
