@@ -151,3 +151,59 @@ def test_a_candidate_not_admitted_is_refused_before_any_traffic(host, models):
     assert status.state == "failed" and "AdmissionDeniedError" in status.error
     assert status.step("ship").attempt == 1
     assert world.traffic.history == [] and host.refs.get(ENV_REF) == incumbent
+
+
+def test_controller_replaced_mid_rollout_reaches_the_same_outcome_and_promotes_once(store, models, monkeypatch):
+    """A controller that dies in the middle of a canary is replaced: the next takes the rollout and the
+    pipeline over, and prod moves to the candidate exactly once."""
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from factory.store import _owner
+    from factory.store import runs as runs_module
+    from factory.store.catalog import RunOwner
+
+    now = [datetime(2026, 11, 30, 12, tzinfo=UTC)]
+    host = Store(store.home, settings=dataclasses.replace(store.settings, actor=CONTROLLER_ACTOR), clock=lambda: now[0])
+    candidate, incumbent = models
+    host.refs.set(ENV_REF, incumbent, reason="first")
+    clock = Clock()
+    world = World(clock, {version_of(incumbent): Behaviour(), version_of(candidate): Behaviour()})
+    parts = lambda store, spec: {"traffic": world.traffic, "signals": world.signals, "clock": clock}  # noqa: E731
+    midway = threading.Event()
+
+    def dies_midway(rollout, *, tick_s, stop):
+        world.run(rollout, 25)  # shadow passed, into the canary steps
+        midway.set()
+        stop.wait()
+        return rollout.state
+
+    def drives_on(rollout, *, tick_s, stop):
+        world.run(rollout, 600)
+        return rollout.state
+
+    monkeypatch.setattr(runs_module, "current_owner", lambda: RunOwner("a-host-that-died", 4242, 0.0))
+    first = Controller(host, rollouts=RolloutHost(host, parts, drive=dies_midway),
+                       promotions=PromotionRules(host, admit=Admission()), loop_s=0.05)
+    first.start()
+    run_id = first.submit(resolve(host, _rollout_pipeline(candidate).spec()), "one")
+    assert midway.wait(60)
+    weight_when_killed = world.traffic.current("iris").weights.get(version_of(candidate), 0.0)
+    first.stop()
+    monkeypatch.setattr(runs_module, "current_owner", _owner.current_owner)
+    now[0] += timedelta(seconds=host.runs.stale_after_s + 1)
+    assert host.refs.get(ENV_REF) == incumbent and 0 < weight_when_killed < 100
+
+    second = Controller(host, rollouts=RolloutHost(host, parts, drive=drives_on),
+                        promotions=PromotionRules(host, admit=Admission()), loop_s=0.05)
+    try:
+        second.start()
+        status = wait_pipeline(host, run_id, timeout_s=120, poll_s=0.05)
+    finally:
+        second.stop()
+    assert status.succeeded, status.error
+    assert _moves(host) == [(None, incumbent, CONTROLLER_ACTOR), (incumbent, candidate, CONTROLLER_ACTOR)]
+    (rollout,) = host.runs.list(kind="rollout")
+    assert any(e.details.get("resumed") for e in rollout.events())  # taken over, not begun again
+    assert any(e.details.get("resumed") for e in host.runs.get(run_id).events())
+    assert world.traffic.current("iris").weights == {version_of(candidate): 100.0}
