@@ -315,7 +315,10 @@ def parse_pipeline(data: Any, *, source: str = "the pipeline") -> PipelineSpec:
         return PipelineSpec.model_validate(dict(data))
     except ValidationError as exc:
         problems = []
-        for error in exc.errors(include_url=False):
+        errors = exc.errors(include_url=False)
+        if len(errors) > 1:  # a step refused also leaves 'steps' short of one: say only what is wrong with it
+            errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) == ("steps",))]
+        for error in errors:
             message = str(error["msg"]).removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "is not a known field: check its spelling and indentation"

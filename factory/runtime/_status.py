@@ -100,8 +100,8 @@ def pipeline_status(store: Store, run_id: str) -> PipelineStatus:
 
 def wait_pipeline(store: Store, run_id: str, *, timeout_s: float | None = None, poll_s: float = 0.25,
                   on_change: Callable[[PipelineStatus], None] | None = None) -> PipelineStatus:
-    """Wait until ``run_id`` ends (or reads ``interrupted`` with nobody to resume it, or ``timeout_s``
-    passes: then ``TimeoutError``); ``on_change`` sees each new status."""
+    """Wait until ``run_id`` ends (``TimeoutError`` once ``timeout_s`` passed); ``on_change`` sees each new
+    status. A run that reads ``interrupted`` is waited on: its controller's successor takes it over."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     last = None
     while True:

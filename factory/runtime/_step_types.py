@@ -1,8 +1,8 @@
 """The step types a pipeline can use: what each takes (config, inputs), what it makes (outputs),
 where it runs and what it holds by default.
 
-``ingest``, ``sample``, ``features``, ``train``, ``tune``, ``evaluate``, ``gates``, ``package``
-and ``user`` steps run as Ray tasks (``_steps_*`` hold their code); a ``rollout`` step runs in
+``ingest``, ``sample``, ``train``, ``tune``, ``gates``, ``package`` and ``user`` steps run as Ray
+tasks (``_steps_*`` hold their code); a ``rollout`` step runs in
 the controller, which hosts the rollout it starts. Each config is checked here, when the
 pipeline is loaded, so a bad setting is refused before anything runs.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -49,43 +48,6 @@ class SampleConfig(_Frozen):
         if (self.fraction is None) == (self.rows is None):
             raise ValueError("give fraction or rows (one of them)")
         return self
-
-
-class ViewConfig(_Frozen):
-    """A feature view over the dataset version at input ``source`` (default: the view's name)."""
-
-    name: str = Field(min_length=1, max_length=128)
-    entities: tuple[str, ...] = Field(min_length=1)
-    timestamp: str = Field(min_length=1)
-    features: tuple[str, ...] = Field(min_length=1)
-    ttl: timedelta
-    created_timestamp: str | None = None
-    source: str | None = Field(None, description="the input holding its rows; default: the view's name")
-
-    @property
-    def input(self) -> str:
-        return self.source or self.name
-
-
-class FeaturesConfig(_Frozen):
-    """Register feature views, then join the labelled entity rows (input ``entities``) point-in-time."""
-
-    views: tuple[ViewConfig, ...] = Field(min_length=1)
-    dataset: str = Field("training-set", min_length=1, max_length=128, description="the training set's name")
-    timestamp: str = "event_timestamp"
-    allow_backfill: bool = False
-    assume_utc: bool = False
-    full_names: bool = False
-    engine: Literal["auto", "local", "ray"] = "auto"
-
-
-class EvaluateConfig(_Frozen):
-    """Metrics of the model (input ``model``) on a dataset version (input ``dataset``)."""
-
-    label: str = Field(min_length=1)
-    features: tuple[str, ...] | None = None
-    output: str | None = None
-    thresholds: dict[str, dict[str, float]] | None = None
 
 
 class GatesConfig(_Frozen):
@@ -174,7 +136,7 @@ class StepType:
             except ValidationError as exc:
                 raise ValueError(explain(exc, "config")) from None
         if self.required is not None:
-            wanted = set(self.required) | set(self._dynamic_inputs(normalized))
+            wanted = set(self.required)
             missing = sorted(wanted - set(inputs))
             if missing:
                 raise ValueError(f"a {self.name} step needs input(s) {', '.join(missing)}")
@@ -185,11 +147,6 @@ class StepType:
                                  f"(it reads: {', '.join(known) or 'none'})")
         self._cross_check(normalized, inputs)
         return normalized
-
-    def _dynamic_inputs(self, config: Mapping[str, Any]) -> tuple[str, ...]:
-        if self.name == "features":
-            return tuple(v.get("source") or v["name"] for v in config.get("views", ()))
-        return ()
 
     def _cross_check(self, config: Mapping[str, Any], inputs: tuple[str, ...]) -> None:
         if self.name == "ingest" and (config.get("generate") is None) == ("source" not in inputs):
@@ -220,10 +177,6 @@ def explain(exc: ValidationError, prefix: str) -> str:
 
 def _fixed(*names: str) -> Callable[[Mapping[str, Any]], frozenset[str]]:
     return lambda config: frozenset(names)
-
-
-def _feature_outputs(config: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset({"dataset", *(f"view-{v['name']}" for v in config.get("views", ()))})
 
 
 _MODEL_OUTPUTS = ("model", "config", "code", "environment")
