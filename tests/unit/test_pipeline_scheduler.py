@@ -257,3 +257,21 @@ def test_experiment_actor_may_not_submit_rollouts(cstore, clock, tmp_path):
     with pytest.raises(InvalidInputError, match="experiment"):
         ctl.submit(resolved, "r")
     assert cstore.runs.list(kind="pipeline") == []
+
+
+def test_ingest_then_sample_store_dataset_versions_with_lineage(cstore, clock, tmp_path):
+    """A file ingested and sampled by built-in steps becomes two dataset versions, the sample's parent the
+    ingested version, whose parent is the file; a rerun reuses both."""
+    source = tmp_path / "customers.csv"
+    source.write_text("id,spend\n" + "".join(f"{i},{i % 7}\n" for i in range(100)))
+    p = Pipeline("data")
+    raw = p.step("raw", "ingest", inputs={"source": source}, config={"dataset": "customers", "key": ["id"]})
+    p.step("small", "sample", inputs={"dataset": raw.output("dataset")}, config={"rows": 10, "seed": 3})
+    ctl, _ = controller(cstore, clock)
+    status = run(ctl, cstore, p, "one")
+    assert status.succeeded, status.error
+    ingested = cstore.datasets.get(status.outputs("raw")["dataset"])
+    sample = cstore.datasets.get(status.outputs("small")["dataset"])
+    assert ingested.num_rows == 100 and sample.num_rows == 10 and sample.name == "customers-sample"
+    assert ingested.digest in cstore.lineage.ancestors(sample.digest)
+    assert run(ctl, cstore, p, "two").reused() == ["raw", "small"]
