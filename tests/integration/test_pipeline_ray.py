@@ -62,3 +62,36 @@ def test_failing_step_retries_then_fails_the_run_and_nothing_downstream_runs(con
     assert "the step's code is broken" in status.error
     assert pipeline_kit.calls(calls, "bad") == 2 and pipeline_kit.calls(calls, "after") == 0
     assert status.step("after").state == "skipped"
+
+
+def test_every_client_finds_the_one_controller_and_cancel_goes_through_it(controller, store, tmp_path):
+    """Two lookups give the same actor on the head node; cancelling a running pipeline through it stops the
+    step and skips the rest."""
+    import ray
+
+    from factory.runtime import cancel_pipeline, controller_name, pipeline_status, submit_pipeline, wait_pipeline
+    from factory.runtime._actor import CONTROLLER_NAMESPACE
+
+    info = ray.get(controller.info.remote())
+    assert ray.get(get_controller(store).info.remote())["pid"] == info["pid"]
+    assert ray.get_actor(controller_name(store), namespace=CONTROLLER_NAMESPACE) is not None
+    head = [n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"]]
+    assert info["node"] in head
+    calls = str(tmp_path / "calls")
+    p = Pipeline("ray-slow", runtime_env=ENV)
+    slow = p.user("slow", "pipeline_kit:make", config={"text": "s", "calls": calls, "sleep_s": 60},
+                  resources={"cpus": 0.1})
+    p.user("next", "pipeline_kit:join", inputs={"s": slow.output("blob")}, config={"calls": calls},
+           resources={"cpus": 0.1})
+    run_id = submit_pipeline(p, store=store)
+    deadline = 120
+    while pipeline_status(store, run_id).step("slow").state != "running" and deadline > 0:
+        import time
+
+        time.sleep(0.2)
+        deadline -= 0.2
+    assert cancel_pipeline(run_id, store=store, reason="not needed") == "cancelled"
+    status = wait_pipeline(store, run_id, timeout_s=60)
+    assert status.state == "cancelled" and status.error == "not needed"
+    assert [s.state for s in status.steps] == ["cancelled", "skipped"]
+    assert pipeline_kit.calls(calls, "next") == 0
