@@ -275,3 +275,23 @@ def test_ingest_then_sample_store_dataset_versions_with_lineage(cstore, clock, t
     assert ingested.num_rows == 100 and sample.num_rows == 10 and sample.name == "customers-sample"
     assert ingested.digest in cstore.lineage.ancestors(sample.digest)
     assert run(ctl, cstore, p, "two").reused() == ["raw", "small"]
+
+
+def test_cancelling_a_run_whose_controller_died_is_done_in_the_store(cstore, clock, tmp_path, monkeypatch):
+    """A run nobody hosts any more can still be cancelled: its steps under way end cancelled, the rest skipped."""
+    from factory.store import _owner
+    from factory.store import runs as runs_module
+    from factory.store.catalog import RunOwner
+
+    x, y = cstore.put_blob(b"x").digest, cstore.put_blob(b"y").digest
+    monkeypatch.setattr(runs_module, "current_owner", lambda: RunOwner("a-host-that-died", 4242, 0.0))
+    first, _ = controller(cstore, clock, hold=("b",))
+    run_id = first.submit(resolve(cstore, graph(tmp_path, x, y).spec()), "r")
+    settle(first)
+    monkeypatch.setattr(runs_module, "current_owner", _owner.current_owner)
+    clock.advance(cstore.runs.stale_after_s + 1)
+    bystander = Controller(cstore, clock=clock)  # not started: it hosts nothing
+    assert bystander.cancel(run_id, by="alice", reason="stale") == "cancelled"
+    status = pipeline_status(cstore, run_id)
+    assert [s.state for s in status.steps] == ["succeeded", "cancelled", "skipped", "skipped"]
+    assert cstore.runs.get(status.step("b").run).state == "cancelled"
