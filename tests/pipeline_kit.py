@@ -56,3 +56,9 @@ def flaky(context, failures: int, calls: str | None = None, **inputs: str):
 def bad_output(context, **inputs: str):
     """Returns a number where digests are expected."""
     return 42
+
+
+def odd_details(context):
+    """Makes a blob but leaves details that are not JSON for its run's record."""
+    context.details["when"] = object()
+    return {"blob": context.store.put_blob(b"odd").digest}

@@ -374,6 +374,7 @@ class Scheduler:
     def _succeeded(self, pipe: _Pipeline, name: str, attempt: _Attempt, result: StepResult) -> None:
         del pipe.running[name]
         run = attempt.run
+        duration = round(self.clock() - attempt.started, 3)
         try:
             outputs = {}
             for output, digest in dict(result.outputs).items():
@@ -381,11 +382,11 @@ class Scheduler:
                 outputs[output] = digest
             for step_no, values in dict(result.metrics).items():
                 run.log_metrics(int(step_no), values)
-        except UserError as exc:  # an output that is not a stored digest
+            run.finish("succeeded", outputs=outputs, duration_s=duration, attempts=attempt.attempt,
+                       **dict(result.details))
+        except UserError as exc:  # an output that is not a stored digest, details that are not JSON
             self._step_failed(pipe, name, attempt, describe_error(exc))
             return
-        duration = round(self.clock() - attempt.started, 3)
-        run.finish("succeeded", outputs=outputs, duration_s=duration, attempts=attempt.attempt, **dict(result.details))
         pipe.done[name] = outputs
         self._record(pipe, "step-succeeded", step=name, run=run.id, outputs=outputs, duration_s=duration)
         self._release(attempt.key)

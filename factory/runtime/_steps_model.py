@@ -53,7 +53,7 @@ def gates(ctx: StepContext) -> dict[str, str]:
                         current=ctx.inputs.get("current"))
     gate = run_gate(ctx.store, ctx.inputs["model"], config.get("set", "prod"), inputs=inputs, parallel=False)
     ctx.details.update(gate_run=gate.run.id, passed=gate.passed, reused=gate.reused,
-                       results={o.policy: o.result for o in gate.outcomes})
+                       results={o.policy: str(o.result.verdict) for o in gate.outcomes})
     if not gate.passed:
         failed = tuple(o.policy for o in gate.failed)
         raise GateFailedError(f"gate set {gate.set_name!r} failed on {gate.subject} ({', '.join(failed)}): see "

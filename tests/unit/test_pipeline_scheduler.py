@@ -295,3 +295,12 @@ def test_cancelling_a_run_whose_controller_died_is_done_in_the_store(cstore, clo
     status = pipeline_status(cstore, run_id)
     assert [s.state for s in status.steps] == ["succeeded", "cancelled", "skipped", "skipped"]
     assert cstore.runs.get(status.step("b").run).state == "cancelled"
+
+
+def test_a_step_whose_record_cannot_be_written_fails_instead_of_hanging(cstore, clock):
+    """A step leaving details that are not JSON fails with that reason; the run ends instead of waiting forever."""
+    p = Pipeline("odd")
+    p.user("odd", "pipeline_kit:odd_details", retries=2)
+    ctl, _ = controller(cstore, clock)
+    status = run(ctl, cstore, p, "r")
+    assert status.state == "failed" and "JSON" in status.error and status.step("odd").attempt == 1
