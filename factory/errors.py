@@ -34,6 +34,10 @@ __all__ = [
     "StoreIdentityError",
     "SignalsUnavailableError",
     "AdmissionDeniedError",
+    "RolledBackError",
+    "GateFailedError",
+    "ControllerUnavailableError",
+    "PipelineFailedError",
 ]
 
 
@@ -258,3 +262,42 @@ class AdmissionDeniedError(UserError, PermissionError):
         self.digest = digest
         self.environment = environment
         self.missing = tuple(missing)
+
+
+class RolledBackError(UserError):
+    """A rollout that ended rolled back: the candidate does not serve; the run holds the evidence."""
+
+    code = "ROLLED_BACK"
+
+    def __init__(self, message: str, run_id: str = ""):
+        super().__init__(message, run_id)
+        self.run_id = run_id
+
+
+class GateFailedError(UserError):
+    """A gate run in which a policy failed: the candidate may not be promoted; tickets say what to fix."""
+
+    code = "GATE_FAILED"
+
+    def __init__(self, message: str, digest: str = "", policies: tuple[str, ...] = ()):
+        super().__init__(message, digest, tuple(policies))
+        self.digest = digest
+        self.policies = tuple(policies)
+
+
+class ControllerUnavailableError(FactorySystemError, ConnectionError):
+    """The controller could not be reached or created (no Ray cluster, or the cluster is going away)."""
+
+    code = "CONTROLLER_UNAVAILABLE"
+
+
+class PipelineFailedError(UserError):
+    """A pipeline run that failed (a step's error, after its retries) or was cancelled."""
+
+    code = "PIPELINE_FAILED"
+
+    def __init__(self, message: str, run_id: str = "", step: str | None = None, error: str | None = None):
+        super().__init__(message, run_id, step, error)
+        self.run_id = run_id
+        self.step = step
+        self.error = error
