@@ -38,7 +38,7 @@ from factory.errors import CatalogNotReadyError, CatalogUnavailableError
 from factory.store import _pgconn
 from factory.store._schema import LATEST, POSTGRES, Migration, check_version
 from factory.store._sql import _CHANGE, SqlCatalog, _change
-from factory.store.catalog import Catalog, RefChange, RunEvent, RunOwner, RunRecord, now_iso
+from factory.store._catalog_base import Catalog, RefChange, RunEvent, RunOwner, RunRecord, now_iso
 
 __all__ = ["PostgresCatalog"]
 
