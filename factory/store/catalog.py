@@ -14,7 +14,6 @@ Every write is one transaction. Times are ISO 8601 strings in UTC, given by the 
 from __future__ import annotations
 
 from factory.store._catalog_base import (
-    __all__ as _BASE_NAMES,
     Catalog,
     IndexedArtifact,
     MetricPoint,
@@ -28,7 +27,21 @@ from factory.store._catalog_base import (
     to_iso,
 )
 
-__all__ = [*_BASE_NAMES, "open_catalog", "catalog_backend"]
+__all__ = [
+    "Catalog",
+    "IndexedArtifact",
+    "Ref",
+    "RefChange",
+    "RefRule",
+    "RunOwner",
+    "RunRecord",
+    "RunEvent",
+    "MetricPoint",
+    "now_iso",
+    "to_iso",
+    "open_catalog",
+    "catalog_backend",
+]
 
 _SERVER_SCHEMES = ("postgresql://", "postgres://")
 

@@ -35,7 +35,7 @@ from factory.store._canonical import canonical_order, check_key, normalize_table
 from factory.store._digest import canonical_json, is_digest
 from factory.store.artifacts import Artifact, ArtifactKind
 from factory.store.datasets._files import check_files, hash_files, version_files
-from factory.store.datasets._meta import DatasetMeta, DatasetVersion, _schema_change, _schema_of, check_dataset_name
+from factory.store.datasets._meta import _NAME, DatasetMeta, DatasetVersion, _schema_change, _schema_of, check_dataset_name
 from factory.store.datasets._tables import as_table, read_table_file
 from factory.store.datasets._write import check_columns, writer_lock, write_rows
 
