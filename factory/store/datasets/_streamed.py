@@ -188,7 +188,7 @@ def _read_column(uri: str, column: str, schema: pa.Schema,
 
 def _delete(store, uri: str) -> None:
     """Remove a streamed version's Lance dataset, and its name's folder once it holds no other."""
-    from factory.store import _fs
+    import factory.store._fs as _fs
 
     fs, path = _fs.filesystem(uri, store.settings)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
