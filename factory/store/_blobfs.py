@@ -25,7 +25,7 @@ import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from factory.store import _fs
+import factory.store._fs as _fs
 
 if TYPE_CHECKING:
     from factory.settings import Settings
