@@ -13,7 +13,9 @@ the write falls back to the page cache on its own.
 
 Object stores (``ObjectFiles``) have no folders and no rename: uploads stream with a
 bounded window and a blob is published by a size-checked server-side copy (see
-``_fs.publish_object``).
+``_fs.publish_object``). On S3, a blob whose bytes can be read twice skips the copy:
+``ObjectFiles.upload`` sends it in parts to its final key, where it appears only when
+``publish`` completes the upload (see ``_s3put``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import factory.store._fs as _fs
+import factory.store._s3put as _s3put
 
 if TYPE_CHECKING:
     from factory.settings import Settings
@@ -281,11 +284,29 @@ class ArrowFiles:
 
 
 class ObjectFiles(ArrowFiles):
-    """A bucket (S3, GCS): no folders to make, uploads with bounded memory, publishing by server-side copy."""
+    """A bucket (S3, GCS): no folders to make, uploads with bounded memory, publishing by server-side copy.
 
-    def __init__(self, fs, settings: Settings):
+    On S3 (``multipart``), ``upload`` sends a blob whose digest is known straight to its
+    final key; ``publish`` and ``delete`` take that upload in place of a temporary path
+    and complete or abort it.
+    """
+
+    def __init__(self, fs, settings: Settings, *, multipart: bool = False):
         super().__init__(fs)
         self.settings = settings
+        self.multipart = multipart
+
+    @property
+    def client(self):
+        """The boto3 client of the bucket (S3 only)."""
+        return _fs.s3_client(self.settings)
+
+    def connect(self) -> None:
+        """Make the client ahead of its first use (on a thread of its own); a failure surfaces at that use."""
+        try:
+            _fs.s3_client(self.settings)
+        except Exception:  # noqa: BLE001 - raised again, in words, where the client is used
+            pass
 
     def open_write(self, path: str, *, direct: bool = False) -> Sink:
         return _fs.open_upload(self.fs, path)
@@ -293,6 +314,28 @@ class ObjectFiles(ArrowFiles):
     def makedirs(self, path: str) -> None:
         """Object stores have no folders: a key's prefix needs no making."""
 
-    def publish(self, tmp: str, final: str, size: int) -> None:
-        """A size-checked copy (see ``_fs.publish_object``); an object already at ``final`` is replaced whole."""
-        _fs.publish_object(self.fs, tmp, final, size, self.settings)
+    def upload(self, final: str, read: _s3put.Read, size: int, digest: str, *, progress=None,
+               name: str | None = None) -> _s3put.MultipartUpload:
+        """Send a blob whose digest is known to ``final``, verified, not yet visible (see ``_s3put``)."""
+        return _s3put.upload_verified(self.client, final, read, size, digest, progress=progress, name=name)
+
+    def publish(self, tmp: str | _s3put.MultipartUpload, final: str, size: int) -> None:
+        """Complete an upload made at ``final``, or copy a temporary object there after checking its
+        size (see ``_fs.publish_object``); an object already at ``final`` is replaced whole."""
+        if isinstance(tmp, _s3put.MultipartUpload):
+            tmp.complete()  # made at ``final``, its size and digest checked by ``upload``
+        else:
+            _fs.publish_object(self.fs, tmp, final, size, self.settings)
+
+    def delete(self, path: str | _s3put.MultipartUpload) -> None:
+        if isinstance(path, _s3put.MultipartUpload):
+            path.abort()
+        else:
+            super().delete(path)
+
+    def abort_stale(self, root: str, older_than_s: float) -> int:
+        """Abort the unfinished uploads under ``root`` older than ``older_than_s`` (S3); how many."""
+        if not self.multipart:
+            return 0
+        bucket, _, prefix = root.partition("/")
+        return _s3put.abort_stale(self.client, bucket, f"{prefix}/" if prefix else "", older_than_s)

@@ -15,6 +15,9 @@ one step (S3's CopyObject, or a multipart copy above S3's 5 GiB single-copy limi
 so a reader never sees a partial object there. Even small blobs take this path: an
 Arrow output stream completes its upload when it is closed or destroyed, also after
 an error or an interrupt, so writing at the final key could publish a truncated object.
+On S3, a blob whose bytes can be read twice (a file, memory) skips the copy: it is
+uploaded in parts straight to its final key through the boto3 client of ``s3_client``
+and completed only once verified (see ``_s3put``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "open_upload",
     "publish_object",
     "reset_cache",
+    "s3_client",
     "s3_client_arguments",
     "s3_filesystem_arguments",
     "scheme_of",
@@ -62,8 +66,12 @@ _REQUEST_TIMEOUT_S = 300.0
 UPLOAD_WINDOW = 64 << 20
 _DEFAULT_REGION = "us-east-1"  # what S3-compatible servers expect when nobody says
 
+# Connections a boto3 client keeps open: at least the parts an upload sends at once (``_s3put``).
+_CLIENT_CONNECTIONS = 16
+
 _lock = threading.Lock()
 _filesystems: dict[tuple, pafs.FileSystem] = {}
+_clients: dict[tuple, object] = {}
 _probed: set[tuple] = set()
 
 
@@ -194,8 +202,26 @@ def s3_client_arguments(settings: Settings) -> dict:
     """Keyword arguments of ``boto3.client("s3", ...)`` for the same endpoint and credentials."""
     from botocore.config import Config
 
-    config = Config(connect_timeout=settings.s3_connect_timeout_s, retries={"max_attempts": _RETRIES, "mode": "standard"})
+    config = Config(connect_timeout=settings.s3_connect_timeout_s, read_timeout=_REQUEST_TIMEOUT_S,
+                    retries={"max_attempts": _RETRIES, "mode": "standard"}, max_pool_connections=_CLIENT_CONNECTIONS)
     return {"config": config, **_renamed(_s3_fields(settings), _BOTO3_NAMES)}
+
+
+def s3_client(settings: Settings):
+    """A boto3 S3 client for these settings, shared per process (boto3 clients are thread-safe).
+
+    It does not probe the bucket: callers reach the home through ``filesystem`` first.
+    """
+    fields = _s3_fields(settings)
+    key = (*sorted(fields.items()), settings.s3_connect_timeout_s)
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            import boto3
+
+            # A session of our own: boto3's default one is not safe to share between threads.
+            client = _clients[key] = boto3.session.Session().client("s3", **s3_client_arguments(settings))
+    return client
 
 
 def lance_options(home: str, settings: Settings) -> dict[str, str] | None:
@@ -388,4 +414,5 @@ def reset_cache() -> None:
     """Forget shared filesystems and probes (tests that stop a server and start another)."""
     with _lock:
         _filesystems.clear()
+        _clients.clear()
         _probed.clear()

@@ -24,7 +24,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, Self
 
-__all__ = ["BUFFERS", "CHUNK", "HashingReader", "MemoryReader", "VerifyingReader", "copy_hashed", "thread_buffer"]
+__all__ = ["BUFFERS", "CHUNK", "HashingReader", "MemoryReader", "Reread", "VerifyingReader", "copy_hashed",
+           "thread_buffer"]
 
 # Large enough that hashlib and file I/O release the GIL for long stretches. The pool
 # is small on purpose: memory a process touches for the first time is expensive (page
@@ -47,6 +48,7 @@ class HashingReader:
                  buffers: int = BUFFERS, chunk: int = CHUNK):
         self.name = name
         self.size_hint = _regular_file_size(stream)
+        self._origin = _position(stream) if self.size_hint is not None else None  # before the reader moves it
         self._stream = stream
         self._owns_stream = owns_stream
         self._buffers = buffers
@@ -147,6 +149,23 @@ class HashingReader:
             raise InterruptedError(f"reading {self.name or 'the stream'} was cancelled before its end")
         self._finished = True
 
+    def drain(self) -> int:
+        """Read and hash to the end, keeping none of the bytes; how many there were."""
+        return sum(len(chunk) for chunk in self.chunks())
+
+    @property
+    def rereadable(self) -> bool:
+        """Whether the source is a regular file, which ``rereader`` can read again once hashed."""
+        return self.size_hint is not None and self._origin is not None
+
+    def rereader(self) -> Reread | None:
+        """The source file once more, read by offset from where this reader began, once
+        ``chunks()`` has run to its end; ``None`` when the source is not a regular file (a
+        pipe, a socket, memory) and can be read only once. Close it when done."""
+        if not self._finished or not self.rereadable:
+            return None
+        return Reread(os.dup(self._stream.fileno()), self._origin, self.name, cancelled=lambda: self._closed)
+
     @property
     def digest(self) -> str:
         """``sha256:<hex>`` of everything read; only once ``chunks()`` has run to its end."""
@@ -180,6 +199,57 @@ class HashingReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Reread:
+    """A hashed file read again by offset with ``pread`` on descriptor ``fd`` (which it owns
+    and closes). Reads raise ``InterruptedError`` once ``cancelled()`` says so: closing a
+    ``HashingReader`` cancels whoever reads its file again."""
+
+    def __init__(self, fd: int, origin: int, name: str | None = None, *,
+                 cancelled: Callable[[], bool] = lambda: False):
+        self._fd = fd
+        self._origin = origin
+        self.name = name
+        self._cancelled = cancelled
+
+    @classmethod
+    def of(cls, stream: BinaryIO, name: str | None = None) -> Reread | None:
+        """``stream`` read again from where it stands now, if it is a regular file; else ``None``."""
+        if _regular_file_size(stream) is None or (origin := _position(stream)) is None:
+            return None
+        return cls(os.dup(stream.fileno()), origin, name if isinstance(name, str) else None)
+
+    def read(self, offset: int, n: int) -> bytes:
+        """``n`` bytes from ``offset`` past the origin; fewer only at the end of the file."""
+        data = b""
+        while len(data) < n:
+            if self._cancelled():
+                raise InterruptedError(f"reading {self.name or 'the stream'} again was cancelled")
+            more = os.pread(self._fd, n - len(data), self._origin + offset + len(data))
+            if not more:
+                break
+            data = data + more if data else more  # one whole read (the usual case) is not copied
+        return data
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1  # reads fail from now on (EBADF), never reach another file
+            os.close(fd)
+
+    def __enter__(self) -> Reread:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _position(stream: BinaryIO) -> int | None:
+    """Where ``stream`` stands, if it can be read again from there; else ``None``."""
+    try:
+        return stream.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _regular_file_size(stream: BinaryIO) -> int | None:

@@ -5,7 +5,9 @@ it streams (one read of the source), writes to a temporary name under ``<root>/t
 and renames into place, so a reader never sees a partial blob and a writer killed
 midway leaves only a stray temporary file. On object storage, which has no rename,
 the temporary object's size is checked and a server-side copy publishes it (see
-``_fs.publish_object``). A put that finds its blob already stored checks the stored
+``_fs.publish_object``); on S3 a file or bytes in memory are hashed first and sent in
+parts straight to their final key, where they appear only once the upload, verified,
+completes (see ``_s3put``). A put that finds its blob already stored checks the stored
 copy and leaves it untouched when it is intact; a copy that fails its hash
 (truncated, a flipped byte, a link or FIFO in its place) is replaced atomically by
 the new one, so putting the original again repairs a corrupt blob (on object storage
@@ -32,7 +34,10 @@ from factory.settings import Settings
 import factory.store._fs as _fs
 from factory.store._blobfs import ArrowFiles, Files, LocalFiles, NotRegularFile, ObjectFiles, Sink
 from factory.store._digest import PREFIX, hex_of
-from factory.store._hashing import CHUNK, HashingReader, MemoryReader, VerifyingReader, copy_hashed, corrupt_message
+from factory.store._hashing import (CHUNK, HashingReader, MemoryReader, Reread, VerifyingReader, copy_hashed,
+                                    corrupt_message)
+from factory.store._s3put import MultipartUpload, Read
+from factory.store._staged import StagedBlob
 from factory.store._paths import check_output_path
 
 __all__ = ["BlobStore", "CorruptBlob", "PendingBlob", "StagedBlob", "DIRECT_MIN"]
@@ -42,6 +47,15 @@ log = logging.getLogger(__name__)
 _TMP = "tmp"
 NOT_REGULAR = "not a regular file"
 Progress = Callable[[int], None]
+
+class _Nowhere:
+    """A sink that keeps nothing: ``copy_hashed`` into it only hashes."""
+
+    def write(self, data) -> None:
+        pass
+
+
+_NOWHERE = _Nowhere()
 
 # Blobs at least this large are written (and fetched with ``get_to``) past the page
 # cache on a local disk; smaller ones are often read again soon and cost little there.
@@ -67,10 +81,12 @@ class PendingBlob:
     """A blob written completely to a temporary file, invisible until ``commit``.
 
     Several pending blobs can be committed together once all of them are written
-    (a tree does so), and ``discard`` removes one without a trace.
+    (a tree does so), and ``discard`` removes one without a trace. On S3, ``tmp`` may be
+    an upload to the final key (completed by ``commit``, aborted by ``discard``), or
+    ``None`` when the blob was found stored intact and nothing was sent.
     """
 
-    def __init__(self, blobs: BlobStore, tmp: str, digest: str, size: int):
+    def __init__(self, blobs: BlobStore, tmp: str | MultipartUpload | None, digest: str, size: int):
         self.blobs = blobs
         self.tmp = tmp
         self.digest = digest
@@ -82,6 +98,8 @@ class PendingBlob:
         if self._done:
             raise RuntimeError(f"the pending blob {self.digest} was already committed or discarded")
         self._done = True
+        if self.tmp is None:
+            return self.digest
         try:
             self.blobs._publish(self.tmp, self.digest, self.size)
         except BaseException:
@@ -92,7 +110,8 @@ class PendingBlob:
     def discard(self) -> None:
         if not self._done:
             self._done = True
-            self.blobs._discard(self.tmp)
+            if self.tmp is not None:
+                self.blobs._discard(self.tmp)
 
 
 class BlobStore:
@@ -159,7 +178,8 @@ class BlobStore:
     @property
     def _files(self) -> Files:
         if self._opened_files is None:
-            self._opened_files = ObjectFiles(self.fs, self.settings) if self._object_store else ArrowFiles(self.fs)
+            self._opened_files = (ObjectFiles(self.fs, self.settings, multipart=_fs.scheme_of(self.uri) == "s3")
+                                  if self._object_store else ArrowFiles(self.fs))
         return self._opened_files
 
     # -- locations -------------------------------------------------------------------
@@ -202,6 +222,10 @@ class BlobStore:
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> str:
         size = memoryview(data).nbytes
+        if self._multipart:
+            view = memoryview(data).cast("B")
+            digest = PREFIX + hashlib.sha256(view).hexdigest()
+            return self._upload(digest, size, lambda offset, n: bytes(view[offset:offset + n])).commit()
         if size >= DIRECT_MIN:  # through aligned buffers, so that it can bypass the page cache
             return self.write_from(MemoryReader(data), size_hint=size).commit()
         digest = PREFIX + hashlib.sha256(data).hexdigest()
@@ -234,8 +258,22 @@ class BlobStore:
         """Write everything ``reader`` hashes to a temporary file; nothing is visible until ``commit``.
 
         ``opened`` is called once the temporary file is open (the head start of the
-        CLI waits for it before loading the rest of the command line).
+        CLI waits for it before loading the rest of the command line). On S3 a regular
+        file is hashed to its end first, then uploaded to its final key (see ``_upload``).
         """
+        if self._multipart and reader.rereadable:
+            # The S3 client (boto3's import: 0.3-1 s) is made while the file is hashed.
+            threading.Thread(target=self._files.connect, name="s3-client", daemon=True).start()
+            try:
+                if opened is not None:
+                    opened()
+                size = reader.drain()
+                with reader.rereader() as again:
+                    return self._upload(reader.digest, size, again.read, progress, reader.name)
+            except BaseException:
+                reader.close()
+                raise
+
         def fill(out) -> tuple[str, int]:
             written = 0
             try:
@@ -258,8 +296,13 @@ class BlobStore:
         """Read, hash and write ``stream`` on the calling thread, one buffer at a time.
 
         For callers that copy many files at once (a tree runs one per worker thread),
-        where the parallelism comes from the files rather than from a pipeline.
+        where the parallelism comes from the files rather than from a pipeline. On S3 a
+        regular file is hashed to its end first, then uploaded to its final key.
         """
+        if self._multipart and (again := Reread.of(stream, getattr(stream, "name", None))) is not None:
+            with again:
+                digest, size = copy_hashed(stream, _NOWHERE)
+                return self._upload(digest, size, again.read, progress, again.name)
         return self._write_tmp(size_hint, lambda out: copy_hashed(stream, out, progress))
 
     def _write_tmp(self, size_hint: int | None, fill: Callable[[Sink], tuple[str, int]]) -> PendingBlob:
@@ -277,6 +320,22 @@ class BlobStore:
             self._discard(tmp)
             raise
         return PendingBlob(self, tmp, digest, written)
+
+    @property
+    def _multipart(self) -> bool:
+        """Whether blobs whose digest is known go in parts straight to their final key (S3)."""
+        return self._object_store and self._files.multipart
+
+    def _upload(self, digest: str, size: int, read: Read, progress: Progress | None = None,
+                name: str | None = None) -> PendingBlob:
+        """Send a blob whose digest is known to its final key, where it stays invisible until
+        ``commit``; nothing is sent when an intact copy is stored already."""
+        if self._intact(digest, size) is None:
+            if progress is not None:
+                progress(size)
+            return PendingBlob(self, None, digest, size)
+        upload = self._files.upload(self.path(digest), read, size, digest, progress=progress, name=name)
+        return PendingBlob(self, upload, digest, size)
 
     def stage(self, reader: HashingReader) -> StagedBlob:
         """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
@@ -432,87 +491,13 @@ class BlobStore:
         return bad
 
     def clean_tmp(self, older_than_s: float = 3600.0) -> int:
-        """Remove temporary files left by writers that died; return how many."""
+        """Remove temporary files left by writers that died (on S3, also abort their unfinished
+        uploads, which show nothing but keep their parts); return how many."""
         cutoff = time.time() - older_than_s
-        removed = 0
+        files = self._files
+        removed = files.abort_stale(self.root, older_than_s) if isinstance(files, ObjectFiles) else 0
         for path, mtime in self._files.list_files(f"{self.root}/{_TMP}", recursive=False):
             if mtime is not None and mtime < cutoff:
                 self._files.delete(path)
                 removed += 1
         return removed
-
-
-class StagedBlob:
-    """A blob being written into the store's temporary area by a thread of its own.
-
-    Nothing is visible until ``commit`` publishes it under its digest; ``abort``
-    stops the write and removes the temporary file. The CLI stages the file of
-    ``factory store put`` while it is still parsing its arguments.
-    """
-
-    def __init__(self, blobs: BlobStore, reader: HashingReader):
-        self.blobs = blobs
-        self.reader = reader
-        self._pending: PendingBlob | None = None
-        self._written = 0
-        self._failure: list[BaseException] = []
-        self._done = False
-        self._opened = threading.Event()
-        self._thread = threading.Thread(target=self._write, name="blob-stager", daemon=True)
-        self._thread.start()
-
-    def _write(self) -> None:
-        try:
-            self._pending = self.blobs.write(self.reader, progress=self._count, opened=self._opened.set)
-        except BaseException as exc:  # raised again by commit()
-            self._failure.append(exc)
-        finally:
-            self._opened.set()
-
-    def wait_opened(self, timeout: float | None = None) -> bool:
-        """Wait until the temporary file is open (the filesystem layer loaded) or the write failed."""
-        return self._opened.wait(timeout)
-
-    def _count(self, n: int) -> None:
-        self._written += n
-
-    def commit(self, *, progress: Progress | None = None) -> str:
-        """Wait for the write to end, then publish the blob; return its digest."""
-        if self._done:
-            raise RuntimeError("this staged blob was already committed or aborted")
-        self._done = True
-        reported = 0
-        try:
-            while self._thread.is_alive():
-                self._thread.join(timeout=0.1)
-                if progress is not None and self._written > reported:
-                    progress(self._written - reported)
-                    reported = self._written
-        except BaseException:
-            self._stop()
-            raise
-        if self._failure:
-            raise self._failure[0]
-        if progress is not None and self._written > reported:
-            progress(self._written - reported)
-        return self._pending.commit()
-
-    def abort(self) -> None:
-        """Stop writing and remove what was written; nothing becomes visible.
-
-        Does nothing once ``commit`` has begun: from then on the commit owns the file.
-        """
-        if self._done:
-            return
-        self._done = True
-        self._stop()
-
-    def _stop(self) -> None:
-        self.reader.close()
-        self._thread.join()
-        if self._pending is not None:
-            self._pending.discard()
-
-    close = abort  # what a HashingReader calls it: release, cancelling if unfinished
-
-

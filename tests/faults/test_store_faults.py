@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from _procs import run_together
+
 from factory.errors import RefConflictError
 from factory.settings import Settings
 
@@ -140,15 +142,7 @@ def test_eight_processes_putting_same_and_different_blobs(tmp_path):
     """Eight concurrent writers: every blob readable and correct afterwards."""
     home = tmp_path / "home"
     _store(home)
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_put_many, args=(str(home), w, out)) for w in range(8)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = run_together(_put_many, [(str(home), w) for w in range(8)])
     store = _store(home)
     expected = {}
     for i in range(20):

@@ -16,7 +16,8 @@ from pyarrow import fs as pafs
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.store import BlobStore
-from factory.store import _fs
+from factory.store import _fs, _s3put
+from factory.store._blobfs import ObjectFiles
 
 
 @pytest.fixture
@@ -49,6 +50,15 @@ def _flip_byte(blobs: BlobStore, path: str, offset: int = 0) -> None:
 def _temporaries(blobs: BlobStore) -> list[str]:
     infos = blobs.fs.get_file_info(pafs.FileSelector(f"{blobs.root}/tmp", allow_not_found=True))
     return [i.path for i in infos if i.type == pafs.FileType.File]
+
+
+def _unfinished(blobs: BlobStore) -> list[str]:
+    """Keys of the multipart uploads under the store that were neither completed nor aborted (S3 only)."""
+    if _fs.scheme_of(blobs.uri) != "s3":
+        return []
+    bucket, prefix = blobs.root.split("/", 1)
+    pages = blobs._files.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix + "/")
+    return [u["Key"] for page in pages for u in page.get("Uploads", [])]
 
 
 def _written_at(blobs: BlobStore, digest: str):
@@ -167,14 +177,19 @@ def test_failed_source_leaves_no_blob_and_no_temporary(blobs):
     assert _temporaries(blobs) == []
 
 
-def test_failed_progress_callback_stops_the_put_cleanly(blobs):
-    """An exception from the caller's progress callback stops the pipeline without hanging."""
+@pytest.mark.parametrize("source", ["stream", "file"])
+def test_failed_progress_callback_stops_the_put_cleanly(blobs, source, tmp_path):
+    """An exception from the caller's progress callback stops the pipeline without hanging, leaving nothing behind."""
     def progress(n):
         raise KeyboardInterrupt
 
+    data = os.urandom(50 << 20)
+    if source == "file":
+        (tmp_path / "big.bin").write_bytes(data)
     with pytest.raises(KeyboardInterrupt):
-        blobs.put(io.BytesIO(os.urandom(50 << 20)), progress=progress)
+        blobs.put(io.BytesIO(data) if source == "stream" else tmp_path / "big.bin", progress=progress)
     assert list(blobs.digests()) == []
+    assert _unfinished(blobs) == []
 
 
 def test_a_staged_blob_is_invisible_until_committed(blobs, tmp_path):
@@ -237,25 +252,28 @@ def test_a_large_blob_of_odd_size_round_trips_through_direct_writes(blobs, tmp_p
     assert _temporaries(blobs) == []
 
 
-def test_putting_the_original_again_repairs_a_corrupt_copy(blobs, monkeypatch):
+def test_putting_the_original_again_repairs_a_corrupt_copy(blobs, monkeypatch, tmp_path):
     """A flipped byte or a truncated copy is replaced whole by the next put of the original (on S3 too)."""
     published = []
-    real = _fs.publish_object
-    monkeypatch.setattr(_fs, "publish_object",
-                        lambda fs, tmp, final, size, settings: (published.append((final, size)),
-                                                                real(fs, tmp, final, size, settings))[1])
+    real = ObjectFiles.publish
+    monkeypatch.setattr(ObjectFiles, "publish",
+                        lambda self, tmp, final, size: (published.append((final, size)), real(self, tmp, final, size))[1])
     data = os.urandom(3 << 20)
+    (tmp_path / "original.bin").write_bytes(data)
     digest = blobs.put(data)
     _flip_byte(blobs, blobs.path(digest), 1000)
     assert blobs.verify(digest).problem == "corrupt"
-    assert blobs.put(io.BytesIO(data)) == digest
+    assert blobs.put(io.BytesIO(data)) == digest  # a stream (on S3: a temporary object, copied)
     assert blobs.verify(digest) is None and blobs.get(digest) == data
     _write(blobs, blobs.path(digest), data[:2])
-    assert blobs.put(data) == digest
+    assert blobs.put(tmp_path / "original.bin") == digest  # a file (on S3: in parts to the final key)
     assert blobs.get(digest) == data
-    assert _temporaries(blobs) == []
-    # On an object store every publication, the repairs too, is the size-checked server-side copy.
-    expected = [(blobs.path(digest), len(data))] * 3 if _fs.is_object_store(blobs.uri) else []
+    _flip_byte(blobs, blobs.path(digest), 5)
+    assert blobs.put(data) == digest  # bytes
+    assert blobs.get(digest) == data
+    assert _temporaries(blobs) == [] and _unfinished(blobs) == []
+    # On an object store every publication, the repairs too, goes through its size- and digest-checked publish.
+    expected = [(blobs.path(digest), len(data))] * 4 if _fs.is_object_store(blobs.uri) else []
     assert published == expected
 
 
@@ -371,7 +389,7 @@ def test_a_put_in_progress_shows_nothing_under_its_digest(blobs):
 
 
 def test_an_upload_of_the_wrong_size_is_never_published(s3_settings):
-    """If the object store holds other than the bytes that were hashed, nothing appears under the digest."""
+    """Where a blob is published by copy (object stores other than S3), an upload of other than the hashed size never appears."""
     from factory.errors import FactorySystemError
 
     blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
@@ -384,15 +402,116 @@ def test_an_upload_of_the_wrong_size_is_never_published(s3_settings):
     assert _temporaries(blobs) == []
 
 
-def test_a_blob_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3_settings, s3_server, monkeypatch):
-    """Blobs larger than S3 copies in one request (5 GiB) are still published whole, in parts."""
+class _OnceOnly(io.RawIOBase):
+    """A stream that can be read only once, like a pipe or a socket."""
+
+    def __init__(self, data: bytes):
+        self.source = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self.source.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    """Parts of 5 MiB (S3's smallest), one in flight: a few MiB take the paths of large blobs."""
+    monkeypatch.setattr(_s3put, "PART", 5 << 20)
+    monkeypatch.setattr(_s3put, "WINDOW", 5 << 20)
+
+
+def _etag(s3_server, blobs: BlobStore, digest: str) -> str:
+    bucket, key = blobs.path(digest).split("/", 1)
+    return s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+
+
+def test_a_stream_past_the_single_copy_limit_is_published_by_a_multipart_copy(s3_settings, s3_server, monkeypatch):
+    """A stream read once, larger than S3 copies in one request (5 GiB), is still published whole, in parts."""
     monkeypatch.setattr(_fs, "SINGLE_COPY_LIMIT", 6 << 20)
     monkeypatch.setattr(_fs, "_COPY_PART", 5 << 20)
     blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
     data = os.urandom(12 << 20)
-    digest = blobs.put(io.BytesIO(data))
+    digest = blobs.put(_OnceOnly(data))
     assert blobs.get(digest) == data
-    bucket, key = blobs.path(digest).split("/", 1)
-    etag = s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"]
-    assert etag.strip('"').endswith("-3")  # three parts of at most 5 MiB
-    assert _temporaries(blobs) == []
+    assert _etag(s3_server, blobs, digest).endswith("-3")  # three parts of at most 5 MiB
+    assert _temporaries(blobs) == [] and _unfinished(blobs) == []
+
+
+@pytest.mark.parametrize("how", ["put", "write_from"])
+def test_a_large_file_goes_straight_to_its_key_on_s3(s3_settings, s3_server, small_parts, tmp_path, how):
+    """A file (put, or written by a tree or a package) is uploaded in parts to its final key, with no temporary object and no copy."""
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    data = os.urandom((12 << 20) + 7)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    seen: list[int] = []
+    if how == "put":
+        digest = blobs.put(path, progress=seen.append)
+    else:
+        with open(path, "rb") as stream:
+            pending = blobs.write_from(stream, progress=seen.append)
+        assert not blobs.exists(pending.digest)  # sent, not yet visible
+        digest = pending.commit()
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest() and blobs.get(digest) == data
+    assert _etag(s3_server, blobs, digest).endswith("-3")  # made by the multipart upload itself
+    assert sum(seen) == len(data)
+    assert _temporaries(blobs) == [] and _unfinished(blobs) == []
+
+
+def test_a_file_that_changes_while_it_is_stored_publishes_nothing(s3_settings, small_parts, tmp_path):
+    """A file rewritten between hashing and uploading is refused: nothing appears under either digest."""
+    from factory.errors import FactorySystemError
+
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    original = os.urandom(40 << 20)
+    path = tmp_path / "growing.bin"
+    path.write_bytes(original)
+
+    def rewrite_the_tail(n: int) -> None:  # runs once the first part is sent, long before the tail is read again
+        with open(path, "r+b") as f:
+            f.seek(-(1 << 20), os.SEEK_END)
+            f.write(os.urandom(1 << 20))
+
+    with pytest.raises(FactorySystemError, match="changed while it was being stored") as info:
+        blobs.put(path, progress=rewrite_the_tail)
+    assert "nothing was published" in str(info.value)
+    assert list(blobs.digests()) == []
+    assert not blobs.exists("sha256:" + hashlib.sha256(original).hexdigest())
+    assert _unfinished(blobs) == [] and _temporaries(blobs) == []
+
+
+def test_the_identity_check_runs_before_a_blob_appears_and_can_stop_it(s3_settings, small_parts, tmp_path):
+    """The store's identity hook runs before the first blob lands; if it refuses, no blob and no upload remain."""
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    data = os.urandom(12 << 20)
+    (tmp_path / "big.bin").write_bytes(data)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    seen = []
+
+    def refuse():
+        seen.append(blobs.exists(digest))
+        raise RuntimeError("not this home")
+
+    blobs.before_first_write = refuse
+    with pytest.raises(RuntimeError, match="not this home"):
+        blobs.put(tmp_path / "big.bin")
+    assert seen == [False] and list(blobs.digests()) == [] and _unfinished(blobs) == []
+    blobs.before_first_write = lambda: seen.append(blobs.exists(digest))
+    assert blobs.put(tmp_path / "big.bin") == digest and blobs.put(data) == digest
+    assert seen == [False, False] and blobs.get(digest) == data  # once, before the first publish only
+
+
+def test_a_file_already_stored_intact_is_not_sent_again(s3_settings, small_parts, tmp_path, monkeypatch):
+    """Putting a file whose blob is stored intact uploads nothing (it is read back and checked instead)."""
+    blobs = BlobStore(_fs.join(s3_settings.home, "blobs"), settings=s3_settings)
+    (tmp_path / "big.bin").write_bytes(os.urandom(12 << 20))
+    digest = blobs.put(tmp_path / "big.bin")
+    started = []
+    monkeypatch.setattr(_s3put, "upload_verified", lambda *args, **kwargs: started.append(args))
+    seen: list[int] = []
+    assert blobs.put(tmp_path / "big.bin", progress=seen.append) == digest
+    assert started == [] and sum(seen) == 12 << 20
