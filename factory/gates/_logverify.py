@@ -23,13 +23,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from factory.errors import VerificationError
+from factory.gates._logbase import CheckpointRecord
 from factory.gates._parallel import check_envelopes, check_notes
 from factory.gates._receipts import Receipt, Receipts, records_hash
 from factory.gates.merkle import MerkleTree, extend_range, leaf_hash, range_root
 from factory.gates.notes import Checkpoint
 
 if TYPE_CHECKING:
-    from factory.gates.log import CheckpointRecord, TransparencyLog
+    from typing import Protocol
+
+    from factory.gates._logbase import LogStorage
+    from factory.gates.keys import TrustedKeys
+
+    class TransparencyLog(Protocol):
+        """What verifying needs of a ``log.TransparencyLog`` (which imports this module)."""
+
+        entries: LogStorage
+        checkpoints: LogStorage
+        origin: str
+        trust: TrustedKeys
 
 __all__ = ["LogProblem", "LogReport", "verify_log"]
 
@@ -78,8 +90,6 @@ class LogReport:
 def _authenticate(records: list[bytes], log: TransparencyLog, skip_notes: int, workers: int | None,
                   problems: list[LogProblem]) -> tuple[MerkleTree, Checkpoint | None]:
     """The tree of authenticated leaf hashes, from the checkpoint records."""
-    from factory.gates.log import CheckpointRecord
-
     parsed: dict[int, CheckpointRecord] = {}
     for k, raw in enumerate(records):
         try:

@@ -27,7 +27,8 @@ import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from factory.store import _fs, _s3put
+import factory.store._fs as _fs
+import factory.store._s3put as _s3put
 
 if TYPE_CHECKING:
     from factory.settings import Settings

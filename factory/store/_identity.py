@@ -32,8 +32,15 @@ from typing import TYPE_CHECKING
 from factory.errors import MetaConflictError, StoreIdentityError
 
 if TYPE_CHECKING:
-    from factory.store._store import Store
-    from factory.store.catalog import Catalog
+    from typing import Protocol
+
+    from factory.store._catalog_base import Catalog
+    from factory.store._parts import StoreParts
+
+    class IdentityHost(StoreParts, Protocol):
+        """What the identity check needs of a store (the ``Store`` facade, which imports this module)."""
+
+        bare_catalog: Catalog
 
 __all__ = ["StoreIdentity", "HomeFiles", "bind", "init", "describe", "STORE_ID_FILE", "CATALOG_FILE"]
 
@@ -59,7 +66,7 @@ class StoreIdentity:
 class HomeFiles:
     """The identity files at the top of a store home, local or on any ``pyarrow.fs`` filesystem."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: IdentityHost):
         self.home = store.home
         self.remote = store.remote
         # A remote home is reached through the blob store's filesystem (and its credentials).
@@ -136,7 +143,7 @@ class HomeFiles:
         return any(info.base_name != "tmp" for info in self._blobs.fs.get_file_info(selector))
 
 
-def _not_this_catalog(store: Store, catalog: Catalog, home_id: str, catalog_id: str | None, recorded: str | None) -> StoreIdentityError:
+def _not_this_catalog(store: IdentityHost, catalog: Catalog, home_id: str, catalog_id: str | None, recorded: str | None) -> StoreIdentityError:
     where = recorded or "the catalog it was made with"
     if catalog_id is None:
         state = "holds no store id"
@@ -153,7 +160,7 @@ def _not_this_catalog(store: Store, catalog: Catalog, home_id: str, catalog_id: 
     )
 
 
-def _another_home(store: Store, catalog: Catalog, catalog_id: str, its_home: str | None) -> StoreIdentityError:
+def _another_home(store: IdentityHost, catalog: Catalog, catalog_id: str, its_home: str | None) -> StoreIdentityError:
     return StoreIdentityError(
         f"the catalog {catalog.location} belongs to store {catalog_id}"
         + (f", whose home is {its_home}" if its_home else "")
@@ -167,7 +174,7 @@ def _another_home(store: Store, catalog: Catalog, catalog_id: str, its_home: str
 class _Claim:
     """Records a new store's identity the first time it is called; later calls do nothing."""
 
-    def __init__(self, store: Store, catalog: Catalog, home: HomeFiles):
+    def __init__(self, store: IdentityHost, catalog: Catalog, home: HomeFiles):
         self._args = (store, catalog, home)
         self._lock = threading.RLock()
         self._done = self._running = False
@@ -187,7 +194,7 @@ class _Claim:
                 self._running = False
 
 
-def bind(store: Store, catalog: Catalog) -> Callable[[], None] | None:
+def bind(store: IdentityHost, catalog: Catalog) -> Callable[[], None] | None:
     """Check that ``store``'s home and ``catalog`` belong to one store (see the module docstring).
 
     For a store without an identity yet, the claim that records it: armed to run before the
@@ -219,7 +226,7 @@ def bind(store: Store, catalog: Catalog) -> Callable[[], None] | None:
     return claim
 
 
-def _claim(store: Store, catalog: Catalog, home: HomeFiles, store_id: str) -> str:
+def _claim(store: IdentityHost, catalog: Catalog, home: HomeFiles, store_id: str) -> str:
     """Record ``store_id`` in the catalog (unless it holds one, which wins), then in the home."""
     try:
         catalog.set_meta(META_ID, store_id)
@@ -235,7 +242,7 @@ def _claim(store: Store, catalog: Catalog, home: HomeFiles, store_id: str) -> st
     return _stamp_home(store, catalog, home, store_id)
 
 
-def _stamp_home(store: Store, catalog: Catalog, home: HomeFiles, store_id: str) -> str:
+def _stamp_home(store: IdentityHost, catalog: Catalog, home: HomeFiles, store_id: str) -> str:
     held = home.write_once(STORE_ID_FILE, store_id)
     if held != store_id:
         raise _not_this_catalog(store, catalog, held, store_id, home.read(CATALOG_FILE))
@@ -243,7 +250,7 @@ def _stamp_home(store: Store, catalog: Catalog, home: HomeFiles, store_id: str) 
     return store_id
 
 
-def init(store: Store) -> StoreIdentity:
+def init(store: IdentityHost) -> StoreIdentity:
     """Set up ``store``'s catalog (migrations) and record the store's identity in it and in the
     home; an existing, matching identity is kept. A home may be given a catalog that holds no
     store yet; a catalog that holds another store is refused."""
@@ -264,7 +271,7 @@ def init(store: Store) -> StoreIdentity:
                          migrations=tuple(m.version for m in applied))
 
 
-def describe(store: Store) -> dict[str, object]:
+def describe(store: IdentityHost) -> dict[str, object]:
     """What is known about a store's catalog and identity, changing nothing."""
     from factory.store._schema import LATEST
 

@@ -35,10 +35,10 @@ from typing import Any
 import psycopg
 
 from factory.errors import CatalogNotReadyError, CatalogUnavailableError
-from factory.store import _pgconn
+import factory.store._pgconn as _pgconn
 from factory.store._schema import LATEST, POSTGRES, Migration, check_version
 from factory.store._sql import _CHANGE, SqlCatalog, _change
-from factory.store.catalog import Catalog, RefChange, RunEvent, RunOwner, RunRecord, now_iso
+from factory.store._catalog_base import Catalog, RefChange, RunEvent, RunOwner, RunRecord, now_iso
 
 __all__ = ["PostgresCatalog"]
 

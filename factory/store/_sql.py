@@ -26,7 +26,7 @@ from factory.errors import InvalidInputError, MetaConflictError, RefConflictErro
 from factory.store._refnames import pattern_matches
 from factory.store._schema import LATEST, MIGRATIONS, VERSION_TABLE, Dialect, Migration, check_version
 from factory.store._sql_runs import SqlRuns
-from factory.store.catalog import Catalog, IndexedArtifact, Ref, RefChange, RefRule, now_iso
+from factory.store._catalog_base import Catalog, IndexedArtifact, Ref, RefChange, RefRule, now_iso
 
 __all__ = ["SqlCatalog"]
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from factory.errors import InvalidInputError, NotFoundError, RunInProgressError
-from factory.store.catalog import IndexedArtifact, MetricPoint, RunEvent, RunOwner, RunRecord
+from factory.store._catalog_base import IndexedArtifact, MetricPoint, RunEvent, RunOwner, RunRecord
 
 __all__ = ["SqlRuns", "TERMINAL_STATES"]
 

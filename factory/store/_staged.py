@@ -12,7 +12,23 @@ from typing import TYPE_CHECKING
 from factory.store._hashing import HashingReader
 
 if TYPE_CHECKING:
-    from factory.store.blobs import BlobStore, PendingBlob, Progress
+    from collections.abc import Callable
+    from typing import Protocol
+
+    Progress = Callable[[int], None]
+
+    class PendingWrite(Protocol):
+        """A written, unpublished blob (``blobs.PendingBlob``)."""
+
+        def commit(self) -> str: ...
+
+        def discard(self) -> None: ...
+
+    class BlobWriter(Protocol):
+        """What staging needs of a ``blobs.BlobStore`` (which imports this module)."""
+
+        def write(self, reader: HashingReader, *, progress: Progress | None = None,
+                  opened: Callable[[], object] | None = None) -> PendingWrite: ...
 
 __all__ = ["StagedBlob"]
 
@@ -25,10 +41,10 @@ class StagedBlob:
     ``factory store put`` while it is still parsing its arguments.
     """
 
-    def __init__(self, blobs: BlobStore, reader: HashingReader):
+    def __init__(self, blobs: BlobWriter, reader: HashingReader):
         self.blobs = blobs
         self.reader = reader
-        self._pending: PendingBlob | None = None
+        self._pending: PendingWrite | None = None
         self._written = 0
         self._failure: list[BaseException] = []
         self._done = False

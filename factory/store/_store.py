@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from factory.errors import InvalidInputError
 from factory.settings import Settings
-from factory.store import _fs
+import factory.store._fs as _fs
 from factory.store._hashing import HashingReader
 from factory.store.blobs import BlobStore, Progress, StagedBlob
 from factory.store.catalog import Catalog

@@ -25,8 +25,18 @@ from typing import TYPE_CHECKING, Any
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
-    from factory.store._store import Store
+    from typing import Protocol
+
+    from factory.store._parts import StoreParts
     from factory.store.artifacts import Artifact
+    from factory.store.datasets import DatasetStore
+    from factory.store.trees import TreeStore
+
+    class VerifyHost(StoreParts, Protocol):
+        """What verifying needs of a store (the ``Store`` facade, which imports this module)."""
+
+        datasets: DatasetStore
+        trees: TreeStore
 
 __all__ = ["VerifyProblem", "VerifyReport", "verify_store"]
 
@@ -70,13 +80,13 @@ class VerifyReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def _require_home(store: Store) -> None:
+def _require_home(store: VerifyHost) -> None:
     if store.remote:
         import pyarrow.fs as pafs
 
-        from factory.store import _fs
+        from factory.store._fs import filesystem
 
-        fs, root = _fs.filesystem(store.home, store.settings, label=store.home)  # the home's endpoint and keys
+        fs, root = filesystem(store.home, store.settings, label=store.home)  # the home's endpoint and keys
         if fs.get_file_info(root).type == pafs.FileType.NotFound:
             raise NotFoundError(f"no store at {store.home}: nothing is there; check --home or FACTORY_HOME")
         return
@@ -86,13 +96,13 @@ def _require_home(store: Store) -> None:
         raise InvalidInputError(f"the store home {store.home} is a file, not a folder: check --home or FACTORY_HOME")
 
 
-def _has_catalog(store: Store) -> bool:
+def _has_catalog(store: VerifyHost) -> bool:
     """False for a local SQLite catalog file that was never created (opening it would create it)."""
     path = getattr(store, "_catalog_path", None)
     return "catalog" in vars(store) or not isinstance(path, str) or "://" in path or os.path.exists(path)
 
 
-def _content_blobs(store: Store, artifact: Artifact) -> list[str]:
+def _content_blobs(store: VerifyHost, artifact: Artifact) -> list[str]:
     """The blobs that hold an artifact's content, for the kinds whose content is blobs.
 
     Raises ``InvalidInputError`` for a tree whose manifest blob is intact but is not a
@@ -109,7 +119,7 @@ def _content_blobs(store: Store, artifact: Artifact) -> list[str]:
     return []
 
 
-def _tree_files(store: Store, digest: str) -> list[str]:
+def _tree_files(store: VerifyHost, digest: str) -> list[str]:
     """The blobs of a tree's files, from its manifest; none when the manifest blob is missing or
     corrupt (reported as that blob's own problem)."""
     try:
@@ -119,7 +129,7 @@ def _tree_files(store: Store, digest: str) -> list[str]:
     return sorted({entry.digest for entry in manifest.files.values()})
 
 
-def _deep_problem(store: Store, artifact: Artifact, meta: Any) -> VerifyProblem | None:
+def _deep_problem(store: VerifyHost, artifact: Artifact, meta: Any) -> VerifyProblem | None:
     import lance
     import pyarrow as pa
 
@@ -136,7 +146,7 @@ def _deep_problem(store: Store, artifact: Artifact, meta: Any) -> VerifyProblem 
     return None
 
 
-def verify_store(store: Store, *, deep: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
+def verify_store(store: VerifyHost, *, deep: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check everything ``store`` holds (see the module docstring); raises only when there is no store."""
     from factory.store.datasets import DatasetMeta
     from factory.store.datasets._files import check_files

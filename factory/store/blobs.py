@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.settings import Settings
-from factory.store import _fs
+import factory.store._fs as _fs
 from factory.store._blobfs import ArrowFiles, Files, LocalFiles, NotRegularFile, ObjectFiles, Sink
 from factory.store._digest import PREFIX, hex_of
 from factory.store._hashing import (CHUNK, HashingReader, MemoryReader, Reread, VerifyingReader, copy_hashed,

@@ -48,7 +48,7 @@ def _filesystem(uri: str, settings=None):
     import pyarrow.fs as pafs
 
     if settings is not None:
-        from factory.store import _fs
+        import factory.store._fs as _fs
 
         return _fs.filesystem(uri, settings)
     if "://" in uri:

@@ -36,11 +36,24 @@ from factory.errors import InvalidInputError, NotFoundError, SchemaChangeError
 from factory.store._canonical import canonical_type, check_key, digest_from_batches, normalize_table
 from factory.store._digest import canonical_json
 from factory.store.artifacts import ArtifactKind
+from factory.store.datasets._meta import DatasetMeta, DatasetVersion, _schema_change, _schema_of, check_dataset_name
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     import ray.data
 
-    from factory.store.datasets._versions import DatasetStore, DatasetVersion
+    from factory.store._parts import StoreParts
+    from factory.store.artifacts import Artifact
+
+    class DatasetsHost(Protocol):
+        """What streaming a version needs of ``_versions.DatasetStore`` (which imports this module)."""
+
+        store: StoreParts
+
+        def _named(self, name: str, digest: str) -> DatasetVersion: ...
+
+        def _dataset_artifact(self, digest: str) -> Artifact: ...
 
 __all__ = ["add_ray"]
 
@@ -63,7 +76,7 @@ def arrow_schema(dataset: ray.data.Dataset) -> pa.Schema:
 
 
 def add_ray(
-    datasets: DatasetStore,
+    datasets: DatasetsHost,
     dataset: ray.data.Dataset,
     *,
     name: str,
@@ -74,8 +87,6 @@ def add_ray(
     schema: pa.Schema | None = None,
 ) -> DatasetVersion:
     """Store a Ray Dataset as the new version of ``name`` (see the module docstring)."""
-    from factory.store.datasets._versions import DatasetMeta, _schema_change, _schema_of, check_dataset_name
-
     store = datasets.store
     check_dataset_name(name)
     parent_digests = [store.artifacts.resolve(p) for p in parents]
@@ -177,7 +188,7 @@ def _read_column(uri: str, column: str, schema: pa.Schema,
 
 def _delete(store, uri: str) -> None:
     """Remove a streamed version's Lance dataset, and its name's folder once it holds no other."""
-    from factory.store import _fs
+    import factory.store._fs as _fs
 
     fs, path = _fs.filesystem(uri, store.settings)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:

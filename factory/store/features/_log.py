@@ -27,17 +27,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from factory.errors import InvalidInputError, NotFoundError
+from factory.store.features._log_writer import REQUIRED, FeatureLogWriter
 
 if TYPE_CHECKING:
     from factory.store.datasets import DatasetVersion
-    from factory.store.features._log_writer import FeatureLogWriter
     from factory.store.features._views import FeatureHost, FeatureStore
 
 __all__ = ["REQUIRED", "FeatureLog", "SkewReport"]
 
 log = logging.getLogger(__name__)
 
-REQUIRED = {"request_id": "string", "model": "string", "ts": "timestamp", "prediction": "any"}
 _INDEX = "request_id_idx"
 # Fragments below this many rows are merged by ``optimize``; bigger ones are left alone, so
 # a row is rewritten a few times at most however long the log grows.
@@ -109,8 +108,6 @@ class FeatureLog:
         ``flush_seconds``; at most ``max_pending`` rows wait (more are dropped and counted);
         every ``optimize_rows`` committed rows the writer runs ``optimize`` (None: never).
         """
-        from factory.store.features._log_writer import FeatureLogWriter
-
         return FeatureLogWriter(self, flush_rows=flush_rows, flush_seconds=flush_seconds, max_pending=max_pending,
                          optimize_rows=optimize_rows)
 

@@ -21,20 +21,19 @@ import atexit
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from factory.errors import InvalidInputError, UserError
 
-if TYPE_CHECKING:
-    from factory.store.features._log import FeatureLog
-
-__all__ = ["FeatureLogWriter", "WriterStats"]
+__all__ = ["REQUIRED", "FeatureLogWriter", "LogTarget", "WriterStats"]
 
 log = logging.getLogger(__name__)
 
+# The columns every logged row carries (``FeatureLog`` checks tables against them too).
+REQUIRED = {"request_id": "string", "model": "string", "ts": "timestamp", "prediction": "any"}
 _MAX_BACKOFF_S = 30.0
 _CLOSE_GRACE_S = 5.0
 
@@ -59,6 +58,16 @@ class WriterStats:
     pending: int
 
 
+class LogTarget(Protocol):
+    """What a writer commits into: a ``FeatureLog`` (which imports this module to make writers)."""
+
+    name: str
+
+    def _commit_rows(self, rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]: ...
+
+    def optimize(self) -> None: ...
+
+
 class FeatureLogWriter:
     """Buffered, thread-safe, non-blocking rows into a ``FeatureLog`` (see the module docstring).
 
@@ -68,7 +77,7 @@ class FeatureLogWriter:
 
     def __init__(
         self,
-        target: FeatureLog,
+        target: LogTarget,
         *,
         flush_rows: int = 1000,
         flush_seconds: float = 1.0,
@@ -232,8 +241,6 @@ class FeatureLogWriter:
 
 def _check_row(row: Any) -> None:
     """What can be checked without I/O: a mapping with the required columns and an aware ``ts``."""
-    from factory.store.features._log import REQUIRED
-
     if not isinstance(row, Mapping):
         raise InvalidInputError(f"a logged row is a mapping of column to value, not a {type(row).__name__}")
     missing = [c for c in REQUIRED if c not in row]
