@@ -208,9 +208,11 @@ def bind(store: IdentityHost, catalog: Catalog) -> Callable[[], None] | None:
         return None
     if catalog_id is not None:
         its_home = catalog.meta(META_HOME)
-        if its_home != store.home:
+        if its_home not in (None, store.home):
             raise _another_home(store, catalog, catalog_id, its_home)
-        _stamp_home(store, catalog, home, catalog_id)  # a stamp interrupted after the catalog's half
+        # Another process is between its claim's steps (id recorded, home not yet), or a stamp
+        # was interrupted after the catalog's half: finish the same claim, which is idempotent.
+        _claim(store, catalog, home, catalog_id)
         return None
     if home.holds_data() and catalog.empty():
         raise StoreIdentityError(

@@ -98,7 +98,7 @@ def _require_home(store: VerifyHost) -> None:
 
 def _has_catalog(store: VerifyHost) -> bool:
     """False for a local SQLite catalog file that was never created (opening it would create it)."""
-    path = getattr(store, "_catalog_path", None)
+    path = getattr(store, "_catalog_location", None)
     return "catalog" in vars(store) or not isinstance(path, str) or "://" in path or os.path.exists(path)
 
 

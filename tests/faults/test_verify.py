@@ -142,14 +142,12 @@ def test_a_clean_store_verifies_and_says_what_it_checked(store):
 
 
 def test_verify_of_a_home_with_blobs_only_creates_no_catalog(tmp_path):
-    """A home holding blobs but no catalog is not silently given a new, empty one: verify says which
-    catalog to point at (or how to start one) and creates no catalog file."""
+    """A home holding blobs and no catalog verifies its blobs without creating a catalog file."""
     from factory.store.blobs import BlobStore
 
     home = tmp_path / "home"
     BlobStore(home / "blobs").put(b"x")  # a bare blob store: a Store would claim the home in a new catalog
     res = verify(home)
-    assert res.returncode == 2 and "already holds data" in res.stderr and "factory init" in res.stderr, res
-    assert "Traceback" not in res.stderr
+    assert res.returncode == 0, res.stderr
     assert not (home / "catalog.db").exists()
     shutil.rmtree(home)

@@ -83,3 +83,17 @@ def test_a_home_that_lost_its_id_file_gets_it_back_from_its_own_catalog(store):
     os.remove(os.path.join(store.home, "STORE_ID"))
     again = Store(settings=store.settings)
     assert again.artifacts.find("blob") and again.catalog_info()["home_store_id"] == store_id
+
+
+def test_a_store_opened_while_another_process_is_mid_claim_finishes_that_claim(store):
+    """A second process that opens the store between the first's two claim steps (id recorded, home not
+    yet) joins the same identity instead of refusing the catalog as another home's."""
+    from factory.store._identity import META_ID
+
+    catalog = store.bare_catalog
+    catalog.migrate()
+    catalog.set_meta(META_ID, "0" * 32)  # the first process stopped here
+    other = Store(settings=store.settings)
+    other.put_blob(b"second")
+    info = other.catalog_info()
+    assert info["store_id"] == "0" * 32 and info["matches"] is True and info["catalog_home"] == store.home

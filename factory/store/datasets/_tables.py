@@ -51,9 +51,6 @@ def read_table_file(path: str | os.PathLike[str]) -> pa.Table:
             table = feather.read_table(path)
         else:
             table = _read_ipc(path)
-        # A damaged file can decode into arrays whose offsets point past their data;
-        # refuse it here, before anything hashes or writes it.
-        table.validate(full=True)
         try:
             names = table.column_names
         except UnicodeDecodeError:
@@ -65,6 +62,9 @@ def read_table_file(path: str | os.PathLike[str]) -> pa.Table:
             raise InvalidInputError(
                 f"{path} is not valid UTF-8 text in column(s) {', '.join(binary)}: re-save it as UTF-8 CSV"
             )
+        # A damaged file can decode into arrays whose offsets point past their data;
+        # refuse it here, before anything hashes or writes it.
+        table.validate(full=True)
         return table
     except (pa.ArrowException, OSError, ValueError) as exc:
         if isinstance(exc, InvalidInputError):
