@@ -2,7 +2,7 @@
 
 It builds the model from the registry with the config's seed, reads its rows (see
 ``_data``), resumes from the newest checkpoint that verifies (Ray's latest, the ones
-beside it, and any the driver fetched from the store), and trains epoch by epoch. Every
+beside it, and the trees a resumed run recorded in the store), and trains epoch by epoch. Every
 rank reports after every epoch (Ray's report is a barrier); checkpoints carry the model,
 the optimiser, each rank's generator state and the position in the data, so a resumed
 run takes exactly the steps the uninterrupted one would have taken.
@@ -44,7 +44,7 @@ class LoopSpec:
     data: _data.DataSpec
     task: Literal["classification", "regression"]
     steps_per_epoch: int
-    resume: tuple[str, ...] = ()  # local checkpoint folders fetched by the driver (e.g. from the store)
+    stored: ckpt.StoredCheckpoints | None = None  # the checkpoint trees of the run being resumed
 
     @property
     def config(self) -> TrainingConfig:
@@ -115,11 +115,22 @@ def _evaluate(strategy: Strategy, spec: LoopSpec, rows: _data.Rows, val: np.ndar
 def _candidates(spec: LoopSpec) -> list[ckpt.Candidate]:
     import ray.train
 
-    found = [ckpt.Candidate(p, ckpt.step_of(p) or -1, None) for p in spec.resume]
+    found = spec.stored.candidates() if spec.stored is not None else []
     latest = ray.train.get_checkpoint()
     if latest is not None:
         found += ckpt.siblings(latest.path, latest.filesystem)
     return ckpt.order_candidates(found)
+
+
+def _fetch(candidate: ckpt.Candidate, scratch: str, world: int) -> tuple[Path | None, str | None]:
+    """A local copy of the candidate and ``None``, or ``None`` and why it cannot be used."""
+    from factory.errors import FactoryError
+
+    try:
+        local = ckpt.materialize(candidate, scratch)
+    except (FactoryError, OSError) as exc:
+        return None, f"cannot be read ({exc})"
+    return local, ckpt.verify(local, world)
 
 
 def _restore(strategy: Strategy, spec: LoopSpec, rank: int, world: int, device: Any,
@@ -127,25 +138,25 @@ def _restore(strategy: Strategy, spec: LoopSpec, rank: int, world: int, device: 
     """Load the newest checkpoint that verifies; rank 0 chooses, every rank loads the same one."""
     import torch.distributed as dist
 
-    candidates = _candidates(spec)
     choice: list[Any] = [None, []]
+    local = None
     if rank == 0:
-        for candidate in candidates:
-            local = ckpt.materialize(candidate, scratch)
-            problem = ckpt.verify(local, world)
+        for candidate in _candidates(spec):
+            local, problem = _fetch(candidate, scratch, world)
             if problem is None:
                 choice[0] = candidate
                 break
-            log.warning("skipping checkpoint %s: %s", candidate.path, problem)
+            log.warning("skipping checkpoint %s: %s", candidate.where, problem)
             choice[1].append((candidate.step, problem))
     if world > 1:
         dist.broadcast_object_list(choice, src=0)
     chosen, skipped = choice
     if chosen is None:
         return None, 0.0, skipped
-    local = ckpt.materialize(chosen, scratch)
-    if ckpt.verify(local, world) is not None:
-        raise RuntimeError(f"checkpoint {chosen.path} changed while it was being restored")
+    if rank != 0:
+        local, problem = _fetch(chosen, scratch, world)
+        if problem is not None:
+            raise RuntimeError(f"checkpoint {chosen.where} {problem} on rank {rank}, though rank 0 read it whole")
     strategy.load(local)
     loss_sum = ckpt.load_rank_state(local, rank, device)
     return ckpt.TrainState.from_json((local / ckpt.STATE_FILE).read_bytes()), loss_sum, skipped

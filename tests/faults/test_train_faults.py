@@ -1,15 +1,22 @@
-"""Training survives lost workers and lost nodes: a SIGKILLed worker, a node removed mid-run.
+"""Training survives lost workers, lost nodes and a lost driver.
 
-Each test brings its own Ray (a local one, or a two-node ``ray.cluster_utils.Cluster``),
+A SIGKILLed worker, a node removed mid-run, and the driver itself SIGKILLed and started
+again. Each test brings its own Ray (a local one, or a ``ray.cluster_utils.Cluster``),
 bounded to 2 CPUs and a small object store, and shuts it down afterwards.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+
+import yaml
 
 import psutil
 import pytest
@@ -131,4 +138,66 @@ def test_a_removed_node_does_not_stop_the_run(store, dataset, code, tmp_path):
         assert result.metrics["val_accuracy"] > 0.6
     finally:
         ray.shutdown()
+        cluster.shutdown()
+
+
+EXE = os.path.join(os.path.dirname(sys.executable), "factory")
+
+
+def _first_recorded_checkpoint(store: Store, driver: subprocess.Popen, timeout: float = 900.0) -> tuple[str, int]:
+    """Wait until the driver's keyed run records a checkpoint in the store: (run id, its step)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None:
+        for run in store.runs.list(kind="train"):
+            steps = [int(n.rsplit("-", 1)[1]) for n in run.outputs() if n.startswith("checkpoint-")]
+            if run.key is not None and steps:
+                return run.id, min(steps)
+        time.sleep(0.05)
+    raise AssertionError(f"the driver recorded no checkpoint (exit code {driver.poll()})")
+
+
+def test_a_killed_driver_resumes_its_run_with_no_epoch_trained_twice(store, dataset, tmp_path):
+    """The driver SIGKILLed after its first recorded checkpoint and started again resumes the same run from
+    its checkpoints: each epoch is in the record once, and the weights equal an uninterrupted run's."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "object_store_memory": OBJECT_STORE, "include_dashboard": False})
+    try:
+        path = tmp_path / "train.yaml"
+        path.write_text(yaml.safe_dump(_config(dataset).model_dump(mode="json")))
+        argv = [EXE, "train", str(path), "--home", store.home, "--address", cluster.address, "--json"]
+        env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+               "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+        # The code of record is the config file alone (tmp_path is in no repository), the same each time.
+        run = dict(capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500)
+
+        clean = subprocess.run([*argv, "--force"], **run)
+        assert clean.returncode == 0, clean.stderr[-3000:]
+        clean = json.loads(clean.stdout)
+
+        driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+        try:
+            run_id, first_step = _first_recorded_checkpoint(store, driver)
+            driver.send_signal(signal.SIGKILL)
+        finally:
+            driver.kill()
+            driver.wait()
+        assert store.runs.get(run_id).state == "interrupted"
+
+        again = subprocess.run(argv, **run)
+        assert again.returncode == 0, again.stderr[-3000:]
+        result = json.loads(again.stdout)
+        assert result["run"] == run_id and result["resumed"] and not result["reused"]
+        assert result["weights"] == clean["weights"]
+
+        record = store.runs.get(run_id)
+        assert record.state == "succeeded"
+        assert [m.value for m in record.metrics() if m.name == "epoch"] == [1.0, 2.0, 3.0, 4.0, 5.0]
+        resumed_from = [e.details["resumed_from_step"] for e in record.events() if "resumed_from_step" in e.details]
+        assert resumed_from and resumed_from[0] >= first_step
+        assert any(e.details.get("resumed") for e in record.events())
+    finally:
         cluster.shutdown()
