@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Iterator
 
-__all__ = ["connect", "state_api_env", "report_interval"]
+__all__ = ["connect", "state_api_env", "warm_up", "report_interval"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,25 @@ def connect(address: str | None = None, *, num_cpus: float | None = None, dashbo
         kwargs.pop("runtime_env")
         ray.init(address=address if target else "local", **kwargs)
     return True
+
+
+def warm_up() -> None:
+    """Start, without waiting, the cluster-wide actor Ray Train's controller calls first.
+
+    The controller's first act is a resource request to Ray's autoscaling coordinator
+    (a detached actor, made on first use), and it waits up to 5 s for each attempt, so
+    on a fresh cluster it waits for that actor's process to start. Asked for here, the
+    process starts while the driver records the run and builds the trainer. Nothing
+    depends on it: where Ray has moved the function, this does nothing.
+    """
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+
+        get_or_create_autoscaling_coordinator()
+    except Exception as exc:  # an optimisation only
+        log.debug("did not start Ray's autoscaling coordinator ahead of the trainer: %s", exc)
 
 
 @contextlib.contextmanager

@@ -185,6 +185,20 @@ def _report(strategy: Strategy, state: ckpt.TrainState, metrics: dict[str, float
                          checkpoint_dir_name=ckpt.checkpoint_name(state.step))
 
 
+def _deterministic_kernels(torch: Any) -> None:
+    """Deterministic kernels wherever torch has a choice (warning where it has none).
+
+    ``torch.use_deterministic_algorithms`` also sets the flag in inductor's config, and
+    importing that config loads sympy and some 800 modules: seconds of every worker's
+    start-up. Nothing here compiles with inductor, so the kernel flag is set alone.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
+
+
 def _device() -> Any:
     import ray.train.torch
     import torch
@@ -210,7 +224,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(max(1, int(config.compute.cpus_per_worker)))
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _deterministic_kernels(torch)
     _seed_generators(config.seed, rank)
 
     rows = _data.load_rows(spec.data)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory.errors import FactorySystemError
 from factory.train import _checkpoint as ckpt
-from factory.train._cluster import connect, report_interval
+from factory.train._cluster import connect, report_interval, warm_up
 from factory.train._data import DataSpec
 from factory.train._loop import LoopSpec, train_loop
 from factory.train._package import package_weights, read_final_weights
@@ -311,10 +311,10 @@ def train(
     if record.resumed:
         log.info("resuming the interrupted run %s of %s from its checkpoints %s", record.id, config.name,
                  sorted(record.checkpoints))
-
-    stored = ckpt.StoredCheckpoints(store.home, store.settings, tuple(record.resume_points()))
-    spec = loop_spec(sub, storage_options=store.storage_options, stored=stored if stored.points else None)
     try:
+        warm_up()
+        stored = ckpt.StoredCheckpoints(store.home, store.settings, tuple(record.resume_points()))
+        spec = loop_spec(sub, storage_options=store.storage_options, stored=stored if stored.points else None)
         # The Ray Train run is named after the store's run: a resumed run also finds Ray's own checkpoints.
         result, restarts, skipped = _fit(sub, record, name=f"{config.name}-{record.id}",
                                          storage_path=storage_path or store.uri("train"), spec=spec,

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from factory.errors import FactorySystemError, InvalidInputError
 from factory.train import _checkpoint as ckpt
-from factory.train._cluster import connect, report_interval
+from factory.train._cluster import connect, report_interval, warm_up
 from factory.train._record import RunRecord, record_inputs
 from factory.train._resources import cluster_nodes
 from factory.train._trials import METRICS, TrialRecorder, tune_callback
@@ -228,6 +228,7 @@ def tune(
         for value in dist.values() or (dist.example(),):
             check_variant(sub, base.with_overrides({path: value}), registry=registry)
     connect(address, num_cpus=num_cpus, dashboard=True)
+    warm_up()
     nodes = cluster_nodes()
     check_cluster(base, nodes)
     code = capture_code(code_root, entry=tuple(entry))
