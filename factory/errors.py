@@ -27,6 +27,12 @@ __all__ = [
     "RunInProgressError",
     "StoreHomeError",
     "VerificationError",
+    "InvalidRequestError",
+    "NotAdmittedError",
+    "CatalogUnavailableError",
+    "CatalogNotReadyError",
+    "StoreIdentityError",
+    "SignalsUnavailableError",
 ]
 
 
@@ -166,3 +172,76 @@ class VerificationError(UserError, ValueError):
     """A signature, envelope, checkpoint or proof that does not verify against the trusted keys."""
 
     code = "VERIFICATION_FAILED"
+
+
+class InvalidRequestError(ContractViolationError):
+    """An inference request that its model's contract refuses; served as an HTTP 4xx.
+
+    ``input`` names the offending input (``None`` when the problem is the request as a
+    whole), ``status`` is the HTTP status a server answers with (400, or 413 for a body
+    over the size limit).
+    """
+
+    code = "INVALID_REQUEST"
+
+    def __init__(self, message: str, input: str | None = None, status: int = 400):
+        super().__init__(message, input, status)
+        self.input = input
+        self.status = status
+
+
+class NotAdmittedError(UserError, PermissionError):
+    """A package that its environment's policy does not admit; ``missing`` names what it lacks."""
+
+    code = "NOT_ADMITTED"
+
+    def __init__(self, message: str, digest: str = "", env: str = "", missing: tuple[str, ...] = ()):
+        super().__init__(message, digest, env, tuple(missing))
+        self.digest = digest
+        self.env = env
+        self.missing = tuple(missing)
+
+
+class CatalogUnavailableError(FactorySystemError, ConnectionError):
+    """The catalog's server could not be reached, or kept failing, for longer than the retry window.
+
+    ``in_doubt`` means the connection was lost while a write was being committed: it may or
+    may not have happened, so re-read before writing again.
+    """
+
+    code = "CATALOG_UNAVAILABLE"
+
+    def __init__(self, message: str, location: str = "", in_doubt: bool = False):
+        super().__init__(message, location, in_doubt)
+        self.location = location
+        self.in_doubt = in_doubt
+
+
+class CatalogNotReadyError(UserError):
+    """A server catalog that must be set up (``factory init``) or upgraded (``factory catalog migrate``) first."""
+
+    code = "CATALOG_NOT_READY"
+
+    def __init__(self, message: str, location: str = "", found: int = 0, needed: int = 0):
+        super().__init__(message, location, found, needed)
+        self.location = location
+        self.found = found
+        self.needed = needed
+
+
+class StoreIdentityError(UserError):
+    """A store home and a catalog that belong to different stores (or a catalog missing for a home
+    that holds data): the message names the catalog to point at."""
+
+    code = "STORE_IDENTITY"
+
+    def __init__(self, message: str, home: str = "", catalog: str = ""):
+        super().__init__(message, home, catalog)
+        self.home = home
+        self.catalog = catalog
+
+
+class SignalsUnavailableError(FactorySystemError, ConnectionError):
+    """The metrics a rollout judges by could not be read (Prometheus down or refusing a query); retry later."""
+
+    code = "SIGNALS_UNAVAILABLE"

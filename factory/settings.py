@@ -12,6 +12,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from factory.errors import InvalidInputError
+
 __all__ = ["Settings", "default_keys_dir"]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -31,8 +33,9 @@ class Settings:
     """Where the store lives and how it writes.
 
     ``home``: the store root, a local path or a ``pyarrow.fs`` URI (``s3://``, ``gs://``).
-    ``catalog``: the SQLite file holding refs and the artifact index; defaults to
-    ``<home>/catalog.db`` (a remote home needs it set, since SQLite wants a local disk). ``fsync``: flush each blob to disk before it
+    ``catalog``: where refs, runs and the artifact index live: the path of a SQLite file
+    (default ``<home>/catalog.db``; SQLite wants a local disk) or a ``postgresql://`` URL
+    (a catalog every node of a cluster shares). ``fsync``: flush each blob to disk before it
     becomes visible (slower; blobs are verified on read either way).
     ``actor``: who this process acts as, recorded with every ref move and run event and
     checked against protected refs (``FACTORY_ACTOR``, else ``user@host``).
@@ -46,6 +49,11 @@ class Settings:
 
     ``keys``: the local folder holding signing keys and the trusted public keys (``FACTORY_KEYS``; never object storage); ``None`` means
     ``default_keys_dir()``.
+
+    ``serve_host``/``serve_port``: where Ray Serve's HTTP proxy listens when factory starts
+    Serve (FACTORY_SERVE_HOST, FACTORY_SERVE_PORT). ``serve_max_body_bytes``: the largest
+    inference request body a model server reads (FACTORY_SERVE_MAX_BODY_BYTES); larger
+    ones get HTTP 413.
     """
 
     home: str = ".factory"
@@ -59,6 +67,9 @@ class Settings:
     s3_session_token: str | None = field(default=None, repr=False)
     s3_connect_timeout_s: float = 3.0
     keys: str | None = None
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_max_body_bytes: int = 16 * 2**20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +86,9 @@ class Settings:
             s3_session_token=_first(env, "AWS_SESSION_TOKEN"),
             s3_connect_timeout_s=_seconds(env, "FACTORY_S3_CONNECT_TIMEOUT", 3.0),
             keys=env.get("FACTORY_KEYS") or default_keys_dir(env),
+            serve_host=env.get("FACTORY_SERVE_HOST") or "127.0.0.1",
+            serve_port=_int(env, "FACTORY_SERVE_PORT", 8000),
+            serve_max_body_bytes=_int(env, "FACTORY_SERVE_MAX_BODY_BYTES", 16 * 2**20),
         )
 
 
@@ -88,8 +102,6 @@ def _first(env: Mapping[str, str], *names: str) -> str | None:
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    from factory.errors import InvalidInputError
-
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -107,3 +119,16 @@ def default_keys_dir(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return os.path.join(base, "factory", "keys")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InvalidInputError(f"{name}={text!r} is not a positive integer: set it to a whole number, e.g. {default}")
+    return value

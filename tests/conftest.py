@@ -1,4 +1,11 @@
-"""Fixtures every test layer shares: a fresh store root per test, and an S3 server."""
+"""Fixtures every test layer shares: a fresh store per test, on each catalog backend where asked,
+an S3 server, and Ray Serve on a free port.
+
+A test module marked ``pytestmark = pytest.mark.catalogs`` runs every test that uses the
+``store`` fixture (or ``catalog_location``/``store_settings``) twice: once with the SQLite
+catalog in the home, once with a fresh database on a throwaway PostgreSQL server started
+for the session (see ``_postgres.py``). Other modules get SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,62 @@ import pytest
 
 from factory.settings import Settings
 
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "catalogs: run once against each catalog backend (SQLite, PostgreSQL)")
+
+
+def pytest_generate_tests(metafunc):
+    if "catalog_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("catalogs"):
+        metafunc.parametrize("catalog_backend", CATALOG_BACKENDS)
+
 
 @pytest.fixture
-def store(tmp_path):
+def catalog_backend() -> str:
+    """The catalog backend of this test: SQLite unless the module is marked ``catalogs``."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the whole session, removed after it."""
+    from _postgres import serving
+
+    yield from serving()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh database holding the catalog schema (no store id yet), dropped after the test."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def catalog_location(request, catalog_backend, tmp_path) -> str:
+    """Where this test's store keeps its catalog: the SQLite file in its home, or a fresh PostgreSQL database."""
+    if catalog_backend == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return str(tmp_path / "home" / "catalog.db")
+
+
+@pytest.fixture
+def store_settings(tmp_path, catalog_location) -> Settings:
+    """Settings of a fresh store under the test's own temporary folder, on this test's catalog."""
+    return Settings(home=str(tmp_path / "home"), catalog=catalog_location)
+
+
+@pytest.fixture
+def store(store_settings):
     """A fresh store under the test's own temporary folder."""
     from factory.store import Store
 
-    return Store(tmp_path / "home", settings=Settings(home=str(tmp_path / "home")))
+    return Store(store_settings.home, settings=store_settings)
+
+
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +107,45 @@ def any_store(home_settings):
     from factory.store import Store
 
     return Store(settings=home_settings)
+
+
+@pytest.fixture
+def mlp_package(store):
+    """Packages a built-in MLP classifier (4 features, 3 classes) into ``store``; contract fields as given."""
+    from factory.contract import Contract, Observability, Resources, default_registry, package
+
+    def make(*, seed: int = 0, name: str = "iris", cpus: float = 0.1, max_batch_size: int = 8,
+             sample_rate: float = 1.0, **resources):
+        config = {"in_features": 4, "out_features": 3, "hidden": [8]}
+        signature = default_registry().get("mlp-classifier").expected(config)
+        contract = Contract(name=name, inputs=signature.inputs, outputs=signature.outputs,
+                            resources=Resources(cpus=cpus, memory_mb=256, max_batch_size=max_batch_size, **resources),
+                            observability=Observability(sample_rate=sample_rate))
+        return package(store, default_registry().build("mlp-classifier", config, seed=seed).eval(), contract)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def serve_http(ray_cluster):
+    """Ray Serve on a free loopback port for one test module; every application is deleted after each test."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture
+def serve_url(serve_http):
+    """The Serve base URL for one test; the test's applications are deleted after it."""
+    from ray import serve
+
+    yield serve_http
+    for name in list(serve.status().applications):
+        serve.delete(name)

@@ -38,6 +38,7 @@ from factory.contract.architectures import (
 from factory.contract.packages import LoadedModel, ModelPackage, ModelPackageMeta, export, load, package
 from factory.contract.validation import Check, LatencyStat, ValidationResult, Violation, validate
 from factory.contract.view import PackageView, open_package
+from factory.contract._request import InferenceRequest, RequestedOutput, check_request, parse_request
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -73,4 +74,8 @@ __all__ = [
     "PackageView",
     "open_package",
     "check_fits_cluster",
+    "check_request",
+    "parse_request",
+    "InferenceRequest",
+    "RequestedOutput",
 ]

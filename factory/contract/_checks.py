@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from factory.contract._safetensors import Header
-from factory.contract._schema import Contract, DType, Resources, TensorSpec
+from factory.contract._schema import Contract, DType, InputSpec, Resources, TensorSpec
 from factory.contract.architectures import Signature
 from factory.errors import ContractViolationError
 
@@ -192,8 +192,6 @@ def make_inputs(contract: Contract, batch_size: int, seed: int = 0, free_dim: in
 
 def to_tensors(contract: Contract, inputs: Mapping[str, Any]) -> list[torch.Tensor]:
     """The inputs as tensors in contract order, each checked against its spec."""
-    import numpy as np
-    import torch
 
     missing = [i.name for i in contract.inputs if i.name not in inputs]
     extra = sorted(set(inputs) - {i.name for i in contract.inputs})
@@ -209,9 +207,7 @@ def to_tensors(contract: Contract, inputs: Mapping[str, Any]) -> list[torch.Tens
             raise ContractViolationError(
                 f"input {spec.name!r} is BYTES, which a torch model cannot take: declare a numeric dtype"
             )
-        value = inputs[spec.name]
-        want = getattr(torch, spec.dtype.torch_name)
-        tensor = value.to(want) if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value), dtype=want)
+        tensor = _as_tensor(spec, inputs[spec.name])
         if batch is None:
             batch = tensor.shape[0] if tensor.ndim else None
         if not spec.matches(tuple(tensor.shape), batch):
@@ -221,6 +217,51 @@ def to_tensors(contract: Contract, inputs: Mapping[str, Any]) -> list[torch.Tens
             )
         tensors.append(tensor)
     return tensors
+
+
+def _as_tensor(spec: InputSpec, value: Any) -> torch.Tensor:
+    """One input as a tensor of its contract dtype; nulls only where ``nullable`` allows them."""
+    import numpy as np
+    import torch
+
+    want = getattr(torch, spec.dtype.torch_name)
+    if isinstance(value, torch.Tensor):
+        return value.to(want)
+    floats = spec.dtype in (DType.FP16, DType.FP32, DType.FP64)
+    if isinstance(value, np.ma.MaskedArray):
+        if value.mask is not np.ma.nomask and value.mask.any() and not spec.nullable:
+            raise ContractViolationError(f"input {spec.name!r} holds nulls but is not nullable: send values")
+        value = value.filled(np.nan if floats else 0)
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ContractViolationError(f"input {spec.name!r} is not a rectangular array ({exc}): send one value "
+                                     "per position of its shape") from None
+    if array.dtype == object:
+        flat = array.ravel()
+        nulls = np.fromiter((v is None for v in flat), dtype=bool, count=flat.size)
+        if nulls.any():
+            if not spec.nullable:
+                raise ContractViolationError(f"input {spec.name!r} holds a null (None) but is not nullable: send a "
+                                             "value, or declare the input nullable in the contract")
+            if not floats:
+                raise ContractViolationError(f"input {spec.name!r} is {spec.dtype} and holds None: pass a numpy "
+                                             "masked array, or send the request through check_request")
+        if any(isinstance(v, (str, bytes)) for v in flat):
+            raise ContractViolationError(f"input {spec.name!r} holds strings or raw bytes; the contract wants "
+                                         f"{spec.dtype}")
+        array = np.where(nulls.reshape(array.shape), np.nan, array) if nulls.any() else array
+        try:
+            array = array.astype(spec.dtype.numpy_name)
+        except (TypeError, ValueError) as exc:
+            raise ContractViolationError(f"input {spec.name!r} cannot be read as {spec.dtype}: {exc}") from None
+    elif array.dtype.kind in "USV":
+        raise ContractViolationError(f"input {spec.name!r} holds strings or raw bytes; the contract wants "
+                                     f"{spec.dtype}")
+    try:
+        return torch.as_tensor(array, dtype=want)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ContractViolationError(f"input {spec.name!r} cannot be read as {spec.dtype}: {exc}") from None
 
 
 def name_outputs(raw: Any, contract: Contract) -> dict[str, torch.Tensor]:

@@ -30,12 +30,20 @@ err_console = Console(stderr=True)
 
 HomeOption = typer.Option(None, "--home", help="Store root (a folder or s3://, gs:// URI). Default: $FACTORY_HOME or ./.factory", show_default=False)
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")
+CatalogOption = typer.Option(None, "--catalog", help="The catalog: a SQLite file or a postgresql:// URL. Default: $FACTORY_CATALOG or <home>/catalog.db", show_default=False)
 
 
-def open_store(home: str | None = None) -> Store:
+def open_store(home: str | None = None, catalog: str | None = None) -> Store:
+    """The store at ``home`` (else $FACTORY_HOME), with ``catalog`` instead of $FACTORY_CATALOG if given."""
+    from dataclasses import replace
+
+    from factory.settings import Settings
     from factory.store import Store
 
-    return Store(home)
+    settings = Settings.from_env()
+    if catalog is not None:
+        settings = replace(settings, catalog=catalog)
+    return Store(home, settings=settings)
 
 
 def record_source(store: Store, digest: str, path: str | Path) -> None:

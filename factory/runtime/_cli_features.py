@@ -25,6 +25,8 @@ from factory.runtime._cli_common import (
 if TYPE_CHECKING:
     from factory.store import ViewVersion
 
+AssumeUtcOption = typer.Option(False, "--assume-utc", help="Read timestamps without a time zone as UTC.")
+
 app = typer.Typer(help="Feature views: register, list, historical (training sets), materialize, get-online.",
                   no_args_is_help=True)
 
@@ -102,6 +104,7 @@ def historical(
     name: str = typer.Option("historical-features", "--name", "-n", help="Dataset name for the result."),
     allow_backfill: bool = typer.Option(False, "--allow-backfill", help="Let values created after a row's time in."),
     engine: str = typer.Option("auto", "--engine", help="auto, local or ray."),
+    assume_utc: bool = AssumeUtcOption,
     home: str = HomeOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -114,7 +117,7 @@ def historical(
         rows = read_table_file(entities)
     with err_console.status("point-in-time join"):
         result = store.features.get_historical_features(rows, view, timestamp=timestamp, allow_backfill=allow_backfill,
-                                                        engine=engine, name=name)
+                                                        assume_utc=assume_utc, engine=engine, name=name)
     v = result.version
     info = {"digest": v.digest, "name": v.name, "version": v.version, "rows": v.num_rows, "views": list(result.views)}
     if as_json:
@@ -127,18 +130,38 @@ def historical(
 def materialize(
     name: str = typer.Argument(..., help="The feature view."),
     up_to: str = typer.Option(None, "--up-to", help="Load rows known at this time (ISO 8601). Default: now."),
+    assume_utc: bool = AssumeUtcOption,
     home: str = HomeOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Load a view into the online store, as known at --up-to."""
     store = open_store(home)
     with err_console.status(f"materializing {plain(name)}"):
-        table = store.features.materialize(name, _time(up_to, "--up-to"))
+        table = store.features.materialize(name, _time(up_to, "--up-to"), assume_utc=assume_utc)
     info = {"view": name, "entities": len(table), "steps": table.table.num_rows, "up_to": table.up_to.isoformat()}
     if as_json:
         print_json(info)
         return
     console.print(f"{name}: {info['entities']:,} entities up to {info['up_to']}", highlight=False)
+
+
+def _key_part(text: str, column: str, t: Any) -> Any:
+    """One key value typed from the command line as entity column ``column`` (of Arrow type ``t``) needs."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(t):
+        try:
+            return int(text)
+        except ValueError:
+            fail(f"key {text!r} is not an integer, as entity column {column!r} ({t}) needs: give e.g. 42")
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return text
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return text.encode()
+    try:
+        return pa.scalar(text).cast(t).as_py()
+    except (pa.ArrowException, ValueError) as exc:
+        fail(f"key {text!r} cannot be read as {t}, the type of entity column {column!r}: {exc}")
 
 
 @app.command("get-online")
@@ -150,8 +173,6 @@ def get_online(
     as_json: bool = JsonOption,
 ) -> None:
     """Look up entity keys in the online store."""
-    import pyarrow as pa
-
     features = open_store(home).features
     table = features.online_table(name)
     types = [table.table.schema.field(e).type for e in table.header.entities]
@@ -160,12 +181,7 @@ def get_online(
         parts = text.split(",") if len(types) > 1 else [text]
         if len(parts) != len(types):
             fail(f"view {name!r} has a key of {len(types)} columns: give KEY as {','.join(table.header.entities)}")
-        values = []
-        for part, t in zip(parts, types):
-            try:
-                values.append(int(part) if pa.types.is_integer(t) else part)
-            except ValueError:
-                fail(f"key {part!r} is not an integer, as column of type {t} needs")
+        values = [_key_part(part, column, t) for part, column, t in zip(parts, table.header.entities, types)]
         return values[0] if len(values) == 1 else tuple(values)
 
     parsed = [parse(k) for k in keys]
@@ -182,3 +198,45 @@ def get_online(
     for key, row in zip(keys, values):
         out.add_row(plain(key), *("-" if row[f] is None else plain(row[f]) for f in table.header.features))
     console.print(out)
+
+
+log_app = typer.Typer(help="The serving feature log: find a request's rows, optimize the log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+LogOption = typer.Option("serving", "--log", help="The feature log's name.")
+
+
+@log_app.command("find")
+def log_find(
+    request_id: str = typer.Argument(..., help="The request id."),
+    log: str = LogOption,
+    home: str = HomeOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """The rows serving logged for one request (features served and the prediction)."""
+    from factory.store import FeatureLog
+
+    rows = FeatureLog(open_store(home), log).find(request_id).to_pylist()
+    if not rows:
+        fail(f"no rows for request {request_id!r} in feature log {log!r}: check the id (and --log)")
+    if as_json:
+        print_json(rows)
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = Table(title=f"request {escape(request_id)}")
+    for column in rows[0]:
+        out.add_column(escape(column))
+    for row in rows:
+        out.add_row(*(escape("-" if v is None else str(v)) for v in row.values()))
+    console.print(out)
+
+
+@log_app.command("optimize")
+def log_optimize(log: str = LogOption, home: str = HomeOption) -> None:
+    """Compact the log's small fragments and bring its request_id index up to date."""
+    from factory.store import FeatureLog
+
+    with err_console.status(f"optimizing feature log {log}"):
+        FeatureLog(open_store(home), log).optimize()
+    console.print(f"feature log {log} optimized", highlight=False)

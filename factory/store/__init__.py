@@ -77,6 +77,10 @@ __all__ = [
     "check_output_path",
     "VerifyReport",
     "VerifyProblem",
+    "FeatureLogWriter",
+    "PostgresCatalog",
+    "open_catalog",
+    "StoreIdentity",
 ]
 
 _WHERE = {
@@ -132,6 +136,10 @@ _WHERE = {
     "check_output_path": "_paths",
     "VerifyReport": "_verify",
     "VerifyProblem": "_verify",
+    "FeatureLogWriter": "features",
+    "PostgresCatalog": "_postgres",
+    "open_catalog": "catalog",
+    "StoreIdentity": "_identity",
 }
 
 if TYPE_CHECKING:
@@ -158,10 +166,14 @@ if TYPE_CHECKING:
     from factory.store.features import FeatureLog, FeatureStore, FeatureView, HistoricalFeatures, ViewVersion
     from factory.store._paths import check_output_path
     from factory.store._verify import VerifyProblem, VerifyReport
+    from factory.store.features import FeatureLogWriter
     from factory.store.lineage import Lineage, LineageNode
     from factory.store.refs import Ref, RefChange, RefRule, Refs, ref_namespaces, register_ref_namespace
     from factory.store.runs import MetricPoint, Run, RunEvent, Runs, RunState
     from factory.store.service import StoreService, store_actor
+    from factory.store._identity import StoreIdentity
+    from factory.store._postgres import PostgresCatalog
+    from factory.store.catalog import open_catalog
 
 
 def __getattr__(name: str) -> Any:

@@ -52,7 +52,7 @@ compute and numpy over whole buffers; no Python loop runs per row.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +66,9 @@ __all__ = [
     "canonical_order",
     "canonical_type",
     "check_key",
+    "digest_from_batches",
+    "encoding_part",
+    "encoding_parts",
     "multiset_diff",
     "normalize_table",
     "occurrence",
@@ -209,27 +212,49 @@ def _lengths(arr: pa.Array) -> np.ndarray:
 
 def _feed(arr: pa.Array, h: hashlib._Hash) -> None:
     """Append the canonical encoding of one contiguous column to the hash."""
+    for part in range(encoding_parts(arr.type)):
+        h.update(encoding_part(arr, part))
+
+
+def encoding_parts(t: pa.DataType) -> int:
+    """How many consecutive parts a column of type ``t`` encodes to (validity, then values...).
+
+    A column's encoding is its parts in order, and part ``i`` of a column split into
+    pieces is part ``i`` of each piece, concatenated: so a column too big for memory is
+    hashed by reading it once per part (see ``digest_from_batches``).
+    """
+    if pa.types.is_null(t):
+        return 1
+    if pa.types.is_string(t) or pa.types.is_binary(t):
+        return 3
+    if pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
+        return 2 + encoding_parts(t.value_type)
+    return 2
+
+
+def encoding_part(arr: pa.Array, part: int) -> bytes | memoryview | np.ndarray:
+    """Part ``part`` of the canonical encoding of one contiguous column (see the module docstring)."""
     t = arr.type
-    valid = _valid(arr)
-    h.update(valid.view(np.uint8))
-    if pa.types.is_null(t) or len(arr) == 0:
-        return
+    if part == 0:
+        return _valid(arr).view(np.uint8)
+    if len(arr) == 0:
+        return b""
     if pa.types.is_boolean(t):
         filled = pc.fill_null(arr, False) if arr.null_count else arr
-        h.update(filled.to_numpy(zero_copy_only=False).view(np.uint8))
-    elif pa.types.is_string(t) or pa.types.is_binary(t):
+        return filled.to_numpy(zero_copy_only=False).view(np.uint8)
+    if pa.types.is_string(t) or pa.types.is_binary(t):
         filled = pc.fill_null(arr, pa.scalar(b"" if pa.types.is_binary(t) else "", t)) if arr.null_count else arr
         n, offset = len(filled), filled.offset
         offsets = np.frombuffer(filled.buffers()[1], dtype=np.int32, count=offset + n + 1)[offset:]
-        h.update(np.diff(offsets).astype("<i8"))
+        if part == 1:
+            return np.diff(offsets).astype("<i8")
         data = filled.buffers()[2]
-        if data is not None and offsets[-1] > offsets[0]:
-            h.update(memoryview(data)[offsets[0] : offsets[-1]])
-    elif pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
-        h.update(_lengths(arr))
-        _feed(arr.flatten(), h)
-    else:
-        h.update(np.ascontiguousarray(_fixed_values(arr, valid)))
+        if data is None or offsets[-1] == offsets[0]:
+            return b""
+        return memoryview(data)[offsets[0] : offsets[-1]]
+    if pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
+        return _lengths(arr) if part == 1 else encoding_part(arr.flatten(), part - 2)
+    return np.ascontiguousarray(_fixed_values(arr, _valid(arr)))
 
 
 def _sortable(arr: pa.Array) -> pa.Array | None:
@@ -311,16 +336,26 @@ def _strictly_increasing(column: pa.Array) -> bool:
 
 def sorted_digest(table: pa.Table, key: Sequence[str] = ()) -> str:
     """The digest of a normalized table whose rows are already in canonical order."""
-    names = sorted(table.column_names)
-    header = {
-        "columns": [[n, str(table.schema.field(n).type)] for n in names],
-        "key": list(key),
-        "rows": table.num_rows,
-    }
+    return digest_from_batches(table.schema, key, table.num_rows, lambda name: [table.column(name).combine_chunks()])
+
+
+def digest_from_batches(
+    schema: pa.Schema, key: Sequence[str], num_rows: int, column: Callable[[str], Iterable[pa.Array]]
+) -> str:
+    """``sorted_digest`` of rows that need not fit in memory.
+
+    ``column(name)`` yields the normalized column's values in canonical row order, in
+    contiguous pieces of any size; it is called once per part of the column's encoding
+    (``encoding_parts``), so memory holds one piece at a time.
+    """
+    names = sorted(schema.names)
+    header = {"columns": [[n, str(schema.field(n).type)] for n in names], "key": list(key), "rows": num_rows}
     h = hashlib.sha256(MAGIC)
     h.update(canonical_json(header) + b"\n")
     for name in names:
-        _feed(table.column(name).combine_chunks(), h)
+        for part in range(encoding_parts(schema.field(name).type)):
+            for piece in column(name):
+                h.update(encoding_part(piece, part))
     return PREFIX + h.hexdigest()
 
 

@@ -6,10 +6,12 @@ so SQLite and PostgreSQL run the same statements. See ``_schema.py`` for the rul
 SQL follows.
 
 Compare-and-swap (refs, metadata, run ownership) reads and writes in one transaction.
-SQLite serialises write transactions (``BEGIN IMMEDIATE``); a PostgreSQL ``_connect``
-must give the same guarantee: run write transactions SERIALIZABLE and retry on a
-serialization failure. Sequence numbers (``seq``) are then also visible in order, which
-``changes(since=)`` and ``events(since=)`` rely on.
+SQLite serialises write transactions (``BEGIN IMMEDIATE``); ``PostgresCatalog`` gives the
+same guarantee by running write transactions SERIALIZABLE and retrying a serialization
+failure. Sequence numbers (``seq``) must also become visible in order, which
+``changes(since=)`` and ``events(since=)`` rely on: SQLite's single writer does that;
+PostgreSQL numbers rows when they are inserted, not when they commit, so
+``PostgresCatalog`` numbers ref history and run events under a lock held to commit.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from factory.errors import InvalidInputError, MetaConflictError, RefConflictError, RefProtectedError
 from factory.store._refnames import pattern_matches
-from factory.store._schema import LATEST, MIGRATIONS, VERSION_TABLE, Dialect, check_version
+from factory.store._schema import LATEST, MIGRATIONS, VERSION_TABLE, Dialect, Migration, check_version
 from factory.store._sql_runs import SqlRuns
 from factory.store.catalog import Catalog, IndexedArtifact, Ref, RefChange, RefRule, now_iso
 
@@ -57,10 +59,40 @@ class SqlCatalog(SqlRuns, Catalog):
     def _stored_version(self) -> int:
         """The highest applied migration, 0 for a catalog without a version table."""
 
+    @abc.abstractmethod
+    def _schema_transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction for schema changes (creating the catalog if it does not exist)."""
+
     @property
     @abc.abstractmethod
     def location(self) -> str:
         """Where this catalog lives, for messages."""
+
+    @property
+    def backend(self) -> str:
+        return self.dialect.name
+
+    #: run once, just before this object's first write (the store records its identity there)
+    _before_first_write: Callable[[], None] | None = None
+
+    def before_first_write(self, hook: Callable[[], None] | None) -> None:
+        """Run ``hook`` once, before the first write through this object (not after unpickling)."""
+        self._before_first_write = hook
+
+    def _first_write(self) -> None:
+        """Called by ``_connect(write=True)`` before it opens the transaction."""
+        hook, self._before_first_write = self._before_first_write, None
+        if hook is not None:
+            try:
+                hook()
+            except BaseException:
+                self._before_first_write = hook  # a refused write leaves the check armed for the next one
+                raise
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_before_first_write", None)
+        return state
 
     # -- helpers ---------------------------------------------------------------------
     def _run(self, db: Any, sql: str, args: Sequence[Any] = ()) -> Any:
@@ -91,8 +123,14 @@ class SqlCatalog(SqlRuns, Catalog):
     def schema_version(self) -> int:
         return self._stored_version()
 
-    def _migrate(self, db: Any) -> None:
-        """Bring the schema up to date inside the caller's write transaction."""
+    def migrate(self) -> list[Migration]:
+        """Apply the migrations this catalog lacks, in one transaction (creating it if it does
+        not exist); the ones applied, none if it was up to date."""
+        with self._schema_transaction() as db:
+            return self._migrate(db)
+
+    def _migrate(self, db: Any) -> list[Migration]:
+        """Bring the schema up to date inside the caller's write transaction; the migrations applied."""
         db.execute(VERSION_TABLE)
         row = self._run(db, "SELECT MAX(version) FROM schema_version").fetchone()
         current = row[0] or 0
@@ -102,6 +140,11 @@ class SqlCatalog(SqlRuns, Catalog):
                 db.execute(self.dialect.ddl(statement))
             self._run(db, "INSERT INTO schema_version(version, summary, applied_at) VALUES (?,?,?)",
                       (migration.version, migration.summary, now_iso()))
+        return list(MIGRATIONS[current:])
+
+    def empty(self) -> bool:
+        """True if the catalog holds no artifact and no ref (one that does not exist yet is empty)."""
+        return self._one("SELECT 1 FROM artifacts UNION ALL SELECT 1 FROM refs LIMIT 1") is None
 
     def _needs_migration(self) -> bool:
         found = self._stored_version()

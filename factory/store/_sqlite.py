@@ -65,17 +65,25 @@ class SqliteCatalog(SqlCatalog):
         return row[0] or 0
 
     def _prepare(self) -> None:
-        """Create the file (WAL mode) and bring its schema up to date; once per object."""
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        """Create the file (WAL mode) and bring its schema up to date; once per object.
+
+        The embedded catalog upgrades itself: it lives beside one store on one machine,
+        where upgrading factory is upgrading every process that uses it.
+        """
         if self._needs_migration():
-            db = self._open_db(self.path)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-            finally:
-                db.close()
-            with self._transaction(self.path) as db:
-                self._migrate(db)
+            self.migrate()
         self._ready = True
+
+    @contextmanager
+    def _schema_transaction(self) -> Iterator[sqlite3.Connection]:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        db = self._open_db(self.path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            db.close()
+        with self._transaction(self.path) as db:
+            yield db
 
     @contextmanager
     def _transaction(self, path: str) -> Iterator[sqlite3.Connection]:
@@ -102,6 +110,8 @@ class SqliteCatalog(SqlCatalog):
             finally:
                 db.close()
             return
+        if write:
+            self._first_write()
         if not self._ready:
             self._prepare()
         if write:

@@ -5,7 +5,9 @@ Layout of a store home (a local folder or a ``pyarrow.fs`` URI)::
     <home>/blobs/<d[:2]>/<d>     content-addressed blobs (artifact records included)
     <home>/blobs/tmp/            writes in progress
     <home>/datasets/<name>.lance dataset versions, one Lance dataset per name
-    <home>/catalog.db            the artifact index, refs and runs (SQLite, WAL; created by the first write)
+    <home>/catalog.db            the artifact index, refs and runs (SQLite, WAL; created by the first write),
+                                 unless FACTORY_CATALOG names another file or a postgresql:// URL
+    <home>/STORE_ID              the store's id (written once); <home>/CATALOG: where its catalog is
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from factory.store.catalog import Catalog
 
 if TYPE_CHECKING:
     from factory.store._verify import VerifyReport
+    from factory.store._identity import StoreIdentity
     from factory.store.artifacts import Artifact, ArtifactStore
     from factory.store.datasets import DatasetStore
     from factory.store.embeddings import EmbeddingStore
@@ -59,24 +62,57 @@ class Store:
         self.settings = settings
         self.clock = clock
         self.blobs = BlobStore(_join(self.home, "blobs"), fsync=settings.fsync, settings=settings, home=self.home)
+        self.blobs.before_first_write = self._before_first_blob
+        self._claim: Callable[[], None] | None = None
+        self._given_catalog = catalog
         if catalog is None:
-            path = settings.catalog
-            if path is None:
+            location = settings.catalog
+            if location is None:
                 if self.remote:
                     raise InvalidInputError(
-                        f"the store home {home} is remote: set FACTORY_CATALOG to a local path for the SQLite catalog"
+                        f"the store home {home} is remote: set FACTORY_CATALOG to a postgresql:// URL (or a local "
+                        "path for a SQLite catalog on one machine)"
                     )
-                path = _join(self.home, "catalog.db")
-            self._catalog_path = path
-        else:
-            self.catalog = catalog
+                location = _join(self.home, "catalog.db")
+            self._catalog_location = location
+
+    @functools.cached_property
+    def bare_catalog(self) -> Catalog:
+        """The catalog, before the check that it is this home's (``factory init`` and ``catalog info`` use it)."""
+        from factory.store.catalog import open_catalog
+
+        return self._given_catalog or open_catalog(self._catalog_location)
 
     @functools.cached_property
     def catalog(self) -> Catalog:
-        """The SQLite catalog; its file is created by the first write."""
-        from factory.store._sqlite import SqliteCatalog
+        """The catalog (``Settings.catalog``: a SQLite file, created by the first write, or a
+        ``postgresql://`` URL), once checked to be this home's: a mismatch raises ``StoreIdentityError``."""
+        from factory.store._identity import bind
 
-        return SqliteCatalog(self._catalog_path)
+        self._claim = bind(self, self.bare_catalog)
+        return self.bare_catalog
+
+    def _before_first_blob(self) -> None:
+        """Before a blob first lands in the home: the identity check, and a new store's claim."""
+        self.catalog  # noqa: B018 (the check runs when the catalog is first used)
+        if self._claim is not None:
+            self._claim()
+
+    def init(self) -> StoreIdentity:
+        """Set up the catalog (create it or apply its migrations) and record the store's identity
+        in the catalog and the home (``factory init``); an existing, matching identity is kept."""
+        from factory.store._identity import init
+
+        identity = init(self)
+        self.__dict__.pop("catalog", None)
+        return identity
+
+    def catalog_info(self) -> dict[str, object]:
+        """The catalog's backend, location, schema version and store id, the home's store id,
+        and whether they match (``factory catalog info``); changes nothing."""
+        from factory.store._identity import describe
+
+        return describe(self)
 
     # The parts below load on first use: pydantic and friends cost about 0.1 s to
     # import, which `factory store put` overlaps with hashing instead of paying up front.

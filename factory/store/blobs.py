@@ -75,6 +75,13 @@ class BlobStore:
             # while pyarrow (about 0.1 s of imports) loads in the writer thread.
             self.root = os.path.abspath(root)
         self._tmp_ready = False
+        #: run once, before the first blob this object publishes (the store checks its identity there)
+        self.before_first_write: Callable[[], None] | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["before_first_write"] = None
+        return state
 
     @property
     def fs(self):
@@ -218,6 +225,14 @@ class BlobStore:
         if self.exists(digest):
             self._discard(tmp)
             return
+        if self.before_first_write is not None:
+            hook, self.before_first_write = self.before_first_write, None
+            try:
+                hook()
+            except BaseException:
+                self.before_first_write = hook
+                self._discard(tmp)
+                raise
         if self._object_store:
             _fs.publish_object(self.fs, tmp, final, size, self.settings)
             return

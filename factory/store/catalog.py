@@ -3,7 +3,8 @@
 Blobs hold the truth (artifact records are blobs); the catalog indexes them and holds
 the only mutable state, refs and runs. ``Catalog`` is the interface, and the records
 below are what it hands out. Implementations: ``SqliteCatalog`` (``_sqlite.py``, the
-embedded default) on the portable SQL of ``_sql.py``, which a server database reuses.
+embedded default) and ``PostgresCatalog`` (``_postgres.py``, for a cluster), both on the
+portable SQL of ``_sql.py``; ``open_catalog`` picks one from a location.
 
 Every write is one transaction. Times are ISO 8601 strings in UTC, given by the caller
 (the store's clock) or, when left out, the wall clock.
@@ -29,7 +30,39 @@ __all__ = [
     "MetricPoint",
     "now_iso",
     "to_iso",
+    "open_catalog",
+    "catalog_backend",
 ]
+
+_SERVER_SCHEMES = ("postgresql://", "postgres://")
+
+
+def catalog_backend(location: str) -> str:
+    """Which catalog a location names: ``postgresql`` for a ``postgresql://`` URL, ``sqlite`` for
+    a path; any other URL is refused (it would otherwise become a file with a strange name)."""
+    if location.startswith(_SERVER_SCHEMES):
+        return "postgresql"
+    if "://" in location:
+        from factory.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"FACTORY_CATALOG={location!r} is neither a file path (the SQLite catalog) nor a postgresql:// URL: "
+            "give e.g. /var/lib/factory/catalog.db or postgresql://user@host:5432/factory"
+        )
+    return "sqlite"
+
+
+def open_catalog(location: str) -> Catalog:
+    """The catalog at ``location``: a ``postgresql://`` URL or the path of a SQLite file.
+
+    Nothing is created or connected to until the first operation."""
+    if catalog_backend(location) == "postgresql":
+        from factory.store._postgres import PostgresCatalog
+
+        return PostgresCatalog(location)
+    from factory.store._sqlite import SqliteCatalog
+
+    return SqliteCatalog(location)
 
 
 def to_iso(moment: datetime) -> str:
@@ -146,9 +179,31 @@ class Catalog(abc.ABC):
     """The catalog's operations. Implementations make each write atomic."""
 
     # -- schema ----------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where this catalog lives (a path, or a URL without its password)."""
+
+    @property
+    @abc.abstractmethod
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+
     @abc.abstractmethod
     def schema_version(self) -> int:
         """The schema version of this catalog (0 if it holds nothing yet)."""
+
+    @abc.abstractmethod
+    def migrate(self) -> Sequence[Any]:
+        """Apply the migrations this catalog lacks; the ones applied (none if up to date)."""
+
+    @abc.abstractmethod
+    def empty(self) -> bool:
+        """True if the catalog holds no artifact and no ref, or does not exist yet."""
+
+    @abc.abstractmethod
+    def before_first_write(self, hook: Any) -> None:
+        """Run ``hook()`` once, just before the first write made through this object."""
 
     # -- metadata --------------------------------------------------------------------
     @abc.abstractmethod

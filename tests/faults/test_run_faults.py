@@ -9,15 +9,24 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from factory.settings import Settings
+
+pytestmark = pytest.mark.catalogs
 
 _HEADER = "import json, os, sys, time; from factory.store import Store; from factory.settings import Settings\n"
 
 
-def _store(home):
+def _store(settings: Settings):
     from factory.store import Store
 
-    return Store(home, settings=Settings(home=str(home)))
+    return Store(settings=settings)
+
+
+def _open(settings: Settings) -> str:
+    """The line of code that opens the same store in a child process."""
+    return f"s = Store(settings=Settings(home={settings.home!r}, catalog={settings.catalog!r}))"
 
 
 def _spawn(code: str) -> subprocess.Popen:
@@ -25,13 +34,13 @@ def _spawn(code: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_processes_starting_one_key_at_once_make_one_run(tmp_path):
+def test_processes_starting_one_key_at_once_make_one_run(tmp_path, store_settings):
     """Four processes start the same key together: one run exists, and the others are told who owns it."""
-    home, go, done = tmp_path / "home", tmp_path / "go", tmp_path / "done"
-    _store(home).catalog.set_meta("created-by", "test")  # the catalog exists before the race
+    go, done = tmp_path / "go", tmp_path / "done"
+    _store(store_settings).catalog.set_meta("created-by", "test")  # the catalog exists before the race
     code = f"""
 from factory.errors import RunInProgressError
-s = Store({str(home)!r}, settings=Settings(home={str(home)!r}))
+{_open(store_settings)}
 while not os.path.exists({str(go)!r}):
     time.sleep(0.005)
 try:
@@ -53,18 +62,17 @@ run.finish()
     started = [run_id for what, run_id in outcomes if what == "started"]
     refused = [run_id for what, run_id in outcomes if what == "refused"]
     assert len(started) == 1 and refused == started * 3
-    store = _store(home)
+    store = _store(store_settings)
     assert [r.id for r in store.runs.list(key="same-key")] == started
     assert [a.metadata["run_id"] for a in store.artifacts.find("run")] == started
     assert [r.name for r in store.refs.list("run/")] == [f"run/{started[0]}"]
     assert store.runs.get(started[0]).state == "succeeded"
 
 
-def test_owner_killed_between_output_and_finish_reads_interrupted_and_resumes(tmp_path):
+def test_owner_killed_between_output_and_finish_reads_interrupted_and_resumes(store_settings):
     """SIGKILL after an output: the run reads interrupted with that output, and its key resumes it."""
-    home = tmp_path / "home"
     code = f"""
-s = Store({str(home)!r}, settings=Settings(home={str(home)!r}))
+{_open(store_settings)}
 run = s.runs.start("training", config={{"epochs": 2}}, key="resumable")
 run.log_metrics(1, {{"loss": 0.5}})
 run.output("epoch-1", s.blobs.put(b"weights after epoch 1"))
@@ -76,7 +84,7 @@ run.finish()
     run_id = proc.stdout.readline().strip()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    store = _store(home)
+    store = _store(store_settings)
     run = store.runs.get(run_id)
     assert run.state == "interrupted"
     assert list(run.outputs()) == ["epoch-1"] and [m.value for m in run.metrics()] == [0.5]

@@ -38,6 +38,8 @@ def ray_cluster():
     import ray
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    # Serve's proxies retry model requests whose replica died (factory.serve._proxy).
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "factory.serve.proxy_middlewares")
     ctx = ray.init(**SHARED_RAY)
     yield ctx
     ray.shutdown()

@@ -12,6 +12,8 @@ from factory.errors import InvalidInputError, NotFoundError
 from factory.settings import Settings
 from factory.store import Artifact, ArtifactKind, Store
 
+pytestmark = pytest.mark.catalogs
+
 
 class TrainingMeta(BaseModel):
     lr: float
@@ -55,10 +57,10 @@ def test_parents_must_exist(store):
         store.artifacts.add("training-config", metadata={}, parents=["sha256:" + "1" * 64])
 
 
-def test_clock_is_injected(tmp_path):
+def test_clock_is_injected(store_settings):
     """Creation time comes from the injected clock, so tests are deterministic."""
     fixed = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-    s = Store(tmp_path / "h", settings=Settings(home=str(tmp_path / "h")), clock=lambda: fixed)
+    s = Store(settings=store_settings, clock=lambda: fixed)
     assert s.put_blob(b"x").created_at == fixed
 
 

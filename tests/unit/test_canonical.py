@@ -328,3 +328,23 @@ def test_empty_tables_hash_by_their_schema():
     built = [pa.Table.from_pylist([], schema=schema), _every_type().slice(3), schema.empty_table()]
     assert len({canonical_digest(t) for t in built}) == 1
     assert canonical_digest(schema.empty_table()) != canonical_digest(pa.schema(list(schema)[:-1]).empty_table())
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=_ROWS, data=st.data())
+def test_digest_from_batches_equals_the_digest_of_the_whole(rows, data):
+    """A sorted table digested piece by piece, in pieces of any sizes, hashes like the whole table."""
+    from factory.store._canonical import canonical_order, digest_from_batches, sorted_digest
+
+    table = normalize_table(_from_rows(rows))
+    key = data.draw(st.sampled_from([[], ["i"], ["s", "f"]]))
+    ordered = table.take(canonical_order(table, key))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(rows)), max_size=4)))
+    bounds = [0, *cuts, len(rows)]
+
+    def pieces(name):
+        column = ordered.column(name).combine_chunks()
+        return [column.slice(a, b - a) for a, b in zip(bounds, bounds[1:])]
+
+    assert digest_from_batches(ordered.schema, key, len(rows), pieces) == sorted_digest(ordered, key)
+    assert sorted_digest(ordered, key) == canonical_digest(table, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -10,10 +11,12 @@ from factory.errors import InvalidInputError, NotFoundError, RefConflictError, R
 from factory.settings import Settings
 from factory.store import Store, register_ref_namespace
 
+pytestmark = pytest.mark.catalogs
+
 
 def _as(store, actor: str) -> Store:
     """The same store, used by another actor."""
-    return Store(store.home, settings=Settings(home=store.home, actor=actor))
+    return Store(store.home, settings=replace(store.settings, actor=actor))
 
 
 def _models(store, n: int = 3) -> list[str]:
@@ -154,10 +157,10 @@ def test_changes_are_read_on_from_a_sequence_number(store):
     assert store.refs.changes(since=store.refs.changes()[-1].seq) == []
 
 
-def test_ref_history_takes_its_time_and_actor_from_the_store(tmp_path):
+def test_ref_history_takes_its_time_and_actor_from_the_store(store_settings):
     """With an injected clock, ref history is deterministic; the actor is the store's identity."""
     fixed = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
-    s = Store(tmp_path / "h", settings=Settings(home=str(tmp_path / "h"), actor="ci@runner"), clock=lambda: fixed)
+    s = Store(settings=replace(store_settings, actor="ci@runner"), clock=lambda: fixed)
     (a,) = _datasets(s, 1)
     change = s.refs.set("dataset/x", a, expected=None)
     assert change.at == s.refs.history("dataset/x")[0].at == "2031-05-06T07:08:09.000000+00:00"

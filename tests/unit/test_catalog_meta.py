@@ -7,12 +7,15 @@ import threading
 import pytest
 
 from factory.errors import InvalidInputError, MetaConflictError
-from factory.store import SqliteCatalog
+from factory.store.catalog import open_catalog
+
+pytestmark = pytest.mark.catalogs
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    return SqliteCatalog(tmp_path / "catalog.db")
+def catalog(catalog_location):
+    """An empty catalog: a SQLite file, or a fresh PostgreSQL database."""
+    return open_catalog(catalog_location)
 
 
 def test_meta_is_set_once_then_moved_only_from_what_was_read(catalog):

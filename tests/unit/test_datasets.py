@@ -22,6 +22,8 @@ from factory.store import ArtifactKind, canonical_digest
 from factory.store import _fs
 from factory.store.datasets import DatasetMeta
 
+pytestmark = pytest.mark.catalogs
+
 
 @pytest.fixture
 def store(any_store):

@@ -151,3 +151,70 @@ def test_ipc_round_trip_keeps_every_answer():
     keys = [f"u{i}" for i in range(105)]
     for t in (0, 300, 999, 1100):
         assert reloaded.get(keys, EPOCH + timedelta(seconds=t)) == online.get(keys, EPOCH + timedelta(seconds=t))
+
+
+def _spend_view(store, users=(20, 21)):
+    source = store.datasets.add(pa.table({"user": pa.array(list(users), pa.int64()), "ts": ts([1] * len(users)),
+                                          "amount": [5.0] * len(users)}), name="spend-events")
+    store.features.register(FeatureView(name="spend", entities=("user",), timestamp="ts", ttl=timedelta(days=1),
+                                        features=("amount",), source=source.digest))
+    store.features.materialize("spend", up_to=EPOCH + timedelta(seconds=10))
+    return EPOCH + timedelta(seconds=5)
+
+
+@pytest.mark.parametrize("key, kind", [("20", "string"), (20.0, "double"), (True, "bool"), (b"20", "binary")])
+def test_keys_of_the_wrong_type_are_refused_as_offline(store, key, kind):
+    """A string, float or bool key on an int64 view is an error naming the column, both types and the fix."""
+    at = _spend_view(store)
+    with pytest.raises(InvalidInputError, match=rf"entity column 'user' is int64 .* but the key .* is {kind}.*give keys"):
+        store.features.get_online_features("spend", [key], at=at)
+
+
+def test_keys_of_the_right_type_still_match(store):
+    """Python and numpy integers match; a null key matches nothing, as offline."""
+    at = _spend_view(store)
+    got = store.features.get_online_features("spend", [20, np.int64(21), np.int32(20), None, 22], at=at)
+    assert got == [{"amount": 5.0}, {"amount": 5.0}, {"amount": 5.0}, {"amount": None}, {"amount": None}]
+
+
+def test_composite_and_string_keys_are_checked_per_column(store):
+    """Each column of a composite key, and a string view's key, is checked against its own type."""
+    table = pa.table({"shop": ["s1"], "item": [1], "ts": ts([1]), "price": [3.0]})
+    source = store.datasets.add(table, name="prices")
+    store.features.register(FeatureView(name="price", entities=("shop", "item"), timestamp="ts",
+                                        ttl=timedelta(days=1), features=("price",), source=source.digest))
+    store.features.materialize("price", up_to=EPOCH + timedelta(seconds=10))
+    at = EPOCH + timedelta(seconds=5)
+    assert store.features.get_online_features("price", [("s1", 1)], at=at) == [{"price": 3.0}]
+    with pytest.raises(InvalidInputError, match="entity column 'item' is int64"):
+        store.features.get_online_features("price", [("s1", "1")], at=at)
+    with pytest.raises(InvalidInputError, match="entity column 'shop' is string .* integer"):
+        store.features.get_online_features("price", [{"shop": 1, "item": 1}], at=at)
+
+
+def test_a_naive_view_is_served_online_as_it_joins_offline(store):
+    """A view with zone-less times joins offline with assume_utc=True, and materializes the same way."""
+    naive = pa.array([1 * 10**6, 50 * 10**6], pa.int64()).cast(pa.timestamp("us"))
+    source = store.datasets.add(pa.table({"user": [1, 1], "ts": naive, "x": [1.0, 2.0]}), name="naive-events")
+    store.features.register(FeatureView(name="naive", entities=("user",), timestamp="ts", ttl=timedelta(seconds=30),
+                                        features=("x",), source=source.digest))
+    times = [0, 10, 40, 60, 90]
+    rows = pa.table({"user": [1] * len(times), "event_timestamp": ts(times)})
+    offline = store.features.get_historical_features(rows, "naive", assume_utc=True, record=False)
+    with pytest.raises(InvalidInputError, match="no time zone.*assume_utc=True"):
+        store.features.materialize("naive", up_to=EPOCH + timedelta(days=1))
+    store.features.materialize("naive", up_to=EPOCH + timedelta(days=1), assume_utc=True)
+    online = [store.features.get_online_features("naive", [1], at=EPOCH + timedelta(seconds=t))[0] for t in times]
+    assert online == offline.table.select(["x"]).to_pylist() == [{"x": None}, {"x": 1.0}, {"x": None}, {"x": 2.0},
+                                                                  {"x": None}]
+
+
+def test_ttl_bound_is_inclusive_online_as_offline(store):
+    """Online, as offline, a value exactly TTL old is served and one microsecond older is not."""
+    source = store.datasets.add(pa.table({"user": [1], "ts": ts([100]), "x": [1.0]}), name="e")
+    store.features.register(FeatureView(name="v", entities=("user",), timestamp="ts", ttl=timedelta(seconds=10),
+                                        features=("x",), source=source.digest))
+    store.features.materialize("v", up_to=EPOCH + timedelta(days=1))
+    edge = EPOCH + timedelta(seconds=110)
+    assert store.features.get_online_features("v", [1], at=edge) == [{"x": 1.0}]
+    assert store.features.get_online_features("v", [1], at=edge + timedelta(microseconds=1)) == [{"x": None}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,8 @@ from factory.errors import InvalidInputError, NotFoundError, RunInProgressError
 from factory.settings import Settings
 from factory.store import Store
 from factory.store.catalog import RunOwner, RunRecord
+
+pytestmark = pytest.mark.catalogs
 
 
 class Clock:
@@ -31,9 +34,8 @@ def clock():
 
 
 @pytest.fixture
-def runs_store(tmp_path, clock):
-    home = str(tmp_path / "home")
-    return Store(home, settings=Settings(home=home, actor="trainer@test"), clock=clock)
+def runs_store(store_settings, clock):
+    return Store(settings=replace(store_settings, actor="trainer@test"), clock=clock)
 
 
 def test_a_run_records_config_inputs_events_metrics_and_outputs(runs_store):
@@ -83,11 +85,11 @@ def test_a_failed_key_starts_a_new_run(runs_store):
     assert [r.state for r in store.runs.list(key="k2")] == ["failed", "running"]
 
 
-def _start_and_exit(home: str, key: str) -> str:
+def _start_and_exit(settings: Settings, key: str) -> str:
     """Start a run in another process that exits without finishing it; the run's id."""
     code = (
         "from factory.store import Store; from factory.settings import Settings;"
-        f"s = Store({home!r}, settings=Settings(home={home!r}));"
+        f"s = Store(settings=Settings(home={settings.home!r}, catalog={settings.catalog!r}));"
         f"r = s.runs.start('training', config={{'lr': 1}}, key={key!r});"
         "r.output('step-1', s.blobs.put(b'step one'));"
         "print(r.id)"
@@ -98,7 +100,7 @@ def _start_and_exit(home: str, key: str) -> str:
 def test_a_run_whose_process_is_gone_reads_interrupted_and_is_resumed_by_key(runs_store):
     """A crashed owner leaves an interrupted run; starting its key again takes it over with its outputs."""
     store = runs_store
-    run_id = _start_and_exit(store.home, "k3")
+    run_id = _start_and_exit(store.settings, "k3")
     run = store.runs.get(run_id)
     assert run.state == "interrupted" and set(run.outputs()) == {"step-1"}
     assert [r.id for r in store.runs.list(state="interrupted")] == [run_id]

@@ -249,15 +249,17 @@ class DatasetStore:
         return normalize_table(table) if table.num_columns else table
 
     def to_ray(
-        self, ref: str | DatasetVersion, columns: Sequence[str] | None = None, filter: str | None = None
+        self, ref: str | DatasetVersion, columns: Sequence[str] | None = None, filter: str | None = None,
+        *, blocks: int | None = None,
     ) -> ray.data.Dataset:
-        """The version as a Ray Dataset, read in parallel from its Lance version."""
+        """The version as a Ray Dataset, read in parallel from its Lance version (in ``blocks`` blocks if given)."""
         import ray.data
 
         v = self.checked(ref)
         return ray.data.read_lance(
             v.uri, version=v.lance_version, columns=list(columns) if columns else None, filter=filter,
             storage_options=self.store.storage_options,
+            override_num_blocks=blocks,
         )
 
     # -- writing ----------------------------------------------------------------
@@ -344,6 +346,27 @@ class DatasetStore:
         self.store.refs.set(ref, digest, expected=previous, reason=f"dataset add {label or 'table'}")
         logger.info("dataset %s -> %s", name, digest)
         return self._named(name, digest)
+
+    def add_ray(
+        self,
+        dataset: ray.data.Dataset,
+        *,
+        name: str,
+        key: Sequence[str] = (),
+        parents: Sequence[str] = (),
+        allow_schema_change: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+        schema: pa.Schema | None = None,
+    ) -> DatasetVersion:
+        """``add`` for a Ray Dataset: sorted on the cluster and streamed, never collected in the driver.
+
+        The digest equals what ``add`` gives for the same rows and key; see ``_streamed``.
+        ``schema``: the rows' schema when known, which spares running the dataset to learn it.
+        """
+        from factory.store.datasets._streamed import add_ray
+
+        return add_ray(self, dataset, name=name, key=key, parents=parents, allow_schema_change=allow_schema_change,
+                       metadata=metadata, schema=schema)
 
     def _write(self, name: str, table: pa.Table, key: tuple[str, ...]) -> tuple[int, dict[str, str]]:
         """Write the rows into the name's Lance dataset; the Lance version and the hash of each file it reads."""

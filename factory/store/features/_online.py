@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,13 +37,55 @@ _V, _EVENT = "__visible_from", "__event_time"
 _HEADER = b"factory.online"
 
 
-def _unit(spec: _pit.PitSpec, features: pa.Table) -> str:
+def _unit(spec: _pit.PitSpec, features: pa.Table, assume_utc: bool) -> str:
     """Microseconds at least: query times are ``datetime``s, which carry microseconds."""
     times = [_pit.TimeColumn("view source", spec.timestamp, features.column(spec.timestamp))]
     if spec.created_timestamp:
         times.append(_pit.TimeColumn("view source", spec.created_timestamp, features.column(spec.created_timestamp)))
-    unit = _pit.check_times(times)
+    unit = _pit.check_times(times, assume_utc=assume_utc)
     return unit if unit == "ns" else "us"
+
+
+def _key_check(name: str, column_type: pa.DataType, view: str) -> Callable[[Any], None]:
+    """A check that a lookup key fits entity column ``name``, by the offline join's rule (``_pit._kind``).
+
+    The index is a dict, so without it a float 20.0 would quietly match 20 and a string
+    "20" would quietly match nothing.
+    """
+    kind = _pit._kind(column_type)
+    if kind == "integer":
+        def fits(value: Any) -> bool:
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    elif kind == "string":
+        def fits(value: Any) -> bool:
+            return isinstance(value, str)
+    elif kind == "binary":
+        def fits(value: Any) -> bool:
+            return isinstance(value, bytes)
+    else:
+        def fits(value: Any) -> bool:
+            return _kind_of(value) == kind
+
+    def check(value: Any) -> None:
+        if value is not None and not fits(value):
+            raise InvalidInputError(
+                f"entity column {name!r} is {column_type} in feature view {view!r} but the key {value!r} is "
+                f"{_kind_of(value) or type(value).__name__} ({type(value).__name__}): give keys of the column's "
+                f"kind ({_HINTS.get(kind, f'values that Arrow reads as {column_type}')})"
+            )
+
+    return check
+
+
+_HINTS = {"integer": "e.g. int(key)", "string": "e.g. str(key)", "binary": "bytes"}
+
+
+def _kind_of(value: Any) -> str | None:
+    """The offline join's kind of a Python value (None where Arrow cannot read it)."""
+    try:
+        return _pit._kind(pa.scalar(value).type)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -57,9 +99,14 @@ class _Header:
     features: tuple[str, ...]
 
 
-def materialize_table(features: pa.Table, spec: _pit.PitSpec, up_to: datetime, *, view_digest: str = "") -> OnlineTable:
-    """Build the online state of a view from its source rows, as known at ``up_to``."""
-    unit = _unit(spec, features)
+def materialize_table(
+    features: pa.Table, spec: _pit.PitSpec, up_to: datetime, *, view_digest: str = "", assume_utc: bool = False
+) -> OnlineTable:
+    """Build the online state of a view from its source rows, as known at ``up_to``.
+
+    ``assume_utc``: read zone-less timestamps as UTC, as ``get_historical_features`` does.
+    """
+    unit = _unit(spec, features, assume_utc)
     limit = _pit.time_to_units(up_to, unit)
     event, event_nulls = _pit.to_int_time(features.column(spec.timestamp), unit)
     known = event <= limit
@@ -90,6 +137,7 @@ class OnlineTable:
         self._event = table.column(_EVENT).to_numpy()
         self._features = [table.column(f).combine_chunks() for f in header.features]
         self._index = self._build_index(table, header.entities)
+        self._checks = [_key_check(e, table.schema.field(e).type, header.view) for e in header.entities]
 
     @staticmethod
     def _build_index(table: pa.Table, entities: Sequence[str]) -> dict[Any, tuple[int, int]]:
@@ -121,7 +169,7 @@ class OnlineTable:
         return len(self._index)
 
     def key_of(self, key: Any) -> Any:
-        """A lookup key from a scalar, a tuple or a mapping of entity columns."""
+        """A lookup key from a scalar, a tuple or a mapping of entity columns, each checked for its type."""
         entities = self.header.entities
         if isinstance(key, Mapping):
             try:
@@ -130,14 +178,18 @@ class OnlineTable:
                 raise InvalidInputError(
                     f"the key {dict(key)!r} lacks entity column {exc.args[0]!r} of view {self.view!r}: give {list(entities)}"
                 ) from None
-            return values[0] if len(values) == 1 else values
-        if len(entities) > 1:
+        elif len(entities) > 1:
             if not isinstance(key, tuple) or len(key) != len(entities):
                 raise InvalidInputError(
                     f"view {self.view!r} has a composite key {list(entities)}: give each key as a tuple or a dict"
                 )
-            return key
-        return key.item() if isinstance(key, np.generic) else key
+            values = key
+        else:
+            values = (key,)
+        for check, value in zip(self._checks, values):
+            check(value)
+        values = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+        return values[0] if len(values) == 1 else values
 
     def row(self, key: Any, at: int) -> int | None:
         """The step that answers ``key`` at time ``at`` (in this table's units), TTL applied."""

@@ -2,16 +2,22 @@
 
 Both sides are tagged with a partition number (a hash of the entity key, equal for
 equal keys whatever their integer width or string layout), unioned into one dataset,
-and grouped by partition: each group holds every entity row and every feature row of
-its entities, and runs the in-process kernel (``_pit.join``) on them. Since the rule
-depends only on an entity's own rows and their content (ties are broken by content,
-never by position), the result equals the in-process join row for row. The entity rows
-carry their position, so the result comes back in input order.
+and hash-repartitioned on it: each partition holds every entity row and every feature
+row of its entities, and runs the in-process kernel (``_pit.join``) on them. Since the
+rule depends only on an entity's own rows and their content (ties are broken by
+content, never by position), the result equals the in-process join row for row.
+
+``join_dataset`` takes the entity rows as a Ray Dataset and returns one: the entity
+rows travel through the shuffle with all their columns, so nothing is collected in the
+driver (``FeatureStore.get_historical_features`` then records the result with
+``DatasetStore.add_ray``). ``join`` takes them as a table and returns the features in
+input order (each row carries its position through the shuffle).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,11 +30,14 @@ import factory.store.features._pit as _pit
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = ["join", "partition_of"]
+__all__ = ["Plan", "join", "join_dataset", "partition_of"]
 
 log = logging.getLogger(__name__)
 
-_SIDE, _ROW, _AT, _PART = "__side", "__row", "__at", "__part"
+_SIDE, _ROW, _PART = "__side", "__row", "__part"
+# Prefixes of the entity rows' and the view's non-key columns in the shuffle, so that
+# columns of the same name on both sides never meet.
+_Q, _F = "__q.", "__f."
 _M = np.uint64(0x100000001B3)
 
 
@@ -84,30 +93,102 @@ def partition_of(table: pa.Table, entities: tuple[str, ...], partitions: int) ->
     return (h % np.uint64(partitions)).astype(np.int64)
 
 
-def _tag(batch: pa.Table, *, entities: tuple[str, ...], partitions: int, schema: pa.Schema, side: int) -> pa.Table:
-    """Give a batch of one side the common schema, its side and its partition number."""
-    n = batch.num_rows
-    columns = []
-    for field in schema:
-        if field.name == _SIDE:
-            columns.append(pa.array(np.full(n, side, dtype=np.int8)))
-        elif field.name == _PART:
-            columns.append(pa.array(partition_of(batch, entities, partitions)))
-        elif field.name in batch.column_names:
-            columns.append(batch.column(field.name).cast(field.type))
-        else:
-            columns.append(pa.nulls(n, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+@dataclass(frozen=True)
+class Plan:
+    """What both sides of a join become in the shuffle, and what comes out (pure: no Ray)."""
+
+    spec: _pit.PitSpec
+    timestamp: str
+    entity_schema: pa.Schema
+    view_columns: tuple[str, ...]
+    shuffled: pa.Schema
+    output: pa.Schema
+
+    @classmethod
+    def make(cls, spec: _pit.PitSpec, entity_schema: pa.Schema, view_schema: pa.Schema, *, timestamp: str,
+             assume_utc: bool, names: dict[str, str] | None = None) -> Plan:
+        """Check both sides (columns, times, key types) before anything runs, and lay out the shuffle.
+
+        ``names``: feature -> output column (default: the feature's own name).
+        """
+        eschema, fschema = entity_schema, view_schema
+        names = {f: (names or {}).get(f, f) for f in spec.features}
+        for column in (timestamp, *spec.entities):
+            if column not in eschema.names:
+                raise InvalidInputError(
+                    f"the entity rows have no column {column!r} (they have {', '.join(eschema.names)}): add it"
+                )
+        view_columns = (*spec.entities, spec.timestamp, *([spec.created_timestamp] if spec.created_timestamp else []),
+                        *spec.features)
+        missing = [c for c in view_columns if c not in fschema.names]
+        if missing:
+            raise InvalidInputError(f"the source of view {spec.name!r} has no column(s) {', '.join(missing)}")
+        clash = sorted(set(eschema.names) & set(names.values()))
+        if clash:
+            raise InvalidInputError(f"the entity rows already have column(s) {', '.join(clash)}: rename them")
+        times = [_pit.TimeColumn("entity rows", timestamp, pa.array([], eschema.field(timestamp).type))]
+        times += [_pit.TimeColumn(f"feature view {spec.name!r} source", c, pa.array([], fschema.field(c).type))
+                  for c in (spec.timestamp, spec.created_timestamp) if c]
+        _pit.check_times(times, assume_utc=assume_utc)
+        fields = [pa.field(e, _wide(e, eschema.field(e).type, fschema.field(e).type)) for e in spec.entities]
+        fields += [pa.field(_SIDE, pa.int8()), pa.field(_PART, pa.int64())]
+        fields += [pa.field(_Q + f.name, f.type) for f in eschema if f.name not in spec.entities]
+        fields += [pa.field(_F + c, fschema.field(c).type) for c in view_columns if c not in spec.entities]
+        output = pa.schema([*eschema, *(pa.field(names[f], fschema.field(f).type) for f in spec.features)])
+        return cls(spec, timestamp, eschema, view_columns, pa.schema(fields), output)
+
+    def tag(self, batch: pa.Table, *, side: int, partitions: int) -> pa.Table:
+        """A batch of one side (1: entity rows, 0: view rows) in the shuffle's schema, with its partitions."""
+        prefix = _Q if side == 1 else _F
+        present = {c if c in self.spec.entities else prefix + c: c for c in batch.column_names}
+        n = batch.num_rows
+        columns = []
+        for field in self.shuffled:
+            if field.name == _SIDE:
+                columns.append(pa.array(np.full(n, side, dtype=np.int8)))
+            elif field.name == _PART:
+                parts = partition_of(batch, self.spec.entities, partitions) if n else np.zeros(0, np.int64)
+                columns.append(pa.array(parts))
+            elif field.name in present:
+                columns.append(batch.column(present[field.name]).cast(field.type))
+            else:
+                columns.append(pa.nulls(n, field.type))
+        return pa.Table.from_arrays(columns, schema=self.shuffled)
+
+    def kernel(self, part: pa.Table, *, allow_backfill: bool, assume_utc: bool) -> pa.Table:
+        """One partition (every row of its entities, from both sides): its entity rows with their features."""
+        spec = self.spec
+        if part.num_rows == 0 or _SIDE not in part.column_names:
+            return self.output.empty_table()
+        side = part.column(_SIDE)
+        queries = part.filter(pc.equal(side, 1))
+        if queries.num_rows == 0:
+            return self.output.empty_table()
+        view = self.view_columns[len(spec.entities):]
+        features = part.filter(pc.equal(side, 0))
+        features = features.select([*spec.entities, *(_F + c for c in view)]).rename_columns([*spec.entities, *view])
+        rows = queries.select([*spec.entities, _Q + self.timestamp]).rename_columns([*spec.entities, self.timestamp])
+        joined = _pit.join(rows, features, spec, timestamp=self.timestamp, allow_backfill=allow_backfill,
+                           assume_utc=assume_utc)
+        columns = [queries.column(c if c in spec.entities else _Q + c).cast(self.entity_schema.field(c).type)
+                   for c in self.entity_schema.names]
+        columns += [joined.column(f) for f in spec.features]
+        return pa.Table.from_arrays(columns, schema=self.output)
 
 
-def _kernel(group: pa.Table, *, spec: _pit.PitSpec, allow_backfill: bool, assume_utc: bool) -> pa.Table:
-    """One partition: the in-process join of its entity rows against its feature rows."""
-    side = group.column(_SIDE)
-    queries = group.filter(pc.equal(side, 1)).select([*spec.entities, _AT, _ROW])
-    extra = [spec.created_timestamp] if spec.created_timestamp else []
-    features = group.filter(pc.equal(side, 0)).select([*spec.entities, spec.timestamp, *extra, *spec.features])
-    out = _pit.join(queries, features, spec, timestamp=_AT, allow_backfill=allow_backfill, assume_utc=assume_utc)
-    return out.append_column(_ROW, queries.column(_ROW))
+def _unmatched(batch: pa.Table, *, plan: Plan) -> pa.Table:
+    """Entity rows against a view without rows: every feature null."""
+    columns = [batch.column(c).cast(plan.entity_schema.field(c).type) for c in plan.entity_schema.names]
+    columns += [pa.nulls(batch.num_rows, f.type) for f in list(plan.output)[len(columns):]]
+    return pa.Table.from_arrays(columns, schema=plan.output)
+
+
+def _tag(batch: pa.Table, *, plan: Plan, side: int, partitions: int) -> pa.Table:
+    return plan.tag(batch, side=side, partitions=partitions)
+
+
+def _kernel(part: pa.Table, *, plan: Plan, allow_backfill: bool, assume_utc: bool) -> pa.Table:
+    return plan.kernel(part, allow_backfill=allow_backfill, assume_utc=assume_utc)
 
 
 def _wide(name: str, a: pa.DataType, b: pa.DataType) -> pa.DataType:
@@ -122,6 +203,65 @@ def _wide(name: str, a: pa.DataType, b: pa.DataType) -> pa.DataType:
     return _pit._WIDE[kind_a]
 
 
+def _arrow_schema(dataset: ray.data.Dataset) -> pa.Schema:
+    from factory.store.datasets._streamed import arrow_schema
+
+    return arrow_schema(dataset)
+
+
+def join_dataset(
+    entity_rows: ray.data.Dataset,
+    features: ray.data.Dataset,
+    spec: _pit.PitSpec,
+    *,
+    timestamp: str = "event_timestamp",
+    allow_backfill: bool = False,
+    assume_utc: bool = False,
+    names: dict[str, str] | None = None,
+    entity_schema: pa.Schema | None = None,
+    view_schema: pa.Schema | None = None,
+    num_rows: int | None = None,
+    partitions: int | None = None,
+) -> tuple[ray.data.Dataset, pa.Schema]:
+    """The point-in-time join of one view, on the cluster: every entity row (any order) with its features.
+
+    Returns the joined rows, lazily, and their schema: the entity rows' columns, then
+    ``spec.features`` under ``names`` (feature -> output name; default their own names).
+    Nothing is collected in the driver, and bad input is refused before anything runs.
+    ``entity_schema`` and ``num_rows`` (the entity rows' schema and count) spare running
+    the entity rows to learn them, which matters when they are themselves a join;
+    ``view_schema`` gives the view's, which an empty Ray Dataset does not know.
+    ``partitions`` defaults to two per CPU, or more so that each holds about two million rows.
+    """
+    import ray
+
+    plan = Plan.make(spec, entity_schema or _arrow_schema(entity_rows), view_schema or _arrow_schema(features),
+                     timestamp=timestamp, assume_utc=assume_utc, names=names)
+    rows = entity_rows.count() if num_rows is None else num_rows
+    view_rows = features.count()
+    # Ray hands over an empty input as one block without columns, which a shuffle cannot
+    # concatenate with the other side's blocks: an empty side needs no shuffle anyway.
+    if rows == 0:
+        return ray.data.from_arrow(plan.output.empty_table()), plan.output
+    if view_rows == 0:
+        return entity_rows.map_batches(_unmatched, batch_format="pyarrow", fn_kwargs={"plan": plan}), plan.output
+    if partitions is None:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        partitions = max(2 * cpus, (rows + view_rows) // 2_000_000 + 1)
+    left = entity_rows.map_batches(_tag, batch_format="pyarrow",
+                                   fn_kwargs={"plan": plan, "side": 1, "partitions": partitions})
+    right = features.select_columns(list(plan.view_columns)).map_batches(
+        _tag, batch_format="pyarrow", fn_kwargs={"plan": plan, "side": 0, "partitions": partitions})
+    log.info("ray point-in-time join of %s: %d partitions", spec.name, partitions)
+    # A hash repartition hands each partition over whole, as one block (Ray never splits
+    # them), so every entity's rows from both sides meet in one call of the kernel.
+    joined = left.union(right).repartition(partitions, keys=[_PART]).map_batches(
+        _kernel, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"plan": plan, "allow_backfill": allow_backfill, "assume_utc": assume_utc},
+    )
+    return joined, plan.output
+
+
 def join(
     entity_rows: pa.Table,
     features: ray.data.Dataset,
@@ -130,53 +270,26 @@ def join(
     timestamp: str = "event_timestamp",
     allow_backfill: bool = False,
     assume_utc: bool = False,
+    view_schema: pa.Schema | None = None,
     partitions: int | None = None,
 ) -> pa.Table:
-    """``_pit.join`` with the feature rows as a Ray Dataset, partitioned by entity across the cluster."""
+    """``_pit.join`` with the feature rows as a Ray Dataset: the features of each entity row, in order."""
     import ray
     import ray.data
 
-    fschema = features.schema()
-    fschema = pa.schema(zip(fschema.names, fschema.types, strict=True)) if not isinstance(fschema, pa.Schema) else fschema
-    for name, where, names in ((timestamp, "entity rows", entity_rows.column_names),
-                               *((e, "entity rows", entity_rows.column_names) for e in spec.entities)):
-        if name not in names:
-            raise InvalidInputError(f"the {where} have no column {name!r} (they have {', '.join(names)}): add it")
-    view_columns = [*spec.entities, spec.timestamp, *([spec.created_timestamp] if spec.created_timestamp else []), *spec.features]
-    missing = [c for c in view_columns if c not in fschema.names]
+    missing = [c for c in (timestamp, *spec.entities) if c not in entity_rows.column_names]
     if missing:
-        raise InvalidInputError(f"the source of view {spec.name!r} has no column(s) {', '.join(missing)}")
-    # Check times and key types up front, on empty columns, so errors come before any shuffle.
-    times = [_pit.TimeColumn("entity rows", timestamp, pa.array([], entity_rows.schema.field(timestamp).type))]
-    times += [_pit.TimeColumn(f"feature view {spec.name!r} source", c, pa.array([], fschema.field(c).type))
-              for c in view_columns if c in (spec.timestamp, spec.created_timestamp)]
-    _pit.check_times(times, assume_utc=assume_utc)
-    fields = [pa.field(e, _wide(e, entity_rows.schema.field(e).type, fschema.field(e).type)) for e in spec.entities]
-    fields += [pa.field(_SIDE, pa.int8()), pa.field(_PART, pa.int64()), pa.field(_ROW, pa.int64()),
-               pa.field(_AT, entity_rows.schema.field(timestamp).type)]
-    fields += [pa.field(c, fschema.field(c).type) for c in view_columns if c not in spec.entities]
-    schema = pa.schema(fields)
-
-    if partitions is None:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        partitions = max(2 * cpus, (entity_rows.num_rows + features.count()) // 2_000_000 + 1)
-    queries = entity_rows.select(list(spec.entities)).append_column(_AT, entity_rows.column(timestamp))
+        raise InvalidInputError(f"the entity rows have no column(s) {', '.join(missing)} "
+                                f"(they have {', '.join(entity_rows.column_names)}): add them")
+    queries = entity_rows.select([*spec.entities, timestamp])
     queries = queries.append_column(_ROW, pa.array(np.arange(entity_rows.num_rows, dtype=np.int64)))
-    common = {"entities": spec.entities, "partitions": partitions, "schema": schema}
-    left = ray.data.from_arrow(queries).map_batches(_tag, batch_format="pyarrow", fn_kwargs={**common, "side": 1})
-    right = features.select_columns(view_columns).map_batches(
-        _tag, batch_format="pyarrow", fn_kwargs={**common, "side": 0}
-    )
-    joined = left.union(right).groupby(_PART, num_partitions=partitions).map_groups(
-        _kernel, batch_format="pyarrow",
-        fn_kwargs={"spec": spec, "allow_backfill": allow_backfill, "assume_utc": assume_utc},
-    )
-    parts = [t for t in ray.get(joined.to_arrow_refs()) if t.num_rows]
-    log.info("ray point-in-time join of %s: %d partitions", spec.name, partitions)
-    if not parts:
-        return _pit.take_features(pa.Table.from_arrays(
-            [pa.array([], fschema.field(f).type) for f in spec.features], names=list(spec.features)
-        ), spec.features, np.full(entity_rows.num_rows, -1))
-    result = pa.concat_tables(parts, promote_options="permissive")
+    view_schema = view_schema or _arrow_schema(features)
+    plan = Plan.make(spec, queries.schema, view_schema, timestamp=timestamp, assume_utc=assume_utc)
+    if queries.num_rows == 0:
+        return plan.output.empty_table().select(list(spec.features))
+    joined, _ = join_dataset(ray.data.from_arrow(queries), features, spec, timestamp=timestamp,
+                             allow_backfill=allow_backfill, assume_utc=assume_utc, entity_schema=queries.schema,
+                             view_schema=view_schema, num_rows=queries.num_rows, partitions=partitions)
+    result = pa.concat_tables([t for t in ray.get(joined.to_arrow_refs()) if t.num_rows])
     order = np.argsort(result.column(_ROW).to_numpy())
     return result.select(list(spec.features)).take(pa.array(order))

@@ -38,6 +38,8 @@ import factory.store.features._pit as _pit
 if TYPE_CHECKING:
     from typing import Protocol
 
+    import ray.data
+
     from factory.store._parts import StoreParts
     from factory.store.datasets import DatasetStore, DatasetVersion
     from factory.store.features._online import OnlineTable
@@ -59,7 +61,12 @@ RAY_THRESHOLD_ROWS = 200_000_000
 
 
 class FeatureView(BaseModel):
-    """A feature view: which columns of which dataset version, keyed how, valid for how long."""
+    """A feature view: which columns of which dataset version, keyed how, valid for how long.
+
+    The TTL bound is inclusive: a row at time ``t`` is served the latest event with
+    ``t - ttl <= event_ts <= t`` (and, unless backfill is allowed, created by ``t``), so a
+    value exactly ``ttl`` old is still served, one a tick older is not.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -110,11 +117,21 @@ class ViewVersion:
 
 @dataclass(frozen=True)
 class HistoricalFeatures:
-    """A point-in-time join: the rows (input order) and, if recorded, their dataset version."""
+    """A point-in-time join: the rows (input order) and, if recorded, their dataset version.
 
-    table: pa.Table
+    When the join ran on Ray from a Ray Dataset (or a dataset reference) the rows never
+    come to the driver: ``table`` is None and ``dataset`` holds them (the recorded
+    version's rows, read back from Lance, or the lazy join when not recorded).
+    """
+
+    table: pa.Table | None
     version: DatasetVersion | None
     views: tuple[str, ...]
+    dataset: ray.data.Dataset | None = None
+
+
+def _is_ray_dataset(rows: Any) -> bool:
+    return type(rows).__module__.startswith("ray.data") and hasattr(rows, "map_batches")
 
 
 def _as_table(rows: Any) -> pa.Table:
@@ -266,64 +283,108 @@ class FeatureStore:
     ) -> HistoricalFeatures:
         """Each entity row with every view's features as of the row's time (see the module docstring).
 
-        ``entity_rows``: a table (pyarrow, pandas, list of dicts) or a dataset reference,
-        with the views' entity columns and a ``timestamp`` column. ``record``: store the
-        result as dataset ``name``, whose parents are the views (and the entity rows'
-        dataset, when given by reference).
+        ``entity_rows``: a table (pyarrow, pandas, list of dicts), a dataset reference or a
+        Ray Dataset, with the views' entity columns and a ``timestamp`` column. ``record``:
+        store the result as dataset ``name``, whose parents are the views (and the entity
+        rows' dataset, when given by reference). A Ray Dataset (or a reference, on the ray
+        engine) is joined and recorded on the cluster without its rows coming to the driver:
+        the result's ``dataset`` holds them, and ``table`` is None.
         """
         if engine not in ("auto", "local", "ray"):
             raise InvalidInputError(f"engine must be 'auto', 'local' or 'ray', not {engine!r}")
-        parents: list[str] = []
-        if isinstance(entity_rows, str):
-            rows_version = self.store.datasets.get(entity_rows)
-            parents.append(rows_version.digest)
-            entity_rows = self.store.datasets.read(rows_version)
-        rows = _as_table(entity_rows)
         single = isinstance(views, (str, ViewVersion, FeatureView))
         versions = [self.get(v) for v in ([views] if single else views)]
         if not versions:
             raise InvalidInputError("give at least one feature view")
         if len({v.name for v in versions}) != len(versions):
             raise InvalidInputError("a feature view is named twice: give each view once")
-        names = self._output_names(rows, versions, full_names)
-        sizes = [self.store.datasets.get(v.view.source).num_rows for v in versions]
-        use_ray = engine == "ray" or (engine == "auto" and rows.num_rows + sum(sizes) > RAY_THRESHOLD_ROWS)
+        sizes = sum(self.store.datasets.get(v.view.source).num_rows for v in versions)
+        parents: list[str] = []
+        if isinstance(entity_rows, str):
+            rows_version = self.store.datasets.get(entity_rows)
+            parents.append(rows_version.digest)
+            if engine == "ray" or (engine == "auto" and rows_version.num_rows + sizes > RAY_THRESHOLD_ROWS):
+                entity_rows = self.store.datasets.to_ray(rows_version)
+            else:
+                entity_rows = self.store.datasets.read(rows_version)
+        options = {"timestamp": timestamp, "allow_backfill": allow_backfill, "assume_utc": assume_utc}
+        metadata = {"timestamp": timestamp, "allow_backfill": allow_backfill}
+        if _is_ray_dataset(entity_rows):
+            if engine == "local":
+                raise InvalidInputError("entity rows given as a Ray Dataset are joined on Ray: use engine='ray' or 'auto'")
+            return self._historical_on_ray(entity_rows, versions, options, metadata, full_names=full_names,
+                                           record=record, name=name, parents=parents)
+        rows = _as_table(entity_rows)
+        names = self._output_names(rows.column_names, versions, full_names)
+        use_ray = engine == "ray" or (engine == "auto" and rows.num_rows + sizes > RAY_THRESHOLD_ROWS)
         out = rows
         for version in versions:
             spec = version.view.spec()
             if use_ray:
                 import factory.store.features._pit_ray as _pit_ray
 
-                ds = self.store.datasets.to_ray(version.view.source, columns=version.view.columns)
-                joined = _pit_ray.join(rows, ds, spec, timestamp=timestamp, allow_backfill=allow_backfill,
-                                       assume_utc=assume_utc)
+                source, source_schema = self._ray_source(version)
+                joined = _pit_ray.join(rows, source, spec, view_schema=source_schema, **options)
             else:
-                joined = _pit.join(rows, self.source(version), spec, timestamp=timestamp,
-                                   allow_backfill=allow_backfill, assume_utc=assume_utc)
+                joined = _pit.join(rows, self.source(version), spec, **options)
             for feature in spec.features:
                 out = out.append_column(names[(version.name, feature)], joined.column(feature))
         digests = tuple(v.digest for v in versions)
         recorded = None
         if record:
-            recorded = self.store.datasets.add(
-                out, name=name, parents=[*digests, *parents],
-                metadata={"feature_views": list(digests), "timestamp": timestamp, "allow_backfill": allow_backfill},
-            )
+            recorded = self.store.datasets.add(out, name=name, parents=[*digests, *parents],
+                                               metadata={"feature_views": list(digests), **metadata})
         return HistoricalFeatures(out, recorded, digests)
 
+    def _historical_on_ray(
+        self, rows: ray.data.Dataset, versions: Sequence[ViewVersion], options: dict[str, Any],
+        metadata: dict[str, Any], *, full_names: bool, record: bool, name: str, parents: Sequence[str],
+    ) -> HistoricalFeatures:
+        """The join of a Ray Dataset of entity rows, view after view, recorded without collecting a row."""
+        import factory.store.features._pit_ray as _pit_ray
+        from factory.store.datasets._streamed import arrow_schema
+
+        schema = arrow_schema(rows)
+        names = self._output_names(schema.names, versions, full_names)
+        count = rows.count()  # the same after every view: one output row per entity row
+        for version in versions:
+            spec = version.view.spec()
+            source, source_schema = self._ray_source(version)
+            rows, schema = _pit_ray.join_dataset(
+                rows, source, spec, names={f: names[(version.name, f)] for f in spec.features},
+                entity_schema=schema, view_schema=source_schema, num_rows=count, **options)
+        digests = tuple(v.digest for v in versions)
+        if not record:
+            return HistoricalFeatures(None, None, digests, rows)
+        recorded = self.store.datasets.add_ray(rows, name=name, parents=[*digests, *parents], schema=schema,
+                                               metadata={"feature_views": list(digests), **metadata})
+        return HistoricalFeatures(None, recorded, digests, self.store.datasets.to_ray(recorded))
+
+    def _ray_source(self, version: ViewVersion) -> tuple[ray.data.Dataset, pa.Schema]:
+        """A view's rows as a Ray Dataset, and their schema (which an empty Ray Dataset does not know).
+
+        Blocks of about a million rows: Ray's default of 200 blocks makes tiny ones, each a
+        task to schedule, for a view of modest size.
+        """
+        source = self.store.datasets.get(version.view.source)
+        blocks = max(1, -(-source.num_rows // 1_000_000))
+        schema = self.store.datasets.lance(source).schema
+        return (self.store.datasets.to_ray(source, columns=version.view.columns, blocks=blocks),
+                pa.schema([schema.field(c) for c in version.view.columns]))
+
     @staticmethod
-    def _output_names(rows: pa.Table, versions: Sequence[ViewVersion], full: bool) -> dict[tuple[str, str], str]:
+    def _output_names(columns: Sequence[str], versions: Sequence[ViewVersion], full: bool) -> dict[tuple[str, str], str]:
         counts: dict[str, int] = {}
         for v in versions:
             for f in v.view.features:
                 counts[f] = counts.get(f, 0) + 1
-        taken = set(rows.column_names)
+        taken = set(columns)
         names = {}
         for v in versions:
             for f in v.view.features:
                 plain = not full and counts[f] == 1 and f not in taken
                 names[(v.name, f)] = f if plain else f"{v.name}__{f}"
-        clash = set(rows.column_names) & {n for n in names.values()}
+        clash = set(columns) & {n for n in names.values()}
         if clash:
             raise InvalidInputError(
                 f"the entity rows already have column(s) {', '.join(sorted(clash))}: rename them"
@@ -332,13 +393,20 @@ class FeatureStore:
 
     # -- online -----------------------------------------------------------------
 
-    def materialize(self, view: str | ViewVersion, up_to: datetime | None = None) -> OnlineTable:
-        """Load a view's rows known at ``up_to`` (default now) into the online store, and save them."""
+    def materialize(
+        self, view: str | ViewVersion, up_to: datetime | None = None, *, assume_utc: bool = False
+    ) -> OnlineTable:
+        """Load a view's rows known at ``up_to`` (default now) into the online store, and save them.
+
+        ``assume_utc``: read the view's zone-less timestamps as UTC, as the offline join does
+        with the same flag, so a view that joins offline can be served online.
+        """
         from factory.store.features._online import materialize_table
 
         version = self.get(view)
         up_to = up_to or self._clock()
-        table = materialize_table(self.source(version), version.view.spec(), up_to, view_digest=version.digest)
+        table = materialize_table(self.source(version), version.view.spec(), up_to, view_digest=version.digest,
+                                  assume_utc=assume_utc)
         blob = self.store.put_blob(table.to_ipc(), name=f"online-{version.name}", parents=[version.digest])
         self.store.refs.set(_ONLINE_REF + version.name, blob.digest, reason=f"materialize up to {up_to.isoformat()}")
         self._online[version.name] = table

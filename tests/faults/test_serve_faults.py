@@ -1,0 +1,144 @@
+"""Killing model server replicas under load: clients do not notice, and Serve replaces the replica.
+
+Ray 2.60's router retries a request on another replica only while no replica has
+accepted it; a request already running on a replica when it is killed comes back from
+the proxy as a 500. factory's proxy middleware (``factory.serve._proxy``, installed
+through ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``) sends such a request again, and
+the router, which has marked the dead replica by then, picks a live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from factory.serve import deploy
+from factory.serve._app import REPLICA_HEADER
+
+RATE = 40  # requests per second, sent at a fixed pace whatever the answers take
+SECONDS = 60
+KILL_AT = 15
+BODY = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}]}
+
+
+async def steady_load(url: str, kill) -> tuple[list[int | str], set[str]]:
+    """Send RATE requests per second for SECONDS; call ``kill`` after KILL_AT seconds."""
+    outcomes: list[int | str] = []
+    replicas: set[str] = set()
+
+    async def one(client: httpx.AsyncClient) -> None:
+        try:
+            reply = await client.post(url, json=BODY)
+            outcomes.append(reply.status_code)
+            replicas.add(reply.headers.get(REPLICA_HEADER, ""))
+        except httpx.HTTPError as exc:
+            outcomes.append(type(exc).__name__)
+
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
+        tasks = []
+        start = time.monotonic()
+        killed = False
+        for i in range(RATE * SECONDS):
+            await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))
+            if not killed and time.monotonic() - start >= KILL_AT:
+                await asyncio.to_thread(kill)
+                killed = True
+            tasks.append(asyncio.create_task(one(client)))
+        await asyncio.gather(*tasks)
+    return outcomes, replicas
+
+
+def test_killing_a_replica_under_load_costs_at_most_a_tenth_of_a_percent(store, mlp_package, serve_url):
+    """With two replicas, one killed mid-load: at most 0.1 % of requests fail and a new replica takes over."""
+    import ray
+    from ray import serve
+
+    done = deploy(store, mlp_package().digest, "dev", replicas=2, timeout_s=240)
+    victim = httpx.get(done.url + "/ready", timeout=30).headers[REPLICA_HEADER]
+
+    def kill() -> None:
+        ray.kill(ray.get_actor(f"SERVE_REPLICA::iris#factory-model#{victim}", namespace="serve"), no_restart=True)
+
+    outcomes, replicas = asyncio.run(steady_load(done.url + "/infer", kill))
+    errors = [o for o in outcomes if o != 200]
+    print(f"replica killed under {RATE} req/s: {len(errors)} of {len(outcomes)} requests failed {errors}")
+    assert len(errors) <= len(outcomes) / 1000, f"{len(errors)} of {len(outcomes)} failed: {errors}"
+
+    def running() -> int:
+        states = serve.status().applications["iris"].deployments["factory-model"].replica_states
+        return sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING")
+
+    deadline = time.monotonic() + 120
+    while running() < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert running() == 2
+    assert len(replicas - {victim}) >= 1 and victim in replicas
+
+
+def test_a_package_the_replicas_cannot_load_leaves_the_old_version_serving(store, mlp_package, serve_url):
+    """A new package with a corrupted weights file: deploy fails naming it, refs go back, the old one answers."""
+    from factory.contract import ModelPackageMeta
+    from factory.errors import FactorySystemError
+    from factory.serve import version_of
+
+    old = mlp_package()
+    done = deploy(store, old.digest, "dev", timeout_s=240)
+    new = mlp_package(seed=1)
+    weights = store.artifacts.get(new.digest).meta(ModelPackageMeta).files["model.safetensors"]
+    with open(store.blobs.path(weights), "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    try:
+        deploy(store, new.digest, "dev", timeout_s=240)
+    except FactorySystemError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("deploying a corrupt package succeeded")
+    assert "could not apply" in message and "CorruptBlobError" in message and "refs restored" in message
+    assert store.refs.get("model/iris/dev") == old.digest
+    reply = httpx.post(done.url + "/infer", json=BODY, timeout=30)
+    assert reply.status_code == 200 and reply.json()["model_version"] == version_of(old.digest)
+
+
+def test_a_request_running_on_a_killed_replica_is_answered_by_another(serve_url, tmp_path):
+    """The proxy sends a request whose replica died mid-request to a live replica: the client sees its answer."""
+    import threading
+
+    import ray
+    from ray import serve
+    from starlette.responses import Response
+
+    flag = tmp_path / "sleep-once"
+    flag.write_text("")
+    started = tmp_path / "started"
+
+    @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0})
+    class Slow:
+        """Echoes the body; the first request to arrive claims the flag and hangs (until its replica is killed)."""
+
+        async def __call__(self, request):
+            body = await request.body()
+            replica = serve.get_replica_context().replica_id.unique_id
+            try:
+                flag.unlink()
+            except FileNotFoundError:
+                return Response(body, headers={"x-replica": replica})
+            started.write_text(replica)
+            await asyncio.sleep(600)
+
+    serve.run(Slow.bind(), name="slow", route_prefix="/v2/models/slow")
+    answer = {}
+    client = threading.Thread(target=lambda: answer.update(reply=httpx.post(
+        f"{serve_url}/v2/models/slow/infer", content=b"same body", timeout=300)))
+    client.start()
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victim = started.read_text()
+    ray.kill(ray.get_actor(f"SERVE_REPLICA::slow#Slow#{victim}", namespace="serve"), no_restart=True)
+    client.join(300)
+    reply = answer["reply"]
+    assert reply.status_code == 200 and reply.content == b"same body"
+    assert reply.headers["x-replica"] != victim

@@ -1,0 +1,160 @@
+"""Model servers on a real Ray Serve: standard OIP clients, versions without restarts, logs, metrics, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from factory.contract import load
+from factory.serve import deploy, read_record, set_traffic, version_of
+from factory.serve._app import REPLICA_HEADER
+
+X = np.random.default_rng(3).standard_normal((6, 4)).astype("float32")
+
+
+def eventually(check, timeout=60.0, every=0.25):
+    """Poll ``check`` until it returns something truthy; its last value (or the last exception) otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+def infer_body(rows=X, **extra):
+    return {"inputs": [{"name": "features", "datatype": "FP32", "shape": list(rows.shape),
+                        "data": rows.ravel().tolist()}], **extra}
+
+
+@pytest.fixture
+def iris(store, mlp_package, serve_url):
+    """The iris classifier served in dev from a fresh store, and its package."""
+    pkg = mlp_package()
+    done = deploy(store, pkg.digest, "dev", timeout_s=180)
+    return done, pkg
+
+
+def test_tritonclient_gets_the_packages_own_outputs(iris, store, serve_url):
+    """A standard OIP client works unchanged: health, metadata, and outputs equal to in-process ones."""
+    import tritonclient.http as triton
+
+    done, pkg = iris
+    client = triton.InferenceServerClient(url=serve_url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready("iris", done.version)
+    assert eventually(client.is_server_ready)
+    meta = client.get_model_metadata("iris")
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["versions"] == [done.version]
+    expected = load(store, pkg.digest).predict({"features": X})
+    for binary in (True, False):
+        tensor = triton.InferInput("features", list(X.shape), "FP32")
+        tensor.set_data_from_numpy(X, binary_data=binary)
+        outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("probabilities", "label")]
+        result = client.infer("iris", [tensor], outputs=outputs, request_id=f"triton-{binary}")
+        assert np.array_equal(result.as_numpy("probabilities"), expected["probabilities"].numpy())
+        assert np.array_equal(result.as_numpy("label"), expected["label"].numpy())
+        assert result.get_response()["id"] == f"triton-{binary}"
+
+
+def test_plain_json_and_bad_requests(iris, serve_url):
+    """curl-style JSON works with an assigned id; bad input is a 4xx naming it; unknown models are 404."""
+    done, _ = iris
+    with httpx.Client(base_url=serve_url, timeout=30) as http:
+        ok = http.post("/v2/models/iris/infer", json=infer_body())
+        assert ok.status_code == 200
+        assert ok.json()["id"] == ok.headers["x-request-id"] and ok.json()["model_version"] == done.version
+        bad = http.post("/v2/models/iris/infer", json={"inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1.0, "2", 3.0, 4.0]}]})
+        assert bad.status_code == 400 and "input 'features' is FP32" in bad.json()["error"]
+        missing = http.post("/v2/models/nope/infer", json=infer_body())
+        assert missing.status_code == 404 and "no model named 'nope'" in missing.json()["error"]
+        assert "'iris'" in missing.json()["error"]
+        big = http.post("/v2/models/iris/infer", content=b"0" * (17 * 2**20))
+        assert big.status_code == 413
+        assert http.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+
+
+def test_a_curl_from_deploy_works(iris):
+    """The curl that deploy prints is a request the server answers."""
+    done, _ = iris
+    argv = shlex.split(done.curl)
+    body = argv[argv.index("-d") + 1]
+    reply = httpx.post(done.url + "/infer", content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert reply.status_code == 200 and {o["name"] for o in reply.json()["outputs"]} == {"probabilities", "label"}
+
+
+def test_a_new_version_and_a_split_reach_the_replica_without_a_restart(iris, store, mlp_package, serve_url):
+    """Deploying a second package and splitting traffic change what answers, on the same replica."""
+    done, first = iris
+    with httpx.Client(base_url=serve_url, timeout=30) as http:
+        replica = http.get("/v2/models/iris/ready").headers[REPLICA_HEADER]
+        second = mlp_package(seed=1)
+        again = deploy(store, second.digest, "dev", timeout_s=180)
+        assert not again.restarted
+        answer = http.post("/v2/models/iris/infer", json=infer_body())
+        assert answer.json()["model_version"] == version_of(second.digest)
+        set_traffic(store, "iris", {version_of(first.digest): 1, version_of(second.digest): 1},
+                    versions=(first.digest,))
+
+        def both_answer():
+            seen = {http.post("/v2/models/iris/infer", json=infer_body()).json()["model_version"] for _ in range(30)}
+            return seen == {version_of(first.digest), version_of(second.digest)}
+
+        assert eventually(both_answer, timeout=30)
+        assert http.get("/v2/models/iris/ready").headers[REPLICA_HEADER] == replica
+    assert read_record(store, "iris")[0].traffic
+
+
+def test_a_logged_request_reads_back_by_its_id(iris, store, serve_url):
+    """A sampled request is found in the model's feature log by its request id, with digest and outputs."""
+    from factory.store import FeatureLog
+
+    done, pkg = iris
+    reply = httpx.post(f"{serve_url}/v2/models/iris/infer", json=infer_body(X[:3], id="trace-me"), timeout=30)
+    assert reply.status_code == 200
+    feature_log = FeatureLog(store, "inference-iris")
+    rows = eventually(lambda: feature_log.read("request_id = 'trace-me'").to_pylist(), timeout=60)
+    assert [r["row"] for r in rows] == [0, 1, 2] and {r["model"] for r in rows} == {pkg.digest}
+    assert np.allclose(rows[2]["features"], X[2])
+
+
+def test_metrics_scrape_as_prometheus_text(iris, ray_cluster, serve_url):
+    """Requests, errors by code, latency, batch rows and logged rows per model and version, over HTTP."""
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    done, _ = iris
+    with httpx.Client(base_url=serve_url, timeout=30) as http:
+        for _ in range(5):
+            http.post("/v2/models/iris/infer", json=infer_body())
+        http.post("/v2/models/iris/infer", content=b"{")
+    port = ray.nodes()[0]["MetricsExportPort"]
+
+    def scrape():
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.labels.get("model") == "iris":
+                    key = (s.name, s.labels.get("code", ""), s.labels.get("le", ""))
+                    samples[key] = samples.get(key, 0) + s.value
+        wanted = [("ray_factory_serve_requests_total", "200", ""), ("ray_factory_serve_errors_total", "400", ""),
+                  ("ray_factory_serve_logged_rows_total", "", ""), ("ray_factory_serve_batch_rows_count", "", ""),
+                  ("ray_factory_serve_request_latency_ms_count", "", "")]
+        return samples if all(samples.get(k, 0) > 0 for k in wanted) and samples[wanted[0]] >= 5 else None
+
+    samples = eventually(scrape, timeout=90, every=2)
+    assert samples, "the model server's metrics never appeared on the node's metrics endpoint"
+    assert samples[("ray_factory_serve_errors_total", "400", "")] >= 1
