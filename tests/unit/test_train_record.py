@@ -74,7 +74,7 @@ def test_a_restarted_driver_takes_over_the_interrupted_run_with_its_record(store
         "import sys; from factory.settings import Settings; from factory.store import Store\n"
         "from factory.train._record import RunRecord, Inputs\n"
         "from factory.train.config import TrainingConfig\n"
-        "store = Store(sys.argv[1], settings=Settings(home=sys.argv[1]))\n"
+        "store = Store(sys.argv[1], settings=Settings(home=sys.argv[1], catalog=sys.argv[9]))\n"
         "config = TrainingConfig.model_validate_json(sys.argv[2])\n"
         "record = RunRecord.start(store, Inputs(*sys.argv[3:7]), config)\n"
         "record.log_epoch(10, {'epoch': 1.0, 'train_loss': 0.9})\n"
@@ -85,7 +85,7 @@ def test_a_restarted_driver_takes_over_the_interrupted_run_with_its_record(store
     folders = [_checkpoint(tmp_path / "c10", 10), _checkpoint(tmp_path / "c20", 20)]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     out = subprocess.run([sys.executable, "-c", script, store.home, config.model_dump_json(), inputs.config,
-                          inputs.dataset, inputs.code, inputs.environment, *folders],
+                          inputs.dataset, inputs.code, inputs.environment, *folders, store.settings.catalog],
                          capture_output=True, text=True, env=env, check=True)
     dead_run = out.stdout.strip()
     assert store.runs.get(dead_run).state == "interrupted"
