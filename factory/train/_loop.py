@@ -112,13 +112,34 @@ def _evaluate(strategy: Strategy, spec: LoopSpec, rows: _data.Rows, val: np.ndar
     return {"val_loss": loss_sum / count, "val_rmse": math.sqrt(loss_sum / count)}
 
 
+def _run_folder(context: Any) -> tuple[str, Any] | None:
+    """The run's own folder in Ray Train's storage and its filesystem, where Ray says (a developer API)."""
+    try:
+        storage = context.get_storage()
+        return storage.experiment_fs_path, storage.storage_filesystem
+    except Exception as exc:  # an extra place to look, never a reason to fail
+        log.debug("Ray Train did not say where the run's storage is: %s", exc)
+        return None
+
+
 def _candidates(spec: LoopSpec) -> list[ckpt.Candidate]:
+    """Every checkpoint this run could resume from, best first.
+
+    Ray's latest checkpoint and every ``checkpoint-<step>`` folder of the run: a worker
+    killed after every rank wrote a checkpoint but before the controller took the
+    report leaves a whole checkpoint that Ray never registered, and it verifies as
+    well as any. Then the trees of a resumed run recorded in the store.
+    """
     import ray.train
 
     found = spec.stored.candidates() if spec.stored is not None else []
     latest = ray.train.get_checkpoint()
     if latest is not None:
         found += ckpt.siblings(latest.path, latest.filesystem)
+    run = _run_folder(ray.train.get_context())
+    if run is not None:
+        seen = {c.path.rstrip("/") for c in found if c.store is None}
+        found += [c for c in ckpt.listing(*run) if c.path.rstrip("/") not in seen]
     return ckpt.order_candidates(found)
 
 

@@ -183,6 +183,19 @@ class RunRecord:
         self.logged_epoch = epoch
         return True
 
+    def log_history(self, tree: str, steps_per_epoch: int) -> None:
+        """Record the epochs of a checkpoint's history that the series lacks.
+
+        A worker killed after a checkpoint was written but before Ray took its report
+        loses that report: the restarted workers resume from the checkpoint, and the
+        epochs it holds reach the record only through its ``state.json``.
+        """
+        from factory.train._checkpoint import STATE_FILE, TrainState
+
+        state = TrainState.from_json(self.store.trees.read_bytes(tree, STATE_FILE))
+        for entry in state.history:
+            self.log_epoch(int(entry["epoch"]) * steps_per_epoch, entry)
+
     def checkpoint(self, step: int, path: str, filesystem: Any = None) -> str:
         """Put a checkpoint folder into the store as a tree, record it on the run; the tree's digest."""
         known = self.checkpoints.get(step)

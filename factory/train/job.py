@@ -182,6 +182,9 @@ def _fit(sub: Submission, record: RunRecord, *, name: str, storage_path: str, sp
          progress: Callable[[EpochReport], None] | None) -> tuple[Any, int, int]:
     """Run the trainer, recording its reports on the run; returns (Ray's result, restarts, checkpoints skipped).
 
+    ``restarts``: how many times a failed worker group was started again (a driver's
+    resume of an interrupted run is not one; it shows as ``resumed_from_step``).
+
     Each epoch's metrics are recorded before its checkpoint, so a driver killed between
     the two resumes with the epoch in the series and trains it again only if its
     checkpoint was never recorded (the record still holds the epoch once).
@@ -196,18 +199,23 @@ def _fit(sub: Submission, record: RunRecord, *, name: str, storage_path: str, sp
     try:
         for event in fit.events():
             if "failed" in event:
+                # Ray Train restarts the worker group (FailureConfig); the new workers resume from the
+                # newest checkpoint that verifies, or from the start if none was written yet.
+                restarts += 1
                 record.event("retrying", failed_workers=event["failed"])
                 continue
             metrics = {k: float(v) for k, v in event["metrics"].items() if isinstance(v, (int, float))}
             resumed = metrics.pop("resumed_from_step", None)
             skipped += int(metrics.pop("skipped_checkpoints", 0))
             if resumed is not None:
-                restarts += 1
                 record.event("running", resumed_from_step=int(resumed))
             step, epoch = int(metrics.get("step", 0)), metrics.get("epoch", 0.0)
-            if "train_loss" in metrics:
-                record.log_epoch(step, metrics)
             where = event["checkpoint"]
+            if "train_loss" in metrics:
+                if where is not None and epoch > record.logged_epoch + 1:
+                    # Reports before this one were lost with a worker: its checkpoint's history has them.
+                    record.log_history(record.checkpoint(step, *where), sub.steps_per_epoch)
+                record.log_epoch(step, metrics)
             tree = record.checkpoint(step, *where) if where is not None else None
             if progress is not None:
                 progress(EpochReport(epoch, config.epochs, step, metrics, tree,

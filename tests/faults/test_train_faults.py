@@ -25,6 +25,7 @@ import ray
 from factory.settings import Settings
 from factory.store import Store
 from factory.train import TrainingConfig, train
+from factory.train import _checkpoint as ckpt
 from factory.train._synthetic import classification_table, mlp_config
 
 OBJECT_STORE = 150 * 2**20
@@ -67,18 +68,19 @@ def train_env(monkeypatch):
 def local_ray():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, object_store_memory=OBJECT_STORE, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    # "local": a cluster of our own, never another session's Ray on this machine.
+    ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 
 
-def _after_first_checkpoint(storage: Path, action, timeout: float = 600.0) -> threading.Thread:
-    """Run ``action`` as soon as the run's first checkpoint is in storage (on a thread)."""
+def _after_first_checkpoint(storage: Path, action, timeout: float = 900.0) -> threading.Thread:
+    """Run ``action`` as soon as a whole checkpoint (every rank's share, verified) is in storage (on a thread)."""
     def watch():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(storage.glob("*/checkpoint-*/MANIFEST-rank1.json")):
+            if any(ckpt.verify(folder) is None for folder in storage.glob("*/checkpoint-*")):
                 action()
                 return
             time.sleep(0.05)
@@ -89,10 +91,23 @@ def _after_first_checkpoint(storage: Path, action, timeout: float = 600.0) -> th
 
 
 def _train_workers() -> list[psutil.Process]:
-    """This cluster's Ray Train worker processes (children of our raylet, not anyone else's)."""
+    """This cluster's live Ray Train worker processes (children of our raylet, not anyone else's).
+
+    An earlier run's workers can linger as zombies until the raylet reaps them; they are not counted.
+    """
     raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
-    return [p for p in psutil.Process(raylet).children(recursive=True)
-            if p.cmdline() and p.cmdline()[0].startswith("ray::RayTrainWorker")]
+    workers = []
+    for p in psutil.Process(raylet).children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and p.cmdline()[:1] and p.cmdline()[0].startswith("ray::RayTrainWorker"):
+                workers.append(p)
+        except psutil.Error:
+            continue
+    return workers
+
+
+def _resumed_from(store: Store, run_id: str) -> list[int]:
+    return [e.details["resumed_from_step"] for e in store.runs.get(run_id).events() if "resumed_from_step" in e.details]
 
 
 def test_a_killed_worker_resumes_to_the_same_weights(local_ray, store, dataset, code, tmp_path):
@@ -115,6 +130,10 @@ def test_a_killed_worker_resumes_to_the_same_weights(local_ray, store, dataset, 
     assert again.restarts >= 1
     assert again.weights == clean.weights
     assert [h["epoch"] for h in again.history] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    # The new workers resumed from a checkpoint (not from the start), and the record holds each epoch once.
+    assert _resumed_from(store, again.run) and min(_resumed_from(store, again.run)) > 0
+    record = store.runs.get(again.run)
+    assert [m.value for m in record.metrics() if m.name == "epoch"] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_a_removed_node_does_not_stop_the_run(store, dataset, code, tmp_path):

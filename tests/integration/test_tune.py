@@ -1,6 +1,6 @@
-"""A Ray Tune sweep with ASHA: every trial a Ray Train run, the best one packaged behind its contract.
+"""`factory tune`: a Ray Tune sweep with ASHA, every trial a Ray Train run, the best one packaged behind its contract.
 
-The sweep runs in a process of its own, on a cluster of its own that has the dashboard
+The sweep runs through the CLI in a process of its own, on a cluster of its own that has the dashboard
 (Ray Train inside Tune needs the State API). The shared test cluster runs beside it, so
 the machine has several Ray instances, as a user's often has: ASHA's stopped trials must
 still free their placement groups, or the later trials never start.
@@ -25,8 +25,8 @@ DRIVER = Path(__file__).with_name("_tune_driver.py")
 
 
 def test_four_trials_with_asha_on_two_cpus_package_the_best(ray_cluster, tmp_path):
-    """4 trials on 2 CPUs all finish or are stopped by ASHA; the best by val_loss becomes a valid package,
-    recorded as a sweep run with one child run per trial."""
+    """`factory tune` runs 4 trials on 2 CPUs, each finished or stopped by ASHA; the best by val_loss becomes a
+    valid package traced to the dataset, code and environment, recorded as a sweep run with a child run per trial."""
     home = str(tmp_path / "home")
     store = Store(home, settings=Settings(home=home))
     version = store.datasets.add(classification_table(400, features=4, seed=7), name="toy", key=["id"])
@@ -57,7 +57,13 @@ def test_four_trials_with_asha_on_two_cpus_package_the_best(ray_cluster, tmp_pat
     assert config.metadata["hyperparameters"]["lr"] == best["params"]["hyperparameters.lr"]
     assert config.parents == (version.digest,)
     model = store.artifacts.get(packaged["model"])
-    assert version.digest in model.parents
+    assert {version.digest, packaged["config"], packaged["code"], packaged["environment"]} <= set(model.parents)
+    assert packaged["dataset"] == version.digest
+    assert store.artifacts.get(packaged["code"]).kind == "code"
+    assert store.artifacts.get(packaged["environment"]).kind == "environment"
+    provenance = model.metadata["provenance"]
+    assert (provenance["dataset"], provenance["code"], provenance["environment"]) == (
+        version.digest, packaged["code"], packaged["environment"])
 
     sweep_run = store.runs.get(result["run"])
     assert sweep_run.kind == "tune" and sweep_run.state == "succeeded"
