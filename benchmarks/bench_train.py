@@ -4,7 +4,8 @@ CPU (default): ``train()`` with 2 DDP workers of 1 CPU each (the whole factory p
 submission checks, code and environment capture, checkpoints every epoch, packaging)
 against one process running the same MLP on the same rows with the same global batch,
 optimiser and epochs, with 1 thread or one per core, whichever is faster on the machine.
-Sized so the plain loop takes at least 60 s (``--quick``: a smoke run of a few seconds).
+Sized so the plain loop takes at least 60 s: the epochs are chosen from a timed slice
+(``--quick``: a smoke run of a few seconds).
 Reports wall times (goal: factory <= 1.25x plain), the fixed start-up (everything before
 the first epoch's report, less one epoch) apart from the median time per epoch, and the
 start-up split into the driver's part (the checks at submission, the code and environment
@@ -19,6 +20,7 @@ CUDA build of torch and a GPU, and says so and stops when there is none.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import tempfile
 import time
@@ -31,6 +33,7 @@ from benchmarks._util import machine, median, print_table
 
 FEATURES = 32
 HIDDEN = [256, 256]
+PLAIN_MIN_S = 60.0
 
 
 def _rows(args: argparse.Namespace) -> tuple[int, int, int]:
@@ -114,16 +117,24 @@ def driver_prep(store: Any, config: Any) -> float:
     return time.perf_counter() - started
 
 
-def _fastest_threads(x: np.ndarray, y: np.ndarray, batch: int, cores: int) -> int:
-    """The peer's thread count: 1 or ``cores``, whichever trains a slice faster here.
+def _fastest_threads(x: np.ndarray, y: np.ndarray, batch: int, cores: int) -> tuple[int, float]:
+    """The peer's thread count, 1 or ``cores``, whichever trains a slice faster here, and its seconds per step.
 
     On a busy VM, torch's spinning OpenMP threads can make two threads many times slower
     than one; the peer gets whichever is its best.
     """
-    n = min(len(y), 20 * batch)
+    steps = 20
+    n = min(len(y), steps * batch)
     times = {t: median(plain_torch(x[:n], y[:n], epochs=2, batch=batch, hidden=HIDDEN, device="cpu",
                                    threads=t)["epochs"]) for t in sorted({1, cores})}
-    return min(times, key=times.get)
+    best = min(times, key=times.get)
+    return best, times[best] / (n // batch)
+
+
+def _epochs_for(minimum_s: float, step_s: float, rows: int, batch: int, epochs: int) -> int:
+    """Enough epochs (at least ``epochs``) for the plain loop to take ``minimum_s`` at ``step_s`` a step."""
+    per_epoch = step_s * (rows // batch)
+    return max(epochs, math.ceil(minimum_s / per_epoch)) if per_epoch > 0 else epochs
 
 
 def _cpu(args: argparse.Namespace, store: Any, work: Path) -> dict[str, Any]:
@@ -137,8 +148,14 @@ def _cpu(args: argparse.Namespace, store: Any, work: Path) -> dict[str, Any]:
     data = load_rows(DataSpec(version.uri, version.lance_version, ("id",), tuple(f"f{i:02d}" for i in range(FEATURES)),
                               "label", "classification"))
     cores = args.cores
-    threads = _fastest_threads(data.x, data.y, batch, cores)
+    threads, step_s = _fastest_threads(data.x, data.y, batch, cores)
+    if not args.quick:
+        # The issue asks for at least 60 s of plain torch; a tenth more covers the estimate's error.
+        epochs = _epochs_for(PLAIN_MIN_S * 1.1, step_s, rows, batch, epochs)
     plain = plain_torch(data.x, data.y, epochs=epochs, batch=batch, hidden=HIDDEN, device="cpu", threads=threads)
+    if not args.quick and plain["wall"] < PLAIN_MIN_S:
+        print(f"note: plain torch took {plain['wall']:.0f} s, under the {PLAIN_MIN_S:.0f} s this benchmark asks for "
+              "(the machine was faster than its estimate)")
     ray_started = time.perf_counter()
     ray.init(num_cpus=cores, object_store_memory=256 * 2**20, include_dashboard=False, log_to_driver=False,
              configure_logging=False)

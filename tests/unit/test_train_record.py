@@ -57,6 +57,22 @@ def test_each_epoch_is_recorded_once_even_when_trained_again(store, config):
     assert not any(m.name == "step" for m in points)
 
 
+def test_epochs_whose_reports_were_lost_are_recorded_from_the_checkpoint(store, config, tmp_path):
+    """A worker lost before Ray took an epoch's report: that epoch still appears in the run's series, in order."""
+    from factory.train._checkpoint import STATE_FILE, TrainState
+
+    record = RunRecord.start(store, record_inputs(store, config, CODE, ENV), config)
+    folder = tmp_path / "c20"
+    folder.mkdir()
+    history = [{"epoch": 1.0, "train_loss": 0.9}, {"epoch": 2.0, "train_loss": 0.7}]
+    (folder / STATE_FILE).write_bytes(TrainState(epoch=2, step=20, history=history).to_json())
+    record.log_history(record.checkpoint(20, str(folder)), steps_per_epoch=10)
+    assert not record.log_epoch(20, {"epoch": 2.0, "step": 20.0, "train_loss": 0.7})
+    assert record.log_epoch(30, {"epoch": 3.0, "step": 30.0, "train_loss": 0.6})
+    points = [(m.step, m.value) for m in record.run.metrics() if m.name == "epoch"]
+    assert points == [(10, 1.0), (20, 2.0), (30, 3.0)]
+
+
 def test_checkpoints_are_trees_recorded_on_the_run(store, config, tmp_path):
     """A checkpoint folder becomes a tree whose parent is the run, recorded once as checkpoint-<step>."""
     record = RunRecord.start(store, record_inputs(store, config, CODE, ENV), config)
