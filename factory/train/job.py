@@ -146,6 +146,17 @@ def trainer_for(spec: LoopSpec, *, name: str, storage_path: str, callbacks: Sequ
     )
 
 
+def _report_queue() -> Any:
+    """The queue the relay fills, held on the driver's own node: a queue anywhere else would die with
+    its node, and with it the driver's view of a run that Ray Train itself recovers."""
+    import ray
+    from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+
+
 class _Fit:
     """``trainer.fit()`` on a thread; its reports drained on the caller's."""
 
@@ -189,10 +200,8 @@ def _fit(sub: Submission, record: RunRecord, *, name: str, storage_path: str, sp
     the two resumes with the epoch in the series and trains it again only if its
     checkpoint was never recorded (the record still holds the epoch once).
     """
-    from ray.util.queue import Queue
-
     config = sub.config
-    queue = Queue(actor_options={"num_cpus": 0})
+    queue = _report_queue()
     trainer = trainer_for(spec, name=name, storage_path=storage_path, callbacks=[_relay_callback(queue)])
     fit = _Fit(trainer, queue)
     restarts = skipped = 0
