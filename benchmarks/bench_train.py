@@ -157,8 +157,9 @@ def _cpu(args: argparse.Namespace, store: Any, work: Path) -> dict[str, Any]:
         print(f"note: plain torch took {plain['wall']:.0f} s, under the {PLAIN_MIN_S:.0f} s this benchmark asks for "
               "(the machine was faster than its estimate)")
     ray_started = time.perf_counter()
-    ray.init(num_cpus=cores, object_store_memory=256 * 2**20, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    # "local": a Ray of the benchmark's own, never another one running on the machine.
+    ray.init(address="local", num_cpus=cores, object_store_memory=256 * 2**20, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     ray_init = time.perf_counter() - ray_started
     config = _config(version.digest, epochs=epochs, batch=batch, workers=2, cpus=cores / 2)
     try:
@@ -200,8 +201,8 @@ def _gpu(args: argparse.Namespace, store: Any, work: Path) -> dict[str, Any]:
     plain = plain_torch(data.x, data.y, epochs=epochs, batch=batch, hidden=hidden, device="cuda")
     samples = (rows // batch) * batch
     rates = {"plain torch": samples / median(plain["epochs"][1:])}
-    ray.init(num_gpus=1, object_store_memory=1 << 30, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(address="local", num_gpus=1, object_store_memory=1 << 30, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     try:
         for label, strategy in (("Ray Train DDP", "ddp"), ("DeepSpeed ZeRO-2", {"kind": "deepspeed", "zero_stage": 2})):
             config = _config(version.digest, epochs=epochs, batch=batch, workers=1, cpus=2, tier="gpu",
