@@ -3,10 +3,14 @@
 CPU (default): ``train()`` with 2 DDP workers of 1 CPU each (the whole factory path:
 submission checks, code and environment capture, checkpoints every epoch, packaging)
 against one process running the same MLP on the same rows with the same global batch,
-optimiser and epochs, with 1 thread or one per core, whichever is faster on the machine. Sized so the plain loop takes at least 60 s
-(``--quick``: a smoke run of a few seconds). Reports wall times (goal: factory <= 1.25x
-plain), the fixed start-up (everything before the first epoch's report, less one epoch)
-apart from the median time per epoch.
+optimiser and epochs, with 1 thread or one per core, whichever is faster on the machine.
+Sized so the plain loop takes at least 60 s: the epochs are chosen from a timed slice
+(``--quick``: a smoke run of a few seconds).
+Reports wall times (goal: factory <= 1.25x plain), the fixed start-up (everything before
+the first epoch's report, less one epoch) apart from the median time per epoch, and the
+start-up split into the driver's part (the checks at submission, the code and environment
+capture, measured on their own) and the rest (the run record, Ray Train's controller and
+workers, the workers' data load).
 
 ``--gpu``: on one GPU, plain torch against Ray Train DDP and DeepSpeed ZeRO-2 with one
 worker each, as samples/s over the epochs after the first (goal >= 0.9x). It needs a
@@ -16,6 +20,7 @@ CUDA build of torch and a GPU, and says so and stops when there is none.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import tempfile
 import time
@@ -28,6 +33,7 @@ from benchmarks._util import machine, median, print_table
 
 FEATURES = 32
 HIDDEN = [256, 256]
+PLAIN_MIN_S = 60.0
 
 
 def _rows(args: argparse.Namespace) -> tuple[int, int, int]:
@@ -99,16 +105,36 @@ def factory_train(store: Any, config: Any, storage: str) -> dict[str, Any]:
             "result": result}
 
 
-def _fastest_threads(x: np.ndarray, y: np.ndarray, batch: int, cores: int) -> int:
-    """The peer's thread count: 1 or ``cores``, whichever trains a slice faster here.
+def driver_prep(store: Any, config: Any) -> float:
+    """Seconds of what ``train`` does on the driver before Ray Train starts, timed on their own."""
+    from factory.train.provenance import capture_code, capture_environment
+    from factory.train.submission import check_submission
+
+    started = time.perf_counter()
+    check_submission(config, store)
+    capture_code()
+    capture_environment()
+    return time.perf_counter() - started
+
+
+def _fastest_threads(x: np.ndarray, y: np.ndarray, batch: int, cores: int) -> tuple[int, float]:
+    """The peer's thread count, 1 or ``cores``, whichever trains a slice faster here, and its seconds per step.
 
     On a busy VM, torch's spinning OpenMP threads can make two threads many times slower
     than one; the peer gets whichever is its best.
     """
-    n = min(len(y), 20 * batch)
+    steps = 20
+    n = min(len(y), steps * batch)
     times = {t: median(plain_torch(x[:n], y[:n], epochs=2, batch=batch, hidden=HIDDEN, device="cpu",
                                    threads=t)["epochs"]) for t in sorted({1, cores})}
-    return min(times, key=times.get)
+    best = min(times, key=times.get)
+    return best, times[best] / (n // batch)
+
+
+def _epochs_for(minimum_s: float, step_s: float, rows: int, batch: int, epochs: int) -> int:
+    """Enough epochs (at least ``epochs``) for the plain loop to take ``minimum_s`` at ``step_s`` a step."""
+    per_epoch = step_s * (rows // batch)
+    return max(epochs, math.ceil(minimum_s / per_epoch)) if per_epoch > 0 else epochs
 
 
 def _cpu(args: argparse.Namespace, store: Any, work: Path) -> dict[str, Any]:
@@ -122,17 +148,25 @@ def _cpu(args: argparse.Namespace, store: Any, work: Path) -> dict[str, Any]:
     data = load_rows(DataSpec(version.uri, version.lance_version, ("id",), tuple(f"f{i:02d}" for i in range(FEATURES)),
                               "label", "classification"))
     cores = args.cores
-    threads = _fastest_threads(data.x, data.y, batch, cores)
+    threads, step_s = _fastest_threads(data.x, data.y, batch, cores)
+    if not args.quick:
+        # The issue asks for at least 60 s of plain torch; a tenth more covers the estimate's error.
+        epochs = _epochs_for(PLAIN_MIN_S * 1.1, step_s, rows, batch, epochs)
     plain = plain_torch(data.x, data.y, epochs=epochs, batch=batch, hidden=HIDDEN, device="cpu", threads=threads)
+    if not args.quick and plain["wall"] < PLAIN_MIN_S:
+        print(f"note: plain torch took {plain['wall']:.0f} s, under the {PLAIN_MIN_S:.0f} s this benchmark asks for "
+              "(the machine was faster than its estimate)")
     ray_started = time.perf_counter()
-    ray.init(num_cpus=cores, object_store_memory=256 * 2**20, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    # "local": a Ray of the benchmark's own, never another one running on the machine.
+    ray.init(address="local", num_cpus=cores, object_store_memory=256 * 2**20, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     ray_init = time.perf_counter() - ray_started
+    config = _config(version.digest, epochs=epochs, batch=batch, workers=2, cpus=cores / 2)
     try:
-        ours = factory_train(store, _config(version.digest, epochs=epochs, batch=batch, workers=2, cpus=cores / 2),
-                             str(work / "ray"))
+        ours = factory_train(store, config, str(work / "ray"))
     finally:
         ray.shutdown()
+    prep = driver_prep(store, config)
     ratio = ours["wall"] / plain["wall"]
     print(f"{rows:,} rows x {FEATURES} features, MLP {HIDDEN}, batch {batch}, {epochs} epochs, on {machine()}")
     print_table(
@@ -141,12 +175,15 @@ def _cpu(args: argparse.Namespace, store: Any, work: Path) -> dict[str, Any]:
         [
             (f"plain torch, 1 process, {threads} thread(s)", plain["wall"], plain["startup"], median(plain["epochs"])),
             ("factory train, Ray Train DDP 2 workers", ours["wall"], ours["startup"], ours["epoch"]),
+            ("  of which: driver checks and capture", prep, prep, 0.0),
+            ("  of which: run record, Ray Train start, data load", ours["startup"] - prep, ours["startup"] - prep, 0.0),
             ("(ray.init, not counted)", ray_init, ray_init, 0.0),
         ],
     )
     print(f"factory / plain torch wall time: {ratio:.2f}x (goal <= 1.25x)")
-    return {"rows": rows, "epochs": epochs, "plain_threads": threads, "plain_wall_s": plain["wall"], "plain_epoch_s": median(plain["epochs"]),
-            "factory_wall_s": ours["wall"], "factory_startup_s": ours["startup"], "factory_epoch_s": ours["epoch"],
+    return {"rows": rows, "epochs": epochs, "plain_threads": threads, "plain_wall_s": plain["wall"],
+            "plain_epoch_s": median(plain["epochs"]), "factory_wall_s": ours["wall"],
+            "factory_startup_s": ours["startup"], "factory_driver_prep_s": prep, "factory_epoch_s": ours["epoch"],
             "ray_init_s": ray_init, "ratio": ratio}
 
 
@@ -164,8 +201,8 @@ def _gpu(args: argparse.Namespace, store: Any, work: Path) -> dict[str, Any]:
     plain = plain_torch(data.x, data.y, epochs=epochs, batch=batch, hidden=hidden, device="cuda")
     samples = (rows // batch) * batch
     rates = {"plain torch": samples / median(plain["epochs"][1:])}
-    ray.init(num_gpus=1, object_store_memory=1 << 30, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(address="local", num_gpus=1, object_store_memory=1 << 30, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     try:
         for label, strategy in (("Ray Train DDP", "ddp"), ("DeepSpeed ZeRO-2", {"kind": "deepspeed", "zero_stage": 2})):
             config = _config(version.digest, epochs=epochs, batch=batch, workers=1, cpus=2, tier="gpu",

@@ -65,13 +65,16 @@ def show(run_id: str = typer.Argument(..., help="The run's id (see 'factory runs
     from rich.markup import escape
     from rich.table import Table
 
-    run = open_store(home).runs.get(run_id)
+    store = open_store(home)
+    run = store.runs.get(run_id)
     events, metrics, outputs = run.events(), run.metrics(), run.outputs()
+    children = _child_runs(store, run)
     if as_json:
         print_json({
             **_summary(run), "config": run.config, "parents": list(run.parents), "outputs": outputs,
             "events": [e.__dict__ for e in events],
             "metrics": [{"step": m.step, "name": m.name, "value": m.value, "at": m.at} for m in metrics],
+            "children": [_summary(c) for c in children],
         })
         return
     fields = [
@@ -93,7 +96,10 @@ def show(run_id: str = typer.Argument(..., help="The run's id (see 'factory runs
         for name, digest in outputs.items():
             table.add_row(escape(name), digest)
         console.print(table)
-    if metrics:
+    epochs = _epoch_table(metrics)
+    if epochs is not None:
+        console.print(epochs)
+    elif metrics:
         latest: dict[str, tuple[int, float, int]] = {}
         for m in metrics:
             count = latest.get(m.name, (0, 0.0, 0))[2] + 1
@@ -104,6 +110,18 @@ def show(run_id: str = typer.Argument(..., help="The run's id (see 'factory runs
         for name, (step, value, count) in sorted(latest.items()):
             table.add_row(escape(name), str(step), f"{value:.6g}", str(count))
         console.print(table)
+    if children:
+        table = Table(title=f"child runs ({len(children)})")
+        for col in ("id", "name", "state", "epochs", "last metrics"):
+            table.add_column(col, overflow="fold")
+        for child in children:
+            points = child.metrics()
+            last = max((m.step for m in points), default=None)
+            shown = ", ".join(f"{m.name} {m.value:.4g}" for m in points if m.step == last and m.name != "epoch")
+            epochs = max((m.value for m in points if m.name == "epoch"), default=None)
+            table.add_row(child.id, escape(child.name or "-"), _state_text(child.state),
+                          "-" if epochs is None else f"{epochs:g}", escape(shown) or "-")
+        console.print(table)
     table = Table(title="events")
     for col in ("seq", "at", "state", "actor", "details"):
         table.add_column(col, overflow="fold")
@@ -111,3 +129,33 @@ def show(run_id: str = typer.Argument(..., help="The run's id (see 'factory runs
         table.add_row(str(e.seq), e.at, _state_text(e.state), escape(e.actor),
                       escape(json.dumps(e.details, sort_keys=True)) if e.details else "")
     console.print(table)
+
+
+def _child_runs(store: Any, run: Run) -> list[Run]:
+    """Runs whose parents include this one (a sweep's trials), oldest first."""
+    found = []
+    for digest in store.lineage.children(run.digest):
+        artifact = store.artifacts.get(digest)
+        if artifact.kind == "run" and "run_id" in artifact.metadata:
+            found.append(store.runs.get(artifact.metadata["run_id"]))
+    return sorted(found, key=lambda r: r.started_at)
+
+
+def _epoch_table(metrics: list[Any]) -> Any:
+    """A run that records an ``epoch`` metric (training): one row per epoch, a column per metric; else None."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    by_step: dict[int, dict[str, float]] = {}
+    for m in metrics:
+        by_step.setdefault(m.step, {})[m.name] = m.value
+    if not by_step or not all("epoch" in values for values in by_step.values()):
+        return None
+    names = sorted({name for values in by_step.values() for name in values} - {"epoch"})
+    table = Table(title=f"metrics per epoch ({len(by_step)})")
+    for col in ("epoch", "step", *names):
+        table.add_column(escape(col), justify="right")
+    for step, values in sorted(by_step.items()):
+        table.add_row(f"{values['epoch']:g}", str(step),
+                      *(f"{values[n]:.6g}" if n in values else "-" for n in names))
+    return table

@@ -8,7 +8,9 @@ started locally for the command.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,13 +73,19 @@ def _print_result(title: str, result: TrainResult) -> None:
 
 
 @contextmanager
-def _ray_session() -> Iterator[None]:
-    """Shut Ray down afterwards if the command started or joined it."""
+def _ray_session(as_json: bool = False) -> Iterator[None]:
+    """Shut Ray down afterwards if the command started or joined it.
+
+    With ``--json`` whatever Ray prints on stdout meanwhile (Ray Tune's experiment
+    table, its progress reports) goes to stderr, so stdout is the JSON alone.
+    """
     import ray
 
     was_connected = ray.is_initialized()
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
-        yield
+        with quiet:
+            yield
     finally:
         if not was_connected and ray.is_initialized():
             ray.shutdown()
@@ -97,7 +105,7 @@ def train_command(
 
     cfg = load_config(config)
     store = open_store(home)
-    with _ray_session():
+    with _ray_session(as_json):
         result = train(cfg, store=store, force=force, storage_path=storage, entry=(str(config),),
                        progress=None if as_json else _epoch_line, address=address, num_cpus=num_cpus)
     if as_json:
@@ -141,7 +149,7 @@ def tune_command(
 
     sweep = load_sweep(str(config))
     store = open_store(home)
-    with _ray_session():
+    with _ray_session(as_json):
         result = tune(sweep, store=store, storage_path=storage, entry=(str(config),),
                       progress=None if as_json else _trial_line, address=address, num_cpus=num_cpus)
     if as_json:

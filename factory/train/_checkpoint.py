@@ -10,6 +10,12 @@ share or a flipped byte all fail. Resuming takes the newest checkpoint that veri
 Rank 0 always writes ``model.safetensors`` (the full weights) and ``state.json`` (where
 training stands: epoch, step, the running sums of the epoch, the metric history); each
 rank writes ``rank<r>.safetensors`` (its torch generator states and its running loss).
+
+Checkpoints to resume from come from two places: Ray Train's storage (the run's own
+folder, restored by rerunning with the same name) and the store, where the driver put
+each recorded checkpoint as a tree (``StoredCheckpoints``: the workers fetch them
+directly, since the driver's disk is not theirs). A tree is verified file by file as it
+is fetched, and then the manifests are checked as for any other copy.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = [
     "STATE_FILE",
     "TrainState",
     "Candidate",
+    "StoredCheckpoints",
     "checkpoint_name",
     "step_of",
     "write_manifest",
@@ -194,12 +201,40 @@ def unflatten_optimizer(tensors: dict[str, Any], meta: dict[str, Any]) -> dict[s
 
 
 @dataclass(frozen=True)
+class StoredCheckpoints:
+    """A run's checkpoint trees in the store, and how a worker opens the store to fetch them.
+
+    ``points``: ``(step, tree digest)``, newest first. ``settings`` travel with them, so
+    a worker reaches a remote home with the driver's endpoint and credentials.
+    """
+
+    home: str
+    settings: Any
+    points: tuple[tuple[int, str], ...] = ()
+
+    def candidates(self) -> list[Candidate]:
+        return [Candidate(tree, step, store=self) for step, tree in self.points]
+
+    def fetch(self, tree: str, dest: Path) -> Path:
+        """The tree's files under ``dest``, each verified against its digest as it is written."""
+        from factory.store import Store
+
+        return Store(self.home, settings=self.settings).trees.get(tree, dest)
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """A checkpoint to try: a folder on a ``pyarrow.fs`` filesystem (``None``: local disk)."""
+    """A checkpoint to try: a folder on a ``pyarrow.fs`` filesystem (``None``: local disk),
+    or, with ``store``, the tree whose digest is ``path``."""
 
     path: str
     step: int
     filesystem: Any = None
+    store: StoredCheckpoints | None = None
+
+    @property
+    def where(self) -> str:
+        return f"tree {self.path} in the store" if self.store is not None else self.path
 
 
 def listing(folder: str, filesystem: Any) -> list[Candidate]:
@@ -246,9 +281,16 @@ def newest_good(folder: str, world: int) -> Iterator[tuple[Path, str] | None]:
 
 
 def materialize(candidate: Candidate, scratch: str | os.PathLike[str]) -> Path:
-    """A local folder holding the candidate's files (the folder itself when it is local)."""
+    """A local folder holding the candidate's files (the folder itself when it is local).
+
+    Raises ``CorruptBlobError`` or ``NotFoundError`` for a tree whose files do not
+    match their digests or are gone, and ``OSError`` for storage that cannot be read.
+    """
     import pyarrow.fs as pafs
 
+    if candidate.store is not None:
+        dest = Path(tempfile.mkdtemp(prefix="tree-", dir=scratch)) / checkpoint_name(candidate.step)
+        return candidate.store.fetch(candidate.path, dest)
     if candidate.filesystem is None or isinstance(candidate.filesystem, pafs.LocalFileSystem):
         return Path(candidate.path)
     dest = Path(tempfile.mkdtemp(prefix="ckpt-", dir=scratch))
@@ -258,8 +300,6 @@ def materialize(candidate: Candidate, scratch: str | os.PathLike[str]) -> Path:
 
 
 def order_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Newest first; one entry per step (storage before copies made from the store)."""
-    seen: dict[int, Candidate] = {}
-    for c in sorted(candidates, key=lambda c: c.step, reverse=True):
-        seen.setdefault(c.step, c)
-    return list(seen.values())
+    """Newest first; of two copies of one step, Ray's storage (already a folder) before the
+    store's tree, which is still there to fall back on if the first does not verify."""
+    return sorted(candidates, key=lambda c: (-c.step, c.store is not None))

@@ -33,6 +33,7 @@ class DataSpec:
     features: tuple[str, ...]
     label: str
     task: Literal["classification", "regression"]
+    storage_options: dict[str, str] | None = None  # Lance's, for a dataset on object storage
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def load_rows(spec: DataSpec) -> Rows:
     import pyarrow.compute as pc
 
     columns = list(dict.fromkeys([*spec.key, *spec.features, spec.label]))
-    table = lance.dataset(spec.uri, version=spec.lance_version).to_table(columns=columns)
+    dataset = lance.dataset(spec.uri, version=spec.lance_version, storage_options=spec.storage_options)
+    table = dataset.to_table(columns=columns)
     order_by = list(spec.key) or columns
     table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in order_by]))
     x = np.empty((table.num_rows, len(spec.features)), dtype=np.float32)

@@ -2,7 +2,7 @@
 
 It builds the model from the registry with the config's seed, reads its rows (see
 ``_data``), resumes from the newest checkpoint that verifies (Ray's latest, the ones
-beside it, and any the driver fetched from the store), and trains epoch by epoch. Every
+beside it, and the trees a resumed run recorded in the store), and trains epoch by epoch. Every
 rank reports after every epoch (Ray's report is a barrier); checkpoints carry the model,
 the optimiser, each rank's generator state and the position in the data, so a resumed
 run takes exactly the steps the uninterrupted one would have taken.
@@ -44,7 +44,7 @@ class LoopSpec:
     data: _data.DataSpec
     task: Literal["classification", "regression"]
     steps_per_epoch: int
-    resume: tuple[str, ...] = ()  # local checkpoint folders fetched by the driver (e.g. from the store)
+    stored: ckpt.StoredCheckpoints | None = None  # the checkpoint trees of the run being resumed
 
     @property
     def config(self) -> TrainingConfig:
@@ -112,14 +112,46 @@ def _evaluate(strategy: Strategy, spec: LoopSpec, rows: _data.Rows, val: np.ndar
     return {"val_loss": loss_sum / count, "val_rmse": math.sqrt(loss_sum / count)}
 
 
+def _run_folder(context: Any) -> tuple[str, Any] | None:
+    """The run's own folder in Ray Train's storage and its filesystem, where Ray says (a developer API)."""
+    try:
+        storage = context.get_storage()
+        return storage.experiment_fs_path, storage.storage_filesystem
+    except Exception as exc:  # an extra place to look, never a reason to fail
+        log.debug("Ray Train did not say where the run's storage is: %s", exc)
+        return None
+
+
 def _candidates(spec: LoopSpec) -> list[ckpt.Candidate]:
+    """Every checkpoint this run could resume from, best first.
+
+    Ray's latest checkpoint and every ``checkpoint-<step>`` folder of the run: a worker
+    killed after every rank wrote a checkpoint but before the controller took the
+    report leaves a whole checkpoint that Ray never registered, and it verifies as
+    well as any. Then the trees of a resumed run recorded in the store.
+    """
     import ray.train
 
-    found = [ckpt.Candidate(p, ckpt.step_of(p) or -1, None) for p in spec.resume]
+    found = spec.stored.candidates() if spec.stored is not None else []
     latest = ray.train.get_checkpoint()
     if latest is not None:
         found += ckpt.siblings(latest.path, latest.filesystem)
+    run = _run_folder(ray.train.get_context())
+    if run is not None:
+        seen = {c.path.rstrip("/") for c in found if c.store is None}
+        found += [c for c in ckpt.listing(*run) if c.path.rstrip("/") not in seen]
     return ckpt.order_candidates(found)
+
+
+def _fetch(candidate: ckpt.Candidate, scratch: str, world: int) -> tuple[Path | None, str | None]:
+    """A local copy of the candidate and ``None``, or ``None`` and why it cannot be used."""
+    from factory.errors import FactoryError
+
+    try:
+        local = ckpt.materialize(candidate, scratch)
+    except (FactoryError, OSError) as exc:
+        return None, f"cannot be read ({exc})"
+    return local, ckpt.verify(local, world)
 
 
 def _restore(strategy: Strategy, spec: LoopSpec, rank: int, world: int, device: Any,
@@ -127,25 +159,25 @@ def _restore(strategy: Strategy, spec: LoopSpec, rank: int, world: int, device: 
     """Load the newest checkpoint that verifies; rank 0 chooses, every rank loads the same one."""
     import torch.distributed as dist
 
-    candidates = _candidates(spec)
     choice: list[Any] = [None, []]
+    local = None
     if rank == 0:
-        for candidate in candidates:
-            local = ckpt.materialize(candidate, scratch)
-            problem = ckpt.verify(local, world)
+        for candidate in _candidates(spec):
+            local, problem = _fetch(candidate, scratch, world)
             if problem is None:
                 choice[0] = candidate
                 break
-            log.warning("skipping checkpoint %s: %s", candidate.path, problem)
+            log.warning("skipping checkpoint %s: %s", candidate.where, problem)
             choice[1].append((candidate.step, problem))
     if world > 1:
         dist.broadcast_object_list(choice, src=0)
     chosen, skipped = choice
     if chosen is None:
         return None, 0.0, skipped
-    local = ckpt.materialize(chosen, scratch)
-    if ckpt.verify(local, world) is not None:
-        raise RuntimeError(f"checkpoint {chosen.path} changed while it was being restored")
+    if rank != 0:
+        local, problem = _fetch(chosen, scratch, world)
+        if problem is not None:
+            raise RuntimeError(f"checkpoint {chosen.where} {problem} on rank {rank}, though rank 0 read it whole")
     strategy.load(local)
     loss_sum = ckpt.load_rank_state(local, rank, device)
     return ckpt.TrainState.from_json((local / ckpt.STATE_FILE).read_bytes()), loss_sum, skipped
@@ -174,6 +206,20 @@ def _report(strategy: Strategy, state: ckpt.TrainState, metrics: dict[str, float
                          checkpoint_dir_name=ckpt.checkpoint_name(state.step))
 
 
+def _deterministic_kernels(torch: Any) -> None:
+    """Deterministic kernels wherever torch has a choice (warning where it has none).
+
+    ``torch.use_deterministic_algorithms`` also sets the flag in inductor's config, and
+    importing that config loads sympy and some 800 modules: seconds of every worker's
+    start-up. Nothing here compiles with inductor, so the kernel flag is set alone.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
+
+
 def _device() -> Any:
     import ray.train.torch
     import torch
@@ -199,7 +245,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(max(1, int(config.compute.cpus_per_worker)))
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _deterministic_kernels(torch)
     _seed_generators(config.seed, rank)
 
     rows = _data.load_rows(spec.data)

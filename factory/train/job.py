@@ -15,10 +15,8 @@ thread, while ``fit`` runs on another.
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from factory.contract import ModelPackageMeta
 from factory.errors import FactorySystemError
 from factory.train import _checkpoint as ckpt
-from factory.train._cluster import connect, report_interval
+from factory.train._cluster import connect, report_interval, warm_up
 from factory.train._data import DataSpec
 from factory.train._loop import LoopSpec, train_loop
 from factory.train._package import package_weights, read_final_weights
@@ -80,21 +78,25 @@ class TrainResult:
     checkpoint: str | None = None
     restarts: int = 0
     reused: bool = False
+    resumed: bool = False
     wall_s: float = 0.0
     code_dirty: bool = False
     skipped_checkpoints: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def loop_spec(sub: Submission, resume: Sequence[str] = ()) -> LoopSpec:
+def loop_spec(sub: Submission, *, storage_options: Mapping[str, str] | None = None,
+              stored: ckpt.StoredCheckpoints | None = None) -> LoopSpec:
+    """What the workers run: the config, where its rows are, and any stored checkpoints to resume from."""
     config = sub.config
     data = DataSpec(uri=sub.dataset.uri, lance_version=sub.dataset.lance_version, key=tuple(sub.dataset.key),
-                    features=tuple(config.features), label=config.label, task=sub.task)
-    return LoopSpec(config.to_json(), data, sub.task, sub.steps_per_epoch, tuple(resume))
+                    features=tuple(config.features), label=config.label, task=sub.task,
+                    storage_options=dict(storage_options) if storage_options else None)
+    return LoopSpec(config.to_json(), data, sub.task, sub.steps_per_epoch, stored)
 
 
 class _Relay:
-    """A Ray Train callback (on the controller) that forwards every report to the driver's queue."""
+    """A Ray Train callback (on the controller) that forwards reports and worker failures to the driver's queue."""
 
     def __init__(self, queue: Any):
         self.queue = queue
@@ -102,6 +104,10 @@ class _Relay:
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         where = (checkpoint.path, checkpoint.filesystem) if checkpoint is not None else None
         self.queue.put({"metrics": dict(metrics[0]) if metrics else {}, "checkpoint": where})
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        failures = {str(rank): f"{type(exc).__name__}: {exc}"[:500] for rank, exc in worker_exceptions.items()}
+        self.queue.put({"failed": failures})
 
 
 def _relay_callback(queue: Any) -> Any:
@@ -140,6 +146,17 @@ def trainer_for(spec: LoopSpec, *, name: str, storage_path: str, callbacks: Sequ
     )
 
 
+def _report_queue() -> Any:
+    """The queue the relay fills, held on the driver's own node: a queue anywhere else would die with
+    its node, and with it the driver's view of a run that Ray Train itself recovers."""
+    import ray
+    from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+
+
 class _Fit:
     """``trainer.fit()`` on a thread; its reports drained on the caller's."""
 
@@ -172,36 +189,45 @@ class _Fit:
                 break
 
 
-def _fit(sub: Submission, record: RunRecord, *, name: str, storage_path: str, resume: Sequence[str],
+def _fit(sub: Submission, record: RunRecord, *, name: str, storage_path: str, spec: LoopSpec,
          progress: Callable[[EpochReport], None] | None) -> tuple[Any, int, int]:
-    """Run the trainer; returns (Ray's result, restarts, checkpoints skipped)."""
-    from ray.util.queue import Queue
+    """Run the trainer, recording its reports on the run; returns (Ray's result, restarts, checkpoints skipped).
 
+    ``restarts``: how many times a failed worker group was started again (a driver's
+    resume of an interrupted run is not one; it shows as ``resumed_from_step``).
+
+    Each epoch's metrics are recorded before its checkpoint, so a driver killed between
+    the two resumes with the epoch in the series and trains it again only if its
+    checkpoint was never recorded (the record still holds the epoch once).
+    """
     config = sub.config
-    queue = Queue(actor_options={"num_cpus": 0})
-    trainer = trainer_for(loop_spec(sub, resume), name=name, storage_path=storage_path,
-                          callbacks=[_relay_callback(queue)])
+    queue = _report_queue()
+    trainer = trainer_for(spec, name=name, storage_path=storage_path, callbacks=[_relay_callback(queue)])
     fit = _Fit(trainer, queue)
     restarts = skipped = 0
-    logged_epoch = 0.0
     try:
         for event in fit.events():
+            if "failed" in event:
+                # Ray Train restarts the worker group (FailureConfig); the new workers resume from the
+                # newest checkpoint that verifies, or from the start if none was written yet.
+                restarts += 1
+                record.event("retrying", failed_workers=event["failed"])
+                continue
             metrics = {k: float(v) for k, v in event["metrics"].items() if isinstance(v, (int, float))}
             resumed = metrics.pop("resumed_from_step", None)
             skipped += int(metrics.pop("skipped_checkpoints", 0))
             if resumed is not None:
-                restarts += 1
-                record.event("retrying", resumed_from_step=int(resumed))
+                record.event("running", resumed_from_step=int(resumed))
             step, epoch = int(metrics.get("step", 0)), metrics.get("epoch", 0.0)
             where = event["checkpoint"]
-            if where is not None:
-                record.checkpoint(step, *where)
-            # An epoch trained again after a resume reports again: the record keeps the first.
-            if "train_loss" in metrics and epoch > logged_epoch:
-                record.log_metrics(step, metrics)
-                logged_epoch = epoch
+            if "train_loss" in metrics:
+                if where is not None and epoch > record.logged_epoch + 1:
+                    # Reports before this one were lost with a worker: its checkpoint's history has them.
+                    record.log_history(record.checkpoint(step, *where), sub.steps_per_epoch)
+                record.log_epoch(step, metrics)
+            tree = record.checkpoint(step, *where) if where is not None else None
             if progress is not None:
-                progress(EpochReport(epoch, config.epochs, step, metrics, where[0] if where else None,
+                progress(EpochReport(epoch, config.epochs, step, metrics, tree,
                                      int(resumed) if resumed is not None else None))
     finally:
         queue.shutdown(force=True)
@@ -217,7 +243,7 @@ def _fit(sub: Submission, record: RunRecord, *, name: str, storage_path: str, re
 
 
 def _reused(record: RunRecord, config: TrainingConfig, started: float, dirty: bool) -> TrainResult:
-    artifact = record.store.artifacts.get(record.reused_model)
+    artifact = record.store.artifacts.get(record.reused_model())
     meta = artifact.metadata
     return TrainResult(
         name=config.name, model=artifact.digest, weights=artifact.meta(ModelPackageMeta).weights_digest,
@@ -229,13 +255,15 @@ def _reused(record: RunRecord, config: TrainingConfig, started: float, dirty: bo
 
 
 def package_checkpoint(sub: Submission, record: RunRecord, folder: str | Path, *, started: float, code_dirty: bool,
-                       complete: bool = True, restarts: int = 0, skipped: int = 0, location: str | None = None,
-                       registry: ArchitectureRegistry | None = None) -> TrainResult:
+                       complete: bool = True, restarts: int = 0, skipped: int = 0, parents: Sequence[str] = (),
+                       registry: ArchitectureRegistry | None = None,
+                       details: Mapping[str, Any] | None = None) -> TrainResult:
     """Package the weights of a run's final checkpoint folder, register the candidate, finish the run.
 
     ``complete``: the checkpoint must stand at the config's last epoch (a sweep's trial
-    stopped early by ASHA need not). ``location``: where the checkpoint lives, when
-    ``folder`` is a local copy (and the store holds no tree of it).
+    stopped early by ASHA need not). The package's parents are the run's inputs, the
+    run, the checkpoint's tree and ``parents`` (the trial's run, for a sweep's best
+    trial); ``details`` go on the run's last event.
     """
     config = sub.config
     folder = Path(folder)
@@ -246,18 +274,18 @@ def package_checkpoint(sub: Submission, record: RunRecord, folder: str | Path, *
             f"the final checkpoint of {config.name} stands at epoch {state.epoch} of {config.epochs}; rerun it"
         )
     metrics = {k: v for k, v in state.history[-1].items() if k != "epoch"}
-    tree = record.checkpoints.get(state.step) or record.checkpoint(state.step, str(folder))
-    parents = [p for p in (record.digest, tree) if p]
-    pkg = package_weights(record.store, sub, weights, record.inputs, metrics, parents=parents, registry=registry)
+    tree = record.checkpoint(state.step, str(folder))
+    pkg = package_weights(record.store, sub, weights, record.inputs, metrics,
+                          parents=[record.digest, tree, *parents], registry=registry)
     candidate = record.register_candidate(pkg.digest)
-    record.finish(pkg.digest, metrics)
+    record.finish(pkg.digest, metrics, **dict(details or {}))
     inputs = record.inputs
     return TrainResult(
         name=config.name, model=pkg.digest, weights=pkg.artifact.meta(ModelPackageMeta).weights_digest,
         candidate=candidate, config=inputs.config, dataset=inputs.dataset, code=inputs.code,
         environment=inputs.environment, metrics=metrics, history=tuple(state.history), run=record.id,
-        checkpoint=tree or location or str(folder), restarts=restarts, wall_s=time.perf_counter() - started,
-        code_dirty=code_dirty, skipped_checkpoints=skipped,
+        checkpoint=tree, restarts=restarts, reused=False, resumed=record.resumed,
+        wall_s=time.perf_counter() - started, code_dirty=code_dirty, skipped_checkpoints=skipped,
     )
 
 
@@ -295,26 +323,25 @@ def train(
     env = capture_environment()
     inputs = record_inputs(store, config, code, env)
     record = RunRecord.start(store, inputs, config, force=force)
-    if record.reused_model is not None:
-        log.info("reusing the finished run of %s: %s", config.name, record.reused_model)
+    if record.reused:
+        log.info("reusing the finished run %s of %s", record.id, config.name)
         return _reused(record, config, started, code.dirty)
-
-    # One Ray Train run name per idempotency key: a rerun of an interrupted run restores it.
-    suffix = record.id or inputs.key.removeprefix("sha256:")[:12]
-    if force and record.id is None:
-        suffix += "-" + uuid.uuid4().hex[:8]
+    if record.resumed:
+        log.info("resuming the interrupted run %s of %s from its checkpoints %s", record.id, config.name,
+                 sorted(record.checkpoints))
     try:
-        with tempfile.TemporaryDirectory(prefix="factory-resume-") as scratch:
-            resume = record.resume_folders(scratch)
-            result, restarts, skipped = _fit(sub, record, name=f"{config.name}-{suffix}",
-                                             storage_path=storage_path or store.uri("train"),
-                                             resume=resume, progress=progress)
+        warm_up()
+        stored = ckpt.StoredCheckpoints(store.home, store.settings, tuple(record.resume_points()))
+        spec = loop_spec(sub, storage_options=store.storage_options, stored=stored if stored.points else None)
+        # The Ray Train run is named after the store's run: a resumed run also finds Ray's own checkpoints.
+        result, restarts, skipped = _fit(sub, record, name=f"{config.name}-{record.id}",
+                                         storage_path=storage_path or store.uri("train"), spec=spec,
+                                         progress=progress)
         if result.checkpoint is None:
             raise FactorySystemError(f"training {config.name} ended without a checkpoint; rerun it")
         with result.checkpoint.as_directory() as folder:
             return package_checkpoint(sub, record, folder, started=started, code_dirty=code.dirty,
-                                      restarts=restarts, skipped=skipped, location=result.checkpoint.path,
-                                      registry=registry)
+                                      restarts=restarts, skipped=skipped, registry=registry)
     except BaseException as exc:
         record.fail(exc)
         raise

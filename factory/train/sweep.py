@@ -7,7 +7,11 @@ sweep's metric at each epoch and stops the weak ones. Trials reserve only a sliv
 CPU for themselves (their workers reserve the rest), and as many run at once as the
 cluster can hold. Ray Train inside Tune needs the dashboard (the State API), without
 which finished trials leak placement groups and later trials hang, so ``tune`` starts
-a local cluster with it.
+a local cluster with it (and tells every process of the job which cluster is theirs,
+see ``_cluster.connect``).
+
+The sweep is recorded as a run of kind ``tune`` and every trial as a ``train`` run whose
+parents include the sweep's run (see ``_trials``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,9 +28,10 @@ from pydantic import Field, model_validator
 
 from factory.errors import FactorySystemError, InvalidInputError
 from factory.train import _checkpoint as ckpt
-from factory.train._cluster import connect, report_interval
+from factory.train._cluster import connect, report_interval, warm_up
 from factory.train._record import RunRecord, record_inputs
 from factory.train._resources import cluster_nodes
+from factory.train._trials import METRICS, TrialRecorder, tune_callback
 from factory.train.config import TrainingConfig, _Frozen, parse_settings, read_yaml
 from factory.train.job import TrainResult, loop_spec, package_checkpoint, trainer_for
 from factory.train.provenance import capture_code, capture_environment
@@ -41,7 +45,7 @@ __all__ = ["Distribution", "SweepConfig", "TrialSummary", "SweepResult", "load_s
 
 log = logging.getLogger(__name__)
 
-_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_rmse")
+SWEEP_KIND = "tune"
 _SWEEPABLE = ("hyperparameters.", "architecture_config.")
 _TRIAL_CPU = 0.05
 
@@ -146,6 +150,7 @@ class TrialSummary:
     epochs: int
     metrics: dict[str, float]
     status: str
+    run: str | None = None  # the trial's run in the store
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,7 @@ class SweepResult:
     params: dict[str, Any]
     trials: tuple[TrialSummary, ...]
     wall_s: float
+    run: str | None = None  # the sweep's run (kind ``tune``); each trial's run is its child
 
 
 def _trial(params: dict[str, Any], *, base: dict[str, Any], data: dict[str, Any], sweep: str,
@@ -183,6 +189,15 @@ def _concurrency(config: TrainingConfig, nodes: Sequence[Mapping[str, float]]) -
     return max(1, math.floor(cpus / per_trial + 1e-9))
 
 
+def _storage_filesystem(storage: str) -> Any:
+    """The ``pyarrow.fs`` filesystem of a storage URI (``None`` for a local folder)."""
+    if "://" not in storage:
+        return None
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(storage)[0]
+
+
 def tune(
     sweep: SweepConfig,
     *,
@@ -195,7 +210,13 @@ def tune(
     address: str | None = None,
     num_cpus: float | None = None,
 ) -> SweepResult:
-    """Run the sweep on the connected cluster (a local one with the dashboard if none) and package the best trial."""
+    """Run the sweep on the connected cluster (a local one with the dashboard if none) and package the best trial.
+
+    The sweep is a run of kind ``tune`` (its config: the sweep; its parents: the base
+    config, dataset, code and environment); each trial is a ``train`` run whose parents
+    add the sweep's run. The best trial's package has both runs among its parents and
+    is the sweep run's output ``model``.
+    """
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -207,13 +228,18 @@ def tune(
         for value in dist.values() or (dist.example(),):
             check_variant(sub, base.with_overrides({path: value}), registry=registry)
     connect(address, num_cpus=num_cpus, dashboard=True)
+    warm_up()
     nodes = cluster_nodes()
     check_cluster(base, nodes)
     code = capture_code(code_root, entry=tuple(entry))
     env = capture_environment()
+    inputs = record_inputs(store, base, code, env)
     storage = storage_path or store.uri("tune")
-    name = f"{base.name}-sweep-{uuid.uuid4().hex[:8]}"
-    spec = loop_spec(sub)
+    sweep_run = store.runs.start(SWEEP_KIND, config=sweep.model_dump(mode="json"), parents=inputs.parents(),
+                                 name=base.name)
+    name = f"{base.name}-{sweep_run.id}"
+    recorder = TrialRecorder(store, base, inputs, sweep_run, checkpoint_filesystem=_storage_filesystem(storage))
+    spec = loop_spec(sub, storage_options=store.storage_options)
     data = {"spec": spec.data.__dict__, "task": sub.task, "train_rows": sub.train_rows}
     trainable = ray_tune.with_resources(
         ray_tune.with_parameters(_trial, base=base.model_dump(mode="json"), data=data, sweep=name,
@@ -234,48 +260,57 @@ def tune(
                                              max_concurrent=sweep.max_concurrent_trials or _concurrency(base, nodes)),
         ),
         run_config=ray_tune.RunConfig(name=name, storage_path=storage, verbose=0,
-                                      callbacks=[_progress_callback(progress)] if progress else None),
+                                      callbacks=[tune_callback(recorder, progress)]),
     )
-    with report_interval():
-        grid = tuner.fit()
+    try:
+        with report_interval():
+            grid = tuner.fit()
+        trials = _summaries(grid, recorder)
+        best = _best(sweep, trials, grid, name)
+        result = _package_best(sweep, best, recorder, storage=f"{storage.rstrip('/')}/{name}-{best.trial_id}",
+                               started=started, code_dirty=code.dirty, registry=registry)
+    except BaseException as exc:
+        recorder.abandon(exc)
+        state = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        sweep_run.finish(state, error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    return SweepResult(result, best.trial_id, best.params, tuple(trials), time.perf_counter() - started,
+                       run=sweep_run.id)
 
+
+def _summaries(grid: Any, recorder: TrialRecorder) -> list[TrialSummary]:
     trials = []
     for result in grid:
-        metrics = {k: float(v) for k, v in (result.metrics or {}).items() if k in _METRICS}
-        status = "error" if result.error else "ok"
-        trials.append(TrialSummary(str((result.metrics or {}).get("trial_id", "")), dict(result.config or {}),
-                                   int((result.metrics or {}).get("epoch", 0)), metrics, status))
+        metrics = {k: float(v) for k, v in (result.metrics or {}).items() if k in METRICS}
+        trial_id = str((result.metrics or {}).get("trial_id", ""))
+        record = recorder.records.get(trial_id)
+        trials.append(TrialSummary(trial_id, dict(result.config or {}), int((result.metrics or {}).get("epoch", 0)),
+                                   metrics, "error" if result.error else "ok", record.id if record else None))
+    return trials
+
+
+def _best(sweep: SweepConfig, trials: Sequence[TrialSummary], grid: Any, name: str) -> TrialSummary:
     finished = [t for t in trials if t.status == "ok" and sweep.metric in t.metrics]
     if not finished:
         errors = "; ".join(str(r.error) for r in grid if r.error)[:2000]
         raise FactorySystemError(f"no trial of sweep {name} finished with {sweep.metric}: {errors or 'no results'}")
     pick = min if sweep.mode == "min" else max
-    best = pick(finished, key=lambda t: t.metrics[sweep.metric])
+    return pick(finished, key=lambda t: t.metrics[sweep.metric])
 
-    config = base.with_overrides(best.params)
+
+def _package_best(sweep: SweepConfig, best: TrialSummary, recorder: TrialRecorder, *, storage: str, started: float,
+                  code_dirty: bool, registry: ArchitectureRegistry | None) -> TrainResult:
+    """Package the best trial's newest good checkpoint as the sweep run's output ``model``."""
+    store = recorder.store
+    config = sweep.train.with_overrides(best.params)
     best_sub = check_submission(config, store, registry=registry)
-    inputs = record_inputs(store, config, code, env)
-    record = RunRecord.start(store, inputs, config, force=True)
-    try:
-        with ckpt.newest_good(f"{storage.rstrip('/')}/{name}-{best.trial_id}", config.compute.workers) as found:
-            if found is None:
-                raise FactorySystemError(
-                    f"the best trial {best.trial_id} of sweep {name} left no checkpoint that verifies"
-                )
-            result = package_checkpoint(best_sub, record, found[0], started=started, code_dirty=code.dirty,
-                                        complete=False, location=found[1], registry=registry)
-    except BaseException as exc:
-        record.fail(exc)
-        raise
-    return SweepResult(result, best.trial_id, best.params, tuple(trials), time.perf_counter() - started)
-
-
-def _progress_callback(fn: Callable[[dict[str, Any]], None]) -> Any:
-    """A Tune callback (it runs on the driver) that hands each trial result to ``fn``."""
-    from ray.tune import Callback
-
-    class Relay(Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            fn({"trial": trial.trial_id, **{k: v for k, v in result.items() if k in (*_METRICS, "epoch", "step")}})
-
-    return Relay()
+    trial = recorder.records[best.trial_id]
+    # The sweep's run records the package; the checkpoint trees are the trial's.
+    record = RunRecord(store, trial.inputs, config.name, recorder.sweep, checkpoints=dict(trial.checkpoints))
+    with ckpt.newest_good(storage, config.compute.workers) as found:
+        if found is None:
+            raise FactorySystemError(f"the best trial {best.trial_id} of sweep {recorder.sweep.id} left no "
+                                     "checkpoint that verifies")
+        return package_checkpoint(best_sub, record, found[0], started=started, code_dirty=code_dirty,
+                                  complete=False, parents=[trial.digest], registry=registry,
+                                  details={"best_trial": best.trial_id, "trial_run": trial.id})

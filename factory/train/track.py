@@ -11,10 +11,13 @@
 
 On entry the code state (git commit plus the digest of uncommitted changes) and the
 environment (installed distributions) are captured and recorded, the inputs resolved to
-digests, and a run of kind ``track`` is started in ``store.runs`` with all of them as
-parents. Metrics become the run's metric series, outputs its outputs (their artifacts
-have the run as parent), and leaving the block finishes the run: ``succeeded``, or
-``failed`` with the exception, which is never swallowed.
+digests (a dataset by name or version, an artifact by digest, and a file or URI outside
+the store as an ``external`` artifact, so lineage starts at the file), and a run of kind
+``track`` is started in ``store.runs`` with the params as its config and all of those
+as parents. Metrics become the run's metric series; outputs are stored by digest (a
+file as a blob, a folder as a tree), with the run as their parent, and recorded as its
+outputs. Leaving the block finishes the run: ``succeeded``, or ``failed`` (``cancelled``
+on Ctrl-C) with the exception, which is never swallowed.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from factory.errors import FactorySystemError, InvalidInputError
+from factory.errors import InvalidInputError
 from factory.store import is_digest
-from factory.train._record import record_document
+from factory.train._record import record_code_environment
 from factory.train.provenance import capture_code, capture_environment
 
 if TYPE_CHECKING:
@@ -87,20 +90,13 @@ class Tracker:
     # -- the block -------------------------------------------------------------------
 
     def __enter__(self) -> Tracker:
-        runs = getattr(self.store, "runs", None)
-        if runs is None:
-            raise FactorySystemError(
-                f"the store at {self.store.home} keeps no run records (store.runs): upgrade factory to track runs"
-            )
         entry = (sys.argv[0],) if sys.argv and sys.argv[0] and os.path.isfile(sys.argv[0]) else ()
         root = self._code_root or (os.path.dirname(os.path.abspath(entry[0])) if entry else None)
-        code = capture_code(root, entry=entry)
-        env = capture_environment()
-        self.code = record_document(self.store, "code", code.to_json(), metadata=code.document())
-        self.environment = record_document(self.store, "environment", env.to_json(), metadata=env.document())
+        self.code, self.environment = record_code_environment(
+            self.store, capture_code(root, entry=entry), capture_environment())
         self.input_digests = [self._resolve_input(i) for i in self._inputs]
-        self.run = runs.start(RUN_KIND, config={"params": dict(self.params)}, name=self.name,
-                              parents=[self.code, self.environment, *self.input_digests])
+        self.run = self.store.runs.start(RUN_KIND, config=dict(self.params), name=self.name,
+                                         parents=[self.code, self.environment, *self.input_digests])
         log.info("tracking %s as run %s", self.name, self.id)
         return self
 
@@ -154,12 +150,9 @@ class Tracker:
         source = Path(path)
         label = name or source.name
         if source.is_dir():
-            trees = getattr(self.store, "trees", None)
-            if trees is None:
-                raise FactorySystemError(f"this store cannot hold folders as trees yet: log the files of {source}")
-            digest = trees.put(source, name=label).digest
+            digest = self.store.trees.put(source, name=label, parents=[run.digest]).digest
         elif source.is_file():
-            digest = self.store.blobs.put(source)
+            digest = self.store.put_blob(source, name=label, parents=[run.digest]).digest
         else:
             raise InvalidInputError(f"no file or folder at {source}: log an output after writing it")
         run.output(label, digest)
@@ -175,14 +168,21 @@ class Tracker:
         return digest
 
     def _resolve_input(self, source: str | os.PathLike[str]) -> str:
-        """A digest for a digest, a dataset (``name`` or ``name@version``) or a file."""
+        """A digest for a digest in the store, a dataset (``name`` or ``name@version``), or a
+        file or URI outside the store (recorded as an ``external`` artifact: where it is,
+        its size and its SHA-256, its bytes left where they are)."""
         text = os.fspath(source)
         if isinstance(source, str) and is_digest(text):
             if not self.store.artifacts.exists(text):
                 raise InvalidInputError(f"input {text} is not in the store: add it first")
             return text
-        if os.path.isfile(text):
-            return self.store.put_blob(text).digest
+        if "://" in text or os.path.isfile(text):
+            return self.store.add_external(text).digest
+        if os.path.isdir(text):
+            raise InvalidInputError(
+                f"input {text} is a folder: log the files it holds (run.log_input(path) for each), "
+                "or add it to the store as a dataset and give its NAME@VERSION"
+            )
         try:
             return self.store.datasets.get(text).digest
         except (InvalidInputError, KeyError) as exc:

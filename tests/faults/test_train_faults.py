@@ -1,15 +1,22 @@
-"""Training survives lost workers and lost nodes: a SIGKILLed worker, a node removed mid-run.
+"""Training survives lost workers, lost nodes and a lost driver.
 
-Each test brings its own Ray (a local one, or a two-node ``ray.cluster_utils.Cluster``),
+A SIGKILLed worker, a node removed mid-run, and the driver itself SIGKILLed and started
+again. Each test brings its own Ray (a local one, or a ``ray.cluster_utils.Cluster``),
 bounded to 2 CPUs and a small object store, and shuts it down afterwards.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+
+import yaml
 
 import psutil
 import pytest
@@ -18,6 +25,7 @@ import ray
 from factory.settings import Settings
 from factory.store import Store
 from factory.train import TrainingConfig, train
+from factory.train import _checkpoint as ckpt
 from factory.train._synthetic import classification_table, mlp_config
 
 OBJECT_STORE = 150 * 2**20
@@ -60,18 +68,19 @@ def train_env(monkeypatch):
 def local_ray():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, object_store_memory=OBJECT_STORE, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    # "local": a cluster of our own, never another session's Ray on this machine.
+    ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 
 
-def _after_first_checkpoint(storage: Path, action, timeout: float = 600.0) -> threading.Thread:
-    """Run ``action`` as soon as the run's first checkpoint is in storage (on a thread)."""
+def _after_first_checkpoint(storage: Path, action, timeout: float = 900.0) -> threading.Thread:
+    """Run ``action`` as soon as a whole checkpoint (every rank's share, verified) is in storage (on a thread)."""
     def watch():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(storage.glob("*/checkpoint-*/MANIFEST-rank1.json")):
+            if any(ckpt.verify(folder) is None for folder in storage.glob("*/checkpoint-*")):
                 action()
                 return
             time.sleep(0.05)
@@ -82,10 +91,23 @@ def _after_first_checkpoint(storage: Path, action, timeout: float = 600.0) -> th
 
 
 def _train_workers() -> list[psutil.Process]:
-    """This cluster's Ray Train worker processes (children of our raylet, not anyone else's)."""
+    """This cluster's live Ray Train worker processes (children of our raylet, not anyone else's).
+
+    An earlier run's workers can linger as zombies until the raylet reaps them; they are not counted.
+    """
     raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
-    return [p for p in psutil.Process(raylet).children(recursive=True)
-            if p.cmdline() and p.cmdline()[0].startswith("ray::RayTrainWorker")]
+    workers = []
+    for p in psutil.Process(raylet).children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and p.cmdline()[:1] and p.cmdline()[0].startswith("ray::RayTrainWorker"):
+                workers.append(p)
+        except psutil.Error:
+            continue
+    return workers
+
+
+def _resumed_from(store: Store, run_id: str) -> list[int]:
+    return [e.details["resumed_from_step"] for e in store.runs.get(run_id).events() if "resumed_from_step" in e.details]
 
 
 def test_a_killed_worker_resumes_to_the_same_weights(local_ray, store, dataset, code, tmp_path):
@@ -108,6 +130,10 @@ def test_a_killed_worker_resumes_to_the_same_weights(local_ray, store, dataset, 
     assert again.restarts >= 1
     assert again.weights == clean.weights
     assert [h["epoch"] for h in again.history] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    # The new workers resumed from a checkpoint (not from the start), and the record holds each epoch once.
+    assert _resumed_from(store, again.run) and min(_resumed_from(store, again.run)) > 0
+    record = store.runs.get(again.run)
+    assert [m.value for m in record.metrics() if m.name == "epoch"] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_a_removed_node_does_not_stop_the_run(store, dataset, code, tmp_path):
@@ -131,4 +157,66 @@ def test_a_removed_node_does_not_stop_the_run(store, dataset, code, tmp_path):
         assert result.metrics["val_accuracy"] > 0.6
     finally:
         ray.shutdown()
+        cluster.shutdown()
+
+
+EXE = os.path.join(os.path.dirname(sys.executable), "factory")
+
+
+def _first_recorded_checkpoint(store: Store, driver: subprocess.Popen, timeout: float = 900.0) -> tuple[str, int]:
+    """Wait until the driver's keyed run records a checkpoint in the store: (run id, its step)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None:
+        for run in store.runs.list(kind="train"):
+            steps = [int(n.rsplit("-", 1)[1]) for n in run.outputs() if n.startswith("checkpoint-")]
+            if run.key is not None and steps:
+                return run.id, min(steps)
+        time.sleep(0.05)
+    raise AssertionError(f"the driver recorded no checkpoint (exit code {driver.poll()})")
+
+
+def test_a_killed_driver_resumes_its_run_with_no_epoch_trained_twice(store, dataset, tmp_path):
+    """The driver SIGKILLed after its first recorded checkpoint and started again resumes the same run from
+    its checkpoints: each epoch is in the record once, and the weights equal an uninterrupted run's."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "object_store_memory": OBJECT_STORE, "include_dashboard": False})
+    try:
+        path = tmp_path / "train.yaml"
+        path.write_text(yaml.safe_dump(_config(dataset).model_dump(mode="json")))
+        argv = [EXE, "train", str(path), "--home", store.home, "--address", cluster.address, "--json"]
+        env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+               "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+        # The code of record is the config file alone (tmp_path is in no repository), the same each time.
+        run = dict(capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500)
+
+        clean = subprocess.run([*argv, "--force"], **run)
+        assert clean.returncode == 0, clean.stderr[-3000:]
+        clean = json.loads(clean.stdout)
+
+        driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+        try:
+            run_id, first_step = _first_recorded_checkpoint(store, driver)
+            driver.send_signal(signal.SIGKILL)
+        finally:
+            driver.kill()
+            driver.wait()
+        assert store.runs.get(run_id).state == "interrupted"
+
+        again = subprocess.run(argv, **run)
+        assert again.returncode == 0, again.stderr[-3000:]
+        result = json.loads(again.stdout)
+        assert result["run"] == run_id and result["resumed"] and not result["reused"]
+        assert result["weights"] == clean["weights"]
+
+        record = store.runs.get(run_id)
+        assert record.state == "succeeded"
+        assert [m.value for m in record.metrics() if m.name == "epoch"] == [1.0, 2.0, 3.0, 4.0, 5.0]
+        resumed_from = [e.details["resumed_from_step"] for e in record.events() if "resumed_from_step" in e.details]
+        assert resumed_from and resumed_from[0] >= first_step
+        assert any(e.details.get("resumed") for e in record.events())
+    finally:
         cluster.shutdown()

@@ -16,7 +16,8 @@ EXE = os.path.join(os.path.dirname(sys.executable), "factory")
 
 
 def test_factory_train_prints_epochs_and_the_package_then_reuses_it(ray_cluster, store, tmp_path):
-    """A config trains through the CLI; the same config again is reused, not retrained."""
+    """A config trains through the CLI into a valid package traced to its dataset, config, code and environment;
+    the same config again is reused, not retrained."""
     version = store.datasets.add(classification_table(300, features=4, seed=4), name="cli", key=["id"])
     config = mlp_config(version.digest, features=4, name="cli-mlp", epochs=2,
                         compute={"workers": 2, "cpus_per_worker": 0.25})
@@ -35,3 +36,13 @@ def test_factory_train_prints_epochs_and_the_package_then_reuses_it(ray_cluster,
     result = json.loads(again.stdout)
     assert result["reused"] is True and result["model"] in first.stdout
     assert validate(result["model"], store=store).ok
+    model = store.artifacts.get(result["model"])
+    assert result["dataset"] == version.digest
+    assert {version.digest, result["config"], result["code"], result["environment"],
+            store.runs.get(result["run"]).digest, result["checkpoint"]} - {None} <= set(model.parents)
+    assert store.artifacts.get(result["config"]).parents == (version.digest,)
+    assert store.artifacts.get(result["code"]).kind == "code"
+    assert store.artifacts.get(result["environment"]).kind == "environment"
+    provenance = model.metadata["provenance"]
+    assert (provenance["dataset"], provenance["code"], provenance["environment"]) == (
+        version.digest, result["code"], result["environment"])

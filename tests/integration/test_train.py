@@ -45,8 +45,13 @@ def trained(ray_cluster, tmp_path_factory):
     return store, config, result, reports, code
 
 
+def _ray_run_dir(store, config, result) -> Path:
+    """Where Ray Train kept the run's checkpoints: ``<home>/train/<name>-<run id>``."""
+    return Path(store.uri("train")) / f"{config.name}-{result.run}"
+
+
 def test_a_run_packages_a_valid_model_with_its_lineage(trained):
-    """The package validates against its contract and traces back to the config, data, code and environment."""
+    """The package validates against its contract and traces back to the run, checkpoint, config, data, code, environment."""
     store, config, result, reports, _ = trained
     assert [r.epoch for r in reports if r.end_of_epoch] == [1.0, 2.0, 3.0]
     assert [h["epoch"] for h in result.history] == [1.0, 2.0, 3.0]
@@ -55,10 +60,28 @@ def test_a_run_packages_a_valid_model_with_its_lineage(trained):
     assert store.refs.get(result.candidate) == result.model
     assert result.candidate == f"model/toy/candidates/{result.model[7:19]}"
     model = store.artifacts.get(result.model)
-    assert {result.config, result.dataset, result.code, result.environment} <= set(model.parents)
+    run = store.runs.get(result.run)
+    assert {result.config, result.dataset, result.code, result.environment, run.digest,
+            result.checkpoint} <= set(model.parents)
     assert store.artifacts.get(result.config).parents == (result.dataset,)
     assert result.config == config.digest
     assert model.metadata["provenance"]["code"] == result.code
+
+
+def test_the_run_record_holds_each_epoch_its_checkpoints_and_its_package(trained):
+    """store.runs shows the run succeeded, one metric point per epoch, every checkpoint as a tree, the package."""
+    store, config, result, _, _ = trained
+    run = store.runs.get(result.run)
+    assert run.state == "succeeded" and run.kind == "train"
+    epochs = [(m.step, m.value) for m in run.metrics() if m.name == "epoch"]
+    assert [e for _, e in epochs] == [1.0, 2.0, 3.0]
+    outputs = run.outputs()
+    assert outputs["model"] == result.model
+    trees = {name: digest for name, digest in outputs.items() if name.startswith("checkpoint-")}
+    assert sorted(trees) == [f"checkpoint-{step:09d}" for step, _ in epochs]
+    assert trees[max(trees)] == result.checkpoint
+    files = store.trees.manifest(result.checkpoint).files
+    assert {"model.safetensors", "state.json", "MANIFEST-rank0.json", "MANIFEST-rank1.json"} <= set(files)
 
 
 def test_the_same_config_twice_gives_the_same_weights_and_reuses_the_run(trained):
@@ -73,7 +96,7 @@ def test_the_same_config_twice_gives_the_same_weights_and_reuses_the_run(trained
 def test_a_damaged_latest_checkpoint_is_skipped_for_the_one_before(trained):
     """The newest checkpoint fails verification: the rerun resumes from the previous one, same weights."""
     store, config, first, _, code = trained
-    run_dir = Path(first.checkpoint).parent
+    run_dir = _ray_run_dir(store, config, first)
     checkpoints = sorted(run_dir.glob("checkpoint-*"))
     assert len(checkpoints) == 3
     latest = checkpoints[-1] / ckpt.MODEL_FILE
@@ -105,9 +128,11 @@ def test_deepspeed_zero2_trains_checkpoints_and_resumes(trained):
                          architecture_config={"in_features": 4, "out_features": 2, "hidden": [16]})
     result = train(config, store=store, **code)
     assert validate(result.model, store=store).ok
-    final = Path(result.checkpoint)
-    shards = sorted(p.name for p in (final / "deepspeed" / "state").glob("zero_pp_rank_*"))
+    # DeepSpeed's sharded checkpoint is in the store as a tree: one optimiser shard per worker.
+    files = store.trees.manifest(result.checkpoint).files
+    shards = sorted(p.rsplit("/", 1)[1] for p in files if p.startswith("deepspeed/state/zero_pp_rank_"))
     assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    final = sorted(_ray_run_dir(store, config, result).glob("checkpoint-*"))[-1]
 
     longer = config.model_copy(update={"epochs": 3})
     resumed = trainer_for(loop_spec(check_submission(longer, store)), name=final.parent.name,

@@ -1,7 +1,9 @@
-"""A Ray Tune sweep with ASHA: every trial a Ray Train run, the best one packaged behind its contract.
+"""`factory tune`: a Ray Tune sweep with ASHA, every trial a Ray Train run, the best one packaged behind its contract.
 
-The sweep runs in a process of its own, on a cluster of its own that has the dashboard
-(Ray Train inside Tune needs the State API), so it never touches the shared test cluster.
+The sweep runs through the CLI in a process of its own, on a cluster of its own that has the dashboard
+(Ray Train inside Tune needs the State API). The shared test cluster runs beside it, so
+the machine has several Ray instances, as a user's often has: ASHA's stopped trials must
+still free their placement groups, or the later trials never start.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from factory.train._synthetic import classification_table, mlp_config
 DRIVER = Path(__file__).with_name("_tune_driver.py")
 
 
-def test_four_trials_with_asha_on_two_cpus_package_the_best(tmp_path):
-    """4 trials on 2 CPUs all finish or are stopped by ASHA; the best by val_loss becomes a valid package."""
+def test_four_trials_with_asha_on_two_cpus_package_the_best(ray_cluster, tmp_path):
+    """`factory tune` runs 4 trials on 2 CPUs, each finished or stopped by ASHA; the best by val_loss becomes a
+    valid package traced to the dataset, code and environment, recorded as a sweep run with a child run per trial."""
     home = str(tmp_path / "home")
     store = Store(home, settings=Settings(home=home))
     version = store.datasets.add(classification_table(400, features=4, seed=7), name="toy", key=["id"])
@@ -35,7 +38,8 @@ def test_four_trials_with_asha_on_two_cpus_package_the_best(tmp_path):
                        "architecture_config.hidden": {"choice": [[8], [16]]}}}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env.update(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="600")
     res = subprocess.run([sys.executable, str(DRIVER), home, str(path), str(tmp_path / "ray")],
                          capture_output=True, text=True, env=env, timeout=1500)
     lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
@@ -52,4 +56,23 @@ def test_four_trials_with_asha_on_two_cpus_package_the_best(tmp_path):
     config = store.artifacts.get(packaged["config"])
     assert config.metadata["hyperparameters"]["lr"] == best["params"]["hyperparameters.lr"]
     assert config.parents == (version.digest,)
-    assert version.digest in store.artifacts.get(packaged["model"]).parents
+    model = store.artifacts.get(packaged["model"])
+    assert {version.digest, packaged["config"], packaged["code"], packaged["environment"]} <= set(model.parents)
+    assert packaged["dataset"] == version.digest
+    assert store.artifacts.get(packaged["code"]).kind == "code"
+    assert store.artifacts.get(packaged["environment"]).kind == "environment"
+    provenance = model.metadata["provenance"]
+    assert (provenance["dataset"], provenance["code"], provenance["environment"]) == (
+        version.digest, packaged["code"], packaged["environment"])
+
+    sweep_run = store.runs.get(result["run"])
+    assert sweep_run.kind == "tune" and sweep_run.state == "succeeded"
+    assert sweep_run.outputs()["model"] == packaged["model"]
+    trial_runs = {t["trial_id"]: store.runs.get(t["run"]) for t in trials}
+    assert all(r.kind == "train" and sweep_run.digest in r.parents for r in trial_runs.values())
+    assert all(r.state == "succeeded" for r in trial_runs.values())
+    best_run = trial_runs[best["trial_id"]]
+    assert {sweep_run.digest, best_run.digest} <= set(model.parents)
+    for trial in trials:
+        epochs = [m.value for m in trial_runs[trial["trial_id"]].metrics() if m.name == "epoch"]
+        assert epochs == [float(e) for e in range(1, trial["epochs"] + 1)]

@@ -58,3 +58,20 @@ def test_bad_input_is_a_user_error(store):
     assert isinstance(_run("show", "nope", "--home", store.home).exception, NotFoundError)
     assert isinstance(_run("list", "--state", "done", "--home", store.home).exception, InvalidInputError)
     assert isinstance(_run("list", "--since", "yesterday", "--home", store.home).exception, InvalidInputError)
+
+
+def test_show_lays_out_a_training_run_by_epoch_and_lists_a_sweeps_trials(store):
+    """A training run's metrics read one row per epoch; a sweep's run lists its trial runs with their state."""
+    sweep = store.runs.start("tune", config={"space": {}}, name="toy")
+    trial = store.runs.start("train", config={"lr": 0.1}, parents=[sweep.digest], name="toy")
+    trial.log_metrics(10, {"epoch": 1, "train_loss": 0.9, "val_loss": 1.1})
+    trial.log_metrics(20, {"epoch": 2, "train_loss": 0.5, "val_loss": 0.7})
+    text = _run("show", trial.id, "--home", store.home).output
+    assert "metrics per epoch (2)" in text
+    rows = [line for line in text.splitlines() if "0.5" in line and "0.7" in line]
+    assert len(rows) == 1 and "20" in rows[0]
+    shown = _run("show", sweep.id, "--home", store.home)
+    assert shown.exit_code == 0, shown.output
+    assert "child runs (1)" in shown.output and trial.id in shown.output
+    info = json.loads(_run("show", sweep.id, "--home", store.home, "--json").output)
+    assert [c["id"] for c in info["children"]] == [trial.id]

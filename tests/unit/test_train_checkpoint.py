@@ -95,3 +95,35 @@ def test_newest_good_passes_over_a_damaged_newest_checkpoint(tmp_path):
     (tmp_path / ckpt.checkpoint_name(10) / ckpt.STATE_FILE).write_bytes(b"{}")
     with ckpt.newest_good(str(tmp_path), 2) as found:
         assert found is None
+
+
+def test_a_stored_checkpoint_whose_files_do_not_match_gives_way_to_the_one_before(store, tmp_path):
+    """A resumed run's newest checkpoint tree has a flipped byte in the store: the worker passes over it
+    for the previous one, which it fetches whole and verified."""
+    from factory.train._loop import _fetch
+
+    trees = {step: store.trees.put(_write(tmp_path / ckpt.checkpoint_name(step), step)).digest for step in (10, 20)}
+    newest = store.trees.manifest(trees[20]).files[ckpt.MODEL_FILE].digest
+    blob = store.blobs.path(newest)
+    damaged = bytearray(open(blob, "rb").read())
+    damaged[len(damaged) // 2] ^= 0xFF
+    with open(blob, "wb") as f:
+        f.write(bytes(damaged))
+
+    stored = ckpt.StoredCheckpoints(store.home, store.settings, ((20, trees[20]), (10, trees[10])))
+    first, second = ckpt.order_candidates(stored.candidates())
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    local, problem = _fetch(first, str(scratch), 2)
+    assert local is None and "cannot be read" in problem
+    local, problem = _fetch(second, str(scratch), 2)
+    assert problem is None and ckpt.TrainState.from_json((local / ckpt.STATE_FILE).read_bytes()).step == 10
+
+
+def test_ray_storage_is_tried_before_the_store_copy_of_the_same_step(tmp_path):
+    """Of two copies of one step, Ray's folder comes first and the store's tree stays as the fallback."""
+    stored = ckpt.StoredCheckpoints("/home", None, ((20, "sha256:" + "a" * 64),))
+    ray_copy = ckpt.Candidate(str(tmp_path / ckpt.checkpoint_name(20)), 20)
+    older = ckpt.Candidate(str(tmp_path / ckpt.checkpoint_name(10)), 10)
+    ordered = ckpt.order_candidates([*stored.candidates(), older, ray_copy])
+    assert [(c.step, c.store is not None) for c in ordered] == [(20, False), (20, True), (10, False)]

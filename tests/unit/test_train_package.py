@@ -65,7 +65,7 @@ def test_a_checkpoint_with_large_weights_is_packaged_as_shards_and_reused(store,
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
 
     again = RunRecord.start(store, inputs, config)
-    assert again.reused_model == result.model
+    assert again.reused_model() == result.model
     assert _reused(again, config, 0.0, False).weights == result.weights
 
 
