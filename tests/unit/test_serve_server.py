@@ -46,7 +46,7 @@ def make_package(store, seed=0, sample_rate=1.0, max_batch=8):
     return package(store, default_registry().build("mlp-classifier", CONFIG, seed=seed).eval(), contract)
 
 
-def allow(digest, env):
+def allow(store, digest, env):
     return True
 
 
@@ -59,7 +59,7 @@ def served(store):
     recorder = MemoryRecorder()
     metrics = ServeMetrics("iris", recorder)
     feature_log = FeatureLog(store, log_name("iris"))
-    ilog = InferenceLog(feature_log.append, flush_interval_s=0.05, on_written=metrics.logged)
+    ilog = InferenceLog(feature_log.writer(flush_seconds=0.05), on_written=metrics.logged)
     pool = VersionPool(lambda d: load_version(store, "dev", d, admit=allow))
     server = ModelServer("iris", pool=pool, metrics=metrics, log=ilog, max_body_bytes=64 * 1024,
                          rng=random.Random(0))
@@ -236,5 +236,5 @@ def test_admission_refusal_names_what_is_missing_and_nothing_loads(store):
         missing = ("https://factory.dev/fairness/v1",)
 
     with pytest.raises(NotAdmittedError, match="not admitted to prod: missing https://factory.dev/fairness/v1"):
-        load_version(store, "prod", "sha256:" + "0" * 64, admit=lambda d, e: Decision())
-    require_admitted("sha256:" + "0" * 64, "dev", admit=lambda d, e: True)
+        load_version(store, "prod", "sha256:" + "0" * 64, admit=lambda s, d, e: Decision())
+    require_admitted(store, "sha256:" + "0" * 64, "dev", admit=lambda s, d, e: True)
