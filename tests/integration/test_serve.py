@@ -158,3 +158,50 @@ def test_metrics_scrape_as_prometheus_text(iris, ray_cluster, serve_url):
     samples = eventually(scrape, timeout=90, every=2)
     assert samples, "the model server's metrics never appeared on the node's metrics endpoint"
     assert samples[("ray_factory_serve_errors_total", "400", "")] >= 1
+
+
+def test_traffic_changes_reach_every_replica_without_restarts_or_lost_requests(store, mlp_package, serve_url):
+    """Under steady load, splits and shadows change what answers on both replicas; every request gets a 200."""
+    import threading
+
+    from factory.serve import TrafficConfig
+
+    first, second = mlp_package(), mlp_package(seed=1)
+    v1, v2 = version_of(first.digest), version_of(second.digest)
+    deploy(store, first.digest, "dev", replicas=2, timeout_s=180)
+    answers: list[tuple[int, str, str]] = []
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(base_url=serve_url, timeout=30) as http:
+            while not stop.is_set():
+                reply = http.post("/v2/models/iris/infer", json=infer_body(X[:1]))
+                version = reply.json().get("model_version", "") if reply.status_code == 200 else ""
+                answers.append((reply.status_code, version, reply.headers.get(REPLICA_HEADER, "")))
+
+    def answering(wanted: set[str], at_least: int = 40):
+        mark = len(answers)
+        return eventually(lambda: len(answers) - mark >= at_least and
+                          {v for _, v, _ in answers[mark:][-at_least:]} == wanted, timeout=60)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert answering({v1})
+        replicas = {r for _, _, r in answers}
+        eventually(lambda: len({r for _, _, r in answers}) == 2, timeout=60)
+        replicas = {r for _, _, r in answers}
+        set_traffic(store, "iris", {v1: 1, v2: 1}, versions=(second.digest,))
+        assert answering({v1, v2})
+        set_traffic(store, "iris", TrafficConfig(model="iris", generation=10, weights={v1: 0.0, v2: 100.0},
+                                                 shadows={v1: 100.0}))
+        assert answering({v2})
+        set_traffic(store, "iris", None, versions=())
+        assert answering({v1})
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert len(replicas) == 2 and {r for _, _, r in answers} == replicas  # no replica restarted
+    assert len(answers) > 200 and [a for a in answers if a[0] != 200] == []
