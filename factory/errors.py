@@ -33,6 +33,7 @@ __all__ = [
     "CatalogNotReadyError",
     "StoreIdentityError",
     "SignalsUnavailableError",
+    "AdmissionDeniedError",
 ]
 
 
@@ -245,3 +246,15 @@ class SignalsUnavailableError(FactorySystemError, ConnectionError):
     """The metrics a rollout judges by could not be read (Prometheus down or refusing a query); retry later."""
 
     code = "SIGNALS_UNAVAILABLE"
+
+
+class AdmissionDeniedError(UserError, PermissionError):
+    """A package that lacks an attestation its environment requires; the message says which."""
+
+    code = "ADMISSION_DENIED"
+
+    def __init__(self, message: str, digest: str = "", environment: str = "", missing: tuple[str, ...] = ()):
+        super().__init__(message, digest, environment, missing)
+        self.digest = digest
+        self.environment = environment
+        self.missing = tuple(missing)

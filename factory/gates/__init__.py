@@ -1,4 +1,4 @@
-"""Gates: policy plugins, signed attestations, the transparency log.
+"""Gates: policy plugins, signed attestations, the transparency log, admission per environment.
 
 A policy (``Policy``: ``id``, ``version``, ``evaluate(package, context)``) judges a
 stored model package and returns a ``PolicyResult``. Each result becomes an in-toto
@@ -8,6 +8,15 @@ against the trusted keys of a local ``KeyRing``. ``decide`` admits a package to 
 environment only when every attestation its ``EnvironmentPolicy`` requires is met.
 Policies come from the entry-point group ``factory.policies``; the built-ins live in
 ``factory.gates.policies``.
+
+On a store: ``run_gate(store, digest, "prod", inputs=GateInputs(...))`` judges a
+candidate as a store run, signs and logs every result in one batch (the log lives in
+the catalog: ``attestation_log``), records each as an ``attestation`` artifact, and
+opens a remediation ticket (``list_tickets``, ``close_ticket``) per failure;
+``override`` accepts a failed gate on the record; ``admit(store, digest, env)`` says
+whether an environment (``policy/env/<env>``: ``environment``, ``set_environment``)
+may serve the package and, if not, exactly what is missing; ``promotion_friction``
+is the share of candidates that fail their first gate run.
 
 Names load on first use, so importing this package (or one of its modules in a
 verification worker) stays cheap; fairlearn, scipy, modelscan and torch load only inside
@@ -77,6 +86,41 @@ __all__ = [
     "sign_note",
     "open_note",
     "verifier_key",
+    "EVIDENCE_KIND",
+    "remediation_of",
+    "GateInputs",
+    "BUILTIN_SETS",
+    "builtin_set",
+    "policy_set",
+    "CONTRACT_TYPE",
+    "policy_type",
+    "GATE_RUN_KIND",
+    "GateOutcome",
+    "GateRun",
+    "run_gate",
+    "gate_run",
+    "resolve_candidate",
+    "Friction",
+    "promotion_friction",
+    "ENVIRONMENT_KIND",
+    "environment",
+    "list_environments",
+    "set_environment",
+    "admit",
+    "LOG_NAME",
+    "OVERRIDE_KIND",
+    "Logged",
+    "attestation_log",
+    "logged",
+    "latest_results",
+    "Ticket",
+    "ticket_id",
+    "open_ticket",
+    "close_ticket",
+    "get_ticket",
+    "list_tickets",
+    "Override",
+    "override",
 ]
 
 _WHERE = {
@@ -90,8 +134,8 @@ _WHERE = {
     "predicate_type_of": "policy",
     "PolicySet": "policy_sets",
     "PolicySpec": "policy_sets",
-    "evaluate": "evaluate",
-    "sign_results": "evaluate",
+    "evaluate": "evaluation",
+    "sign_results": "evaluation",
     "EnvironmentPolicy": "admission",
     "Admission": "admission",
     "Requirement": "admission",
@@ -137,21 +181,89 @@ _WHERE = {
     "sign_note": "notes",
     "open_note": "notes",
     "verifier_key": "notes",
+    "EVIDENCE_KIND": "policy",
+    "remediation_of": "policy",
+    "GateInputs": "policy_sets",
+    "BUILTIN_SETS": "policy_sets",
+    "builtin_set": "policy_sets",
+    "policy_set": "policy_sets",
+    "CONTRACT_TYPE": "admission",
+    "policy_type": "admission",
+    "GATE_RUN_KIND": "runs",
+    "GateOutcome": "runs",
+    "GateRun": "runs",
+    "run_gate": "runs",
+    "gate_run": "runs",
+    "resolve_candidate": "runs",
+    "Friction": "runs",
+    "promotion_friction": "runs",
+    "ENVIRONMENT_KIND": "environments",
+    "environment": "environments",
+    "list_environments": "environments",
+    "set_environment": "environments",
+    "admit": "environments",
+    "LOG_NAME": "ledger",
+    "OVERRIDE_KIND": "ledger",
+    "Logged": "ledger",
+    "attestation_log": "ledger",
+    "logged": "ledger",
+    "latest_results": "ledger",
+    "Ticket": "tickets",
+    "ticket_id": "tickets",
+    "open_ticket": "tickets",
+    "close_ticket": "tickets",
+    "get_ticket": "tickets",
+    "list_tickets": "tickets",
+    "Override": "overrides",
+    "override": "overrides",
 }
 
 if TYPE_CHECKING:
     from factory.gates._logverify import LogProblem, LogReport
     from factory.gates._receipts import Receipt, Receipts
-    from factory.gates.admission import Admission, DEFAULT_ENVIRONMENTS, EnvironmentPolicy, Requirement, decide
+    from factory.gates.admission import (
+        CONTRACT_TYPE,
+        DEFAULT_ENVIRONMENTS,
+        Admission,
+        EnvironmentPolicy,
+        Requirement,
+        decide,
+        policy_type,
+    )
     from factory.gates.attestations import Attestation, OVERRIDE_TYPE, STATEMENT_TYPE, attest, attest_override, open_attestation, statement
     from factory.gates.dsse import Envelope, EnvelopeError, PAYLOAD_TYPE, Signature, pae
-    from factory.gates.evaluate import evaluate, sign_results
+    from factory.gates.evaluation import evaluate, sign_results
     from factory.gates.keys import KeyRing, Signer, TrustedKey, TrustedKeys, keyid_of
     from factory.gates.log import Appended, CatalogLogStorage, CheckpointRecord, LogStorage, MemoryLogStorage, TransparencyLog
     from factory.gates.merkle import ConsistencyProof, InclusionProof, MerkleTree, leaf_hash, node_hash, verify_consistency, verify_inclusion
     from factory.gates.notes import Checkpoint, open_checkpoint, open_note, sign_checkpoint, sign_note, verifier_key
-    from factory.gates.policy import ENTRY_POINT_GROUP, Policy, PolicyContext, PolicyRegistry, PolicyResult, Verdict, default_policies, predicate_type_of
-    from factory.gates.policy_sets import PolicySet, PolicySpec
+    from factory.gates.environments import ENVIRONMENT_KIND, admit, environment, list_environments, set_environment
+    from factory.gates.ledger import LOG_NAME, OVERRIDE_KIND, Logged, attestation_log, latest_results, logged
+    from factory.gates.overrides import Override, override
+    from factory.gates.policy import (
+        ENTRY_POINT_GROUP,
+        EVIDENCE_KIND,
+        Policy,
+        PolicyContext,
+        PolicyRegistry,
+        PolicyResult,
+        Verdict,
+        default_policies,
+        predicate_type_of,
+        remediation_of,
+    )
+    from factory.gates.policy_sets import BUILTIN_SETS, GateInputs, PolicySet, PolicySpec, builtin_set, policy_set
+    from factory.gates.runs import (
+        GATE_RUN_KIND,
+        Friction,
+        GateOutcome,
+        GateRun,
+        gate_run,
+        promotion_friction,
+        resolve_candidate,
+        run_gate,
+    )
+    from factory.gates.tickets import Ticket, close_ticket, get_ticket, list_tickets, open_ticket, ticket_id
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,7 @@ from factory.gates.policy import PolicyResult, Verdict
 from factory.store import canonical_json, check_digest
 
 __all__ = ["STATEMENT_TYPE", "OVERRIDE_TYPE", "statement", "attest", "attest_override", "Attestation",
-           "open_attestation"]
+           "open_attestation", "predicate_result", "read_statement"]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 OVERRIDE_TYPE = "https://factory.dev/attestations/override/v1"
@@ -67,12 +67,20 @@ def attest(
 
 
 def attest_override(*, subject_name: str, subject_digest: str, overrides: str, reason: str, signer: Signer,
-                    at: datetime, actor: str) -> Envelope:
-    """A person's signed decision to accept a failed gate: which predicate type, why, and who."""
+                    at: datetime, actor: str, policy: str = "", overridden: Mapping[str, Any] | None = None) -> Envelope:
+    """A person's signed decision to accept a failed gate: which predicate type, why, and who.
+
+    ``policy`` names the gate and ``overridden`` identifies the result accepted (its
+    attestation's digest and log index), so the override reads on its own.
+    """
     if not reason.strip():
         raise InvalidInputError("an override needs a reason: say why the failed gate is accepted (--reason TEXT)")
     predicate = {"overrides": overrides, "reason": reason, "actor": actor, "verdict": str(Verdict.PASS),
                  "evaluatedAt": _timestamp(at), "evaluator": {"actor": actor, "code": code_version()}}
+    if policy:
+        predicate["policy"] = policy
+    if overridden:
+        predicate["overridden"] = dict(overridden)
     payload = canonical_json(statement(subject_name, subject_digest, OVERRIDE_TYPE, predicate))
     return Envelope(payload, PAYLOAD_TYPE).sign(signer)
 
@@ -88,11 +96,30 @@ class Attestation:
     predicate_type: str
     predicate: Mapping[str, Any]
     evaluated_at: datetime | None
+    index: int | None = None  # its place in the transparency log, once proven there
 
     @property
     def verdict(self) -> Verdict | None:
         value = self.predicate.get("verdict")
         return Verdict(value) if value in set(Verdict) else None
+
+    @property
+    def is_override(self) -> bool:
+        return self.predicate_type == OVERRIDE_TYPE
+
+    def result(self) -> PolicyResult:
+        """The policy result this attestation signs (an override reads as a PASS of the gate it accepts)."""
+        return predicate_result(self.predicate)
+
+
+def predicate_result(predicate: Mapping[str, Any]) -> PolicyResult:
+    """The ``PolicyResult`` a statement's predicate carries (a verdict it does not know reads as FAIL)."""
+    p = predicate
+    figures = p.get("figures") if isinstance(p.get("figures"), dict) else {}
+    evidence = p.get("evidence") if isinstance(p.get("evidence"), dict) else {}
+    verdict = p.get("verdict") if p.get("verdict") in set(Verdict) else Verdict.FAIL
+    return PolicyResult(str(p.get("policy", "")), str(p.get("version", "")), verdict, str(p.get("reason", "")),
+                        figures, {str(k): str(v) for k, v in evidence.items()})
 
 
 def _parse_statement(envelope: Envelope) -> tuple[dict, datetime | None]:
@@ -135,6 +162,12 @@ def check_envelope(data: bytes, trust: TrustedKeys) -> TrustedKey:
 def check_statement(envelope: Envelope) -> None:
     """Raise ``EnvelopeError`` unless the envelope carries an in-toto Statement v1 (checked on append)."""
     _parse_statement(envelope)
+
+
+def read_statement(data: bytes) -> dict:
+    """The statement inside an envelope, parsed but NOT verified (for display of what a record holds)."""
+    body, _ = _parse_statement(Envelope.from_json(data))
+    return body
 
 
 def open_attestation(data: bytes | Envelope, trust: TrustedKeys) -> Attestation:

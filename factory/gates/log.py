@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -34,6 +35,7 @@ from factory.gates.merkle import (
     extend_range,
     leaf_hash,
     range_root,
+    verify_inclusion,
 )
 from factory.gates.notes import Checkpoint, open_checkpoint, sign_checkpoint
 from factory.store import canonical_json
@@ -169,6 +171,10 @@ class TransparencyLog:
         self.signer = signer
         self._tree: MerkleTree | None = None
         self._records_read = 0
+        self._checkpoint: Checkpoint | None = None
+        self._note = ""
+        self._last: tuple[int, bytes, CheckpointRecord] | None = None  # a writer's newest record, checked
+        self._lock = threading.Lock()
 
     @classmethod
     def in_memory(cls, *, origin: str, trust: TrustedKeys, signer: Signer | None = None) -> TransparencyLog:
@@ -188,11 +194,13 @@ class TransparencyLog:
             raise InvalidInputError("this log was opened without the log key: open it with signer=keys.signer('log')")
         if not envelopes:
             raise InvalidInputError("nothing to append: give at least one envelope")
-        batch = [e.to_json() if isinstance(e, Envelope) else bytes(e) for e in envelopes]
-        for data in batch:  # refuse what is not an attestation; signatures are the verifier's business
-            check_statement(Envelope.from_json(data))
+        batch = []
+        for item in envelopes:  # refuse what is not an attestation; signatures are the verifier's business
+            envelope = item if isinstance(item, Envelope) else Envelope.from_json(item)
+            check_statement(envelope)
+            batch.append(envelope.to_json() if isinstance(item, Envelope) else bytes(item))
         first = self.entries.append(batch)
-        record = self.checkpoint()
+        record = self._sign(first, batch)
         return Appended(first, len(batch), record.checkpoint, record.note)
 
     def _last_record(self) -> CheckpointRecord | None:
@@ -205,6 +213,9 @@ class TransparencyLog:
         count = self.checkpoints.size()
         if count == 0:
             return None
+        if self._last is not None and self._last[0] == count \
+                and self.checkpoints.read(count - 1, count) == [self._last[1]]:
+            return self._last[2]  # the record this object wrote or checked last, byte for byte
         raws = self.checkpoints.read(max(0, count - 2), count)
         record = CheckpointRecord.from_bytes(raws[-1])
         checkpoint, _ = open_checkpoint(record.note, self.trust, origin=self.origin)
@@ -219,6 +230,31 @@ class TransparencyLog:
                 f"the last checkpoint of {self.origin} (record {count - 1}) does not match its leaves: "
                 "the log was tampered with; run 'factory attest verify' before appending"
             )
+        self._last = (count, raws[-1], record)
+        return record
+
+    def _sign(self, first: int, batch: Sequence[bytes]) -> CheckpointRecord:
+        """Sign a checkpoint through the batch just appended at ``first``.
+
+        The batch's leaf hashes are computed from the bytes in hand; only entries other
+        writers appended between the last checkpoint and ``first`` are read back.
+        """
+        last = self._last_record()
+        size = 0 if last is None else last.checkpoint.size
+        end = first + len(batch)
+        if last is not None and end <= size:
+            return last  # another writer's checkpoint already covers this batch
+        others = self.entries.read(size, first) if first > size else []
+        leaves = tuple(leaf_hash(e) for e in [*others, *batch[max(0, size - first):]])
+        return self._write_record(last, size, leaves)
+
+    def _write_record(self, last: CheckpointRecord | None, size: int, leaves: tuple[bytes, ...]) -> CheckpointRecord:
+        new_range, new_size = extend_range(() if last is None else last.range, size, leaves)
+        note = sign_checkpoint(Checkpoint(self.origin, new_size, range_root(new_range)), self.signer)
+        record = CheckpointRecord(note, size, leaves, tuple(new_range))
+        raw = record.to_bytes()
+        index = self.checkpoints.append([raw])
+        self._last = (index + 1, raw, record)
         return record
 
     def checkpoint(self) -> CheckpointRecord:
@@ -227,16 +263,11 @@ class TransparencyLog:
             raise InvalidInputError("signing a checkpoint needs the log key: open the log with signer=...")
         last = self._last_record()
         size = 0 if last is None else last.checkpoint.size
-        rng = () if last is None else last.range
         end = self.entries.size()
         if last is not None and end == size:
             return last
         leaves = tuple(leaf_hash(e) for e in self.entries.read(size, end))
-        new_range, new_size = extend_range(rng, size, leaves)
-        note = sign_checkpoint(Checkpoint(self.origin, new_size, range_root(new_range)), self.signer)
-        record = CheckpointRecord(note, size, leaves, tuple(new_range))
-        self.checkpoints.append([record.to_bytes()])
-        return record
+        return self._write_record(last, size, leaves)
 
     # -- reading and proofs --------------------------------------------------------
     def size(self) -> int:
@@ -255,14 +286,19 @@ class TransparencyLog:
 
         Only the newest checkpoint's signature is checked here: the leaf hashes of every
         record before it must hash, together, to its signed root, which authenticates
-        them all. ``verify`` checks every checkpoint's signature as well.
+        them all. ``verify`` checks every checkpoint's signature as well. Safe to call
+        from several threads: a long-lived reader (a serving replica) keeps one log.
         """
+        with self._lock:
+            return self._refresh()[0]
+
+    def _refresh(self) -> tuple[MerkleTree, Checkpoint | None]:
         tree = self._tree if self._tree is not None else MerkleTree()
         count = self.checkpoints.size()
-        records = [CheckpointRecord.from_bytes(raw) for raw in self.checkpoints.read(self._records_read, count)]
-        if not records:
+        if count <= self._records_read:
             self._tree = tree
-            return tree
+            return tree, self._checkpoint
+        records = [CheckpointRecord.from_bytes(raw) for raw in self.checkpoints.read(self._records_read, count)]
         rng, size, fresh = tree.compact_range(), tree.size, []
         for record in records:
             if record.start > size:
@@ -281,8 +317,42 @@ class TransparencyLog:
             raise VerificationError(f"the checkpoint at size {checkpoint.size} does not match the logged leaf "
                                     "hashes: run 'factory attest verify'")
         tree.extend(fresh)
+        if self._checkpoint is None or checkpoint.size >= self._checkpoint.size:
+            self._checkpoint, self._note = checkpoint, records[-1].note
         self._tree, self._records_read = tree, count
-        return tree
+        return tree, self._checkpoint
+
+    def signed_checkpoint(self) -> str:
+        """The newest checkpoint as the signed note it was verified from ('' before the first)."""
+        with self._lock:
+            self._refresh()
+            return self._note
+
+    def prove(self, index: int, *, refresh: bool = True) -> tuple[Checkpoint, InclusionProof, bytes]:
+        """Entry ``index``, proven included in the newest signed checkpoint: (checkpoint, proof, entry bytes).
+
+        The proof is checked before it is returned (``VerificationError`` if the entry's
+        bytes no longer hash to what the checkpoints signed); ``NotFoundError`` if no
+        signed checkpoint covers ``index`` yet. ``refresh=False`` proves against the
+        checkpoint read last (one catalog read fewer, for a caller proving several).
+        """
+        with self._lock:
+            tree, checkpoint = self._refresh() if refresh or self._tree is None else (self._tree, self._checkpoint)
+        if checkpoint is None or not 0 <= index < checkpoint.size:
+            covered = 0 if checkpoint is None else checkpoint.size
+            raise NotFoundError(f"the log {self.origin} has signed checkpoints over {covered} entries; {index} is "
+                                f"not one of them: give an index from 0 to {covered - 1}" if covered else
+                                f"the log {self.origin} has no signed checkpoint yet: nothing can be proven")
+        entry = self.entries.read(index, index + 1)
+        if not entry:
+            raise VerificationError(f"entry {index} of {self.origin} is gone from the log: run 'factory attest verify'")
+        proof = tree.inclusion_proof(index, checkpoint.size)
+        try:
+            verify_inclusion(proof, leaf_hash(entry[0]), checkpoint.root)
+        except VerificationError:
+            raise VerificationError(f"entry {index} of {self.origin} no longer matches what checkpoint "
+                                    f"{checkpoint.size} signed: run 'factory attest verify'") from None
+        return checkpoint, proof, entry[0]
 
     def inclusion_proof(self, index: int, size: int | None = None) -> tuple[InclusionProof, bytes]:
         """The proof that entry ``index`` is in the tree of ``size`` (default: the latest checkpoint), and the entry."""

@@ -5,7 +5,9 @@ A policy is any object with an ``id`` (str), a ``version`` (str) and
 ``factory.contract.PackageView`` (contract, card, metrics, architecture, files, weights
 on demand); ``context`` gives the store, the clock and a place to keep evidence. A
 policy may also set ``predicate_type``, the in-toto predicate type URI of its
-attestations; by default it is ``https://factory.dev/attestations/policy/<id>/v<major>``.
+attestations (by default ``https://factory.dev/attestations/policy/<id>/v<major>``), and
+``remediation``, a sentence telling the package's owner how to fix a failure; it goes
+into the remediation ticket a failing gate opens.
 
 Policies are classes registered in the entry-point group ``factory.policies`` (the
 built-ins are registered the same way, in factory's own pyproject). A class is built
@@ -29,7 +31,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from factory.errors import InvalidInputError, NotFoundError
-from factory.store import canonical_json
+from factory.store import canonical_json, register_kind
 
 if TYPE_CHECKING:
     from factory.contract import PackageView
@@ -44,11 +46,14 @@ __all__ = [
     "PolicyRegistry",
     "default_policies",
     "predicate_type_of",
+    "remediation_of",
+    "EVIDENCE_KIND",
 ]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "factory.policies"
+EVIDENCE_KIND = register_kind("evidence", "what a gate policy measured or used, kept for its attestation")
 Figure = float | int | str | bool | None
 
 
@@ -103,20 +108,31 @@ class PolicyResult:
 
 @dataclass(frozen=True)
 class PolicyContext:
-    """What a policy may use besides the package: the store, the clock, and an evidence locker."""
+    """What a policy may use besides the package: the store, the clock, and an evidence locker.
+
+    ``subject`` is the digest of the package being judged (``evaluate`` sets it): the
+    evidence a policy keeps is recorded as an ``evidence`` artifact whose parent is the
+    package, so lineage shows what each finding was measured on.
+    """
 
     store: Store
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    subject: str | None = None
 
-    def evidence(self, value: bytes | Mapping[str, Any] | list) -> str:
+    def evidence(self, value: bytes | Mapping[str, Any] | list, *, name: str | None = None) -> str:
         """Keep evidence (bytes, or JSON written canonically) in the store; returns its digest."""
         data = value if isinstance(value, bytes) else canonical_json(value)
-        return self.store.blobs.put_bytes(data)
+        digest = self.store.blobs.put_bytes(data)
+        parents = [self.subject] if self.subject else []
+        self.store.artifacts.add(EVIDENCE_KIND, digest=digest, name=name, parents=parents,
+                                 metadata={"size": len(data), "subject": self.subject,
+                                           "format": "bytes" if isinstance(value, bytes) else "json"})
+        return digest
 
 
 @runtime_checkable
 class Policy(Protocol):
-    """A gate policy. Implement these three members; ``predicate_type`` is optional."""
+    """A gate policy. Implement these three members; ``predicate_type`` and ``remediation`` are optional."""
 
     id: str
     version: str
@@ -131,6 +147,15 @@ def predicate_type_of(policy: Policy) -> str:
         return str(explicit)
     major = str(policy.version).split(".", 1)[0] or "0"
     return f"https://factory.dev/attestations/policy/{policy.id}/v{major}"
+
+
+def remediation_of(policy: object) -> str:
+    """How to fix a failure of ``policy``, in words: its ``remediation`` if it has one."""
+    text = getattr(policy, "remediation", None)
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    return ("fix what the policy reports, package the model again and run the gate again; if the risk is "
+            "accepted, a person may override it with 'factory gates override'")
 
 
 class PolicyRegistry:

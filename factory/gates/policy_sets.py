@@ -13,6 +13,14 @@ A set is what ``factory gates run DIGEST --set NAME`` names; users write it as Y
 
 Building a set creates every policy through the registry first, so a typo in a
 policy id or its configuration fails before anything is evaluated, naming it.
+
+The built-in sets ``dev``, ``staging`` and ``prod`` hold what the default environment
+policies require (see ``admission.DEFAULT_ENVIRONMENTS``). What they cannot know is
+left to whoever runs them, a pipeline or ``factory gates run``, as ``GateInputs``: the
+evaluation dataset version and its label column (quality, fairness), the quality
+thresholds, the sensitive column (fairness), and the reference and current dataset
+versions (drift). ``builtin_set(name, inputs)`` refuses, naming each, any input its
+policies need and were not given.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from factory.errors import InvalidInputError
 from factory.gates.policy import Policy, PolicyRegistry, default_policies
 from factory.store import canonical_json
 
-__all__ = ["PolicySpec", "PolicySet"]
+__all__ = ["PolicySpec", "PolicySet", "GateInputs", "BUILTIN_SETS", "builtin_set", "policy_set"]
 
 
 class PolicySpec(BaseModel):
@@ -81,3 +89,84 @@ class PolicySet(BaseModel):
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "the set"
             raise InvalidInputError(f"policy set: {where}: {first['msg']} (fix the YAML and try again)") from None
+
+
+class GateInputs(BaseModel):
+    """What a built-in set needs from the pipeline or person that runs it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str | None = Field(None, description="the evaluation dataset version (quality, fairness)")
+    label: str | None = Field(None, description="its column holding the true value (quality, fairness)")
+    features: tuple[str, ...] | None = Field(None, description="columns stacked into the model's input, in order")
+    output: str | None = Field(None, description="the model output judged; default 'label', else the first")
+    thresholds: dict[str, Any] | None = Field(None, description="quality bounds: {metric: {min: x, max: y}}")
+    sensitive: str | None = Field(None, description="the column naming each row's group (fairness)")
+    reference: str | None = Field(None, description="the dataset version the model was trained on (drift)")
+    current: str | None = Field(None, description="the dataset version to compare with it (drift)")
+    directory: str | None = Field(None, description="a folder the model was imported from, scanned (security)")
+
+
+BUILTIN_SETS: dict[str, tuple[str, ...]] = {
+    "dev": ("contract", "security"),
+    "staging": ("contract", "security", "model-card", "quality"),
+    "prod": ("contract", "security", "model-card", "quality", "fairness", "drift"),
+}
+
+# Which inputs each built-in policy needs, and why (for the refusal that names them).
+_NEEDS: dict[str, dict[str, str]] = {
+    "quality": {"dataset": "the evaluation dataset version", "label": "its label column",
+                "thresholds": "the quality thresholds, e.g. accuracy>=0.9"},
+    "fairness": {"dataset": "the evaluation dataset version", "label": "its label column",
+                 "sensitive": "the sensitive column fairness compares groups by"},
+    "drift": {"reference": "the training dataset version", "current": "the dataset version to compare it with"},
+}
+
+
+def _config(policy_id: str, inputs: GateInputs) -> dict[str, Any]:
+    data = {"dataset": inputs.dataset, "label": inputs.label, "features": inputs.features, "output": inputs.output}
+    data = {k: v for k, v in data.items() if v is not None}
+    if policy_id == "quality":
+        return {**data, "thresholds": inputs.thresholds}
+    if policy_id == "fairness":
+        return {**data, "sensitive": inputs.sensitive}
+    if policy_id == "drift":
+        return {"reference": inputs.reference, "current": inputs.current}
+    if policy_id == "security" and inputs.directory:
+        return {"directory": inputs.directory}
+    return {}
+
+
+def builtin_set(name: str, inputs: GateInputs | None = None) -> PolicySet:
+    """The built-in set ``name`` (dev, staging, prod) configured with ``inputs``."""
+    if name not in BUILTIN_SETS:
+        raise InvalidInputError(f"{name!r} is not a built-in gate set: choose among {', '.join(BUILTIN_SETS)}, "
+                                "or give the path of a YAML policy set")
+    inputs = inputs or GateInputs()
+    missing: dict[str, list[str]] = {}
+    for policy_id in BUILTIN_SETS[name]:
+        for field, why in _NEEDS.get(policy_id, {}).items():
+            if getattr(inputs, field) is None:
+                missing.setdefault(f"{field} ({why})", []).append(policy_id)
+    if missing:
+        listed = "; ".join(f"{what}, for {' and '.join(ids)}" for what, ids in missing.items())
+        raise InvalidInputError(f"the {name} gate set needs {listed}: give them (factory gates run --dataset, "
+                                "--label, --threshold, --sensitive, --reference, --current) or write the set as YAML")
+    specs = [PolicySpec(id=policy_id, config=_config(policy_id, inputs)) for policy_id in BUILTIN_SETS[name]]
+    return PolicySet(name=name, policies=tuple(specs))
+
+
+def policy_set(source: str | os.PathLike[str] | PolicySet, inputs: GateInputs | None = None) -> PolicySet:
+    """A set by built-in name (with ``inputs``), from a YAML file, or as given."""
+    if isinstance(source, PolicySet):
+        return source
+    text = os.fspath(source)
+    if text in BUILTIN_SETS:
+        return builtin_set(text, inputs)
+    if not os.path.isfile(text):
+        raise InvalidInputError(f"{text!r} is neither a built-in gate set ({', '.join(BUILTIN_SETS)}) nor a YAML "
+                                "file: give a set name or the path of a policy set file")
+    if inputs is not None and inputs != GateInputs():
+        raise InvalidInputError(f"inputs such as the evaluation dataset go into the built-in sets only; {text} "
+                                "configures its policies itself: put them in the YAML")
+    return PolicySet.from_yaml(text)

@@ -110,16 +110,19 @@ def test_ctrl_c_during_a_put_leaves_nothing_behind(tmp_path):
 def test_ctrl_c_while_the_cli_loads_neither_hangs_nor_leaves_files(tmp_path, delay_s):
     """Ctrl-C at any moment of start-up, while the head start runs beside the imports: prompt exit, nothing left."""
     home = tmp_path / "home"
-    proc = _cli_put_of_a_big_file(tmp_path, home)
+    proc = _cli_put_of_a_big_file(tmp_path, home, stderr=subprocess.PIPE, text=True)
     time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=30)
+        _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("the put hung after Ctrl-C")
-    # 130 from factory; -SIGINT only if the signal beat the interpreter's own start-up.
-    assert proc.returncode in (130, -signal.SIGINT)
+    # 130 from factory. On a loaded machine the signal can beat factory's own code and land
+    # in the interpreter's start-up (its site imports): then Python's default handling
+    # (-SIGINT, or 1 with a KeyboardInterrupt raised outside factory's code) is all there is.
+    started_elsewhere = proc.returncode == 1 and "KeyboardInterrupt" in err and "/factory/" not in err
+    assert proc.returncode in (130, -signal.SIGINT) or started_elsewhere, err
     assert not home.exists() or [p for p in home.rglob("*") if p.is_file()] == []
 
 

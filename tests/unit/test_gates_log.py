@@ -210,6 +210,6 @@ report = log.verify(workers=2)
 print(report.ok, report.signatures_checked)
 """
     here = Path(__file__).resolve()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[2]), str(here.parent)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[2]), str(here.parents[1])])}
     out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, env=env, timeout=600)
     assert out.stdout.split() == ["True", "2100"], out.stderr[-2000:]

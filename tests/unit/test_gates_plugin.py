@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from factory.gates import PolicyRegistry, Verdict, evaluate, open_attestation
-from factory.gates.evaluate import sign_results
+from factory.gates.evaluation import sign_results
 
 from gates_kit import fair_package, keyring
 

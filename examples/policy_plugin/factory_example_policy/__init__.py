@@ -1,7 +1,8 @@
 """An example gate policy: FAIL a package whose weights hold more parameters than allowed.
 
 It shows the whole plugin interface: an ``id``, a ``version``, an optional
-``predicate_type``, and ``evaluate(package, context) -> PolicyResult``. It reads only
+``predicate_type``, an optional ``remediation`` (the fix a failure's ticket suggests),
+and ``evaluate(package, context) -> PolicyResult``. It reads only
 the safetensors headers (``package.weights_header``), never the weights themselves,
 and keeps the per-tensor counts as evidence in the store.
 """
@@ -21,6 +22,7 @@ class MaxParametersPolicy:
     id = "max-parameters"
     version = "1.0"
     predicate_type = "https://example.com/attestations/max-parameters/v1"
+    remediation = "shrink the model (fewer or narrower layers) or raise the limit in the policy set"
 
     def __init__(self, limit: int = 10_000_000):
         if not isinstance(limit, int) or limit < 1:

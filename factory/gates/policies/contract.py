@@ -27,6 +27,8 @@ class ContractPolicy(ConfiguredPolicy):
     id = "contract"
     version = "1.0"
     predicate_type = PREDICATE_TYPE
+    remediation = ("run 'factory contract validate DIGEST' to see each violation; fix the model or its contract "
+                   "(inputs, outputs, latency bound), package it again and rerun the gate")
     Config = ContractConfig
 
     def evaluate(self, package: PackageView, context: PolicyContext) -> PolicyResult:

@@ -11,6 +11,7 @@ the corrected alpha.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -60,6 +61,8 @@ class DriftPolicy(ConfiguredPolicy):
     id = "drift"
     version = "1.0"
     Config = DriftConfig
+    remediation = ("the current data differs from what the model was trained on: check the feature pipeline "
+                   "for skew between training and serving, and retrain on recent data if the shift is real")
 
     def _features(self, package: PackageView, ref_schema, cur_schema) -> list[str]:
         if self.config.features is not None:
@@ -94,7 +97,9 @@ class DriftPolicy(ConfiguredPolicy):
             cur = cur_table.column(name).to_numpy(zero_copy_only=False).astype(float)
             ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
             value = psi(ref, cur, cfg.bins)
-            p = float(ks_2samp(ref, cur).pvalue)
+            with warnings.catch_warnings():  # "exact calculation unsuccessful, switching to asymp" is not news
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(ks_2samp(ref, cur).pvalue)
             per_feature[name] = {"psi": value, "ks_p": p}
             figures[f"psi.{name}"] = round(value, 6)
             figures[f"ks_p.{name}"] = p

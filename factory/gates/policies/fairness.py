@@ -41,6 +41,10 @@ class FairnessPolicy(ConfiguredPolicy):
     id = "fairness"
     version = "1.0"
     Config = FairnessConfig
+    remediation = ("outcomes differ too much between groups of the sensitive column: check the training data "
+                   "for under-represented groups and proxies of the sensitive column, mitigate (reweighting, "
+                   "fairlearn's ExponentiatedGradient or ThresholdOptimizer), and make sure the evaluation set "
+                   "holds enough rows of every group; then package and rerun the gate")
 
     def evaluate(self, package: PackageView, context: PolicyContext) -> PolicyResult:
         import numpy as np

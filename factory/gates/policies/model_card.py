@@ -52,6 +52,8 @@ class ModelCardPolicy(ConfiguredPolicy):
     id = "model-card"
     version = "1.0"
     Config = ModelCardConfig
+    remediation = ("complete the model card: add the missing sections and report the required metrics in its "
+                   "model-index and in metrics.json, then package again")
 
     def evaluate(self, package: PackageView, context: PolicyContext) -> PolicyResult:
         failures: list[str] = []

@@ -79,6 +79,9 @@ class QualityPolicy(ConfiguredPolicy):
     id = "quality"
     version = "1.0"
     Config = QualityConfig
+    remediation = ("the metrics computed on the evaluation dataset miss their thresholds: train longer or on "
+                   "more or better data, tune the model, and check the evaluation set's labels and features "
+                   "match what the model was trained on; then package and rerun the gate")
 
     def evaluate(self, package: PackageView, context: PolicyContext) -> PolicyResult:
         cfg = self.config

@@ -1,7 +1,7 @@
 """``security``: weights are safetensors with valid headers; an imported folder holds no pickles.
 
 A package the store refuses as unsafe never reaches ``evaluate``: the gate fails every
-policy with the store's reason (``factory.gates.evaluate``). For the package itself,
+policy with the store's reason (``factory.gates.evaluation``). For the package itself,
 every weights file must be safetensors whose header passes factory's checks. A folder
 imported from outside (``directory``) is scanned without loading anything: each file's
 name and first bytes are checked for pickles, torch zip checkpoints and their usual
@@ -77,6 +77,8 @@ class SecurityPolicy(ConfiguredPolicy):
     id = "security"
     version = "1.0"
     Config = SecurityConfig
+    remediation = ("store the weights as safetensors only (factory.contract.package writes them), remove "
+                   "pickles and other files that run code when loaded from what was imported, and package again")
 
     def evaluate(self, package: PackageView, context: PolicyContext) -> PolicyResult:
         failures: list[str] = []

@@ -9,17 +9,21 @@ these two steps and appends the envelopes to the transparency log in one batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from factory.errors import ContractViolationError, CorruptBlobError, FactoryError, UnsafePackageError
 from factory.gates.attestations import attest
 from factory.gates.dsse import Envelope
 from factory.gates.keys import Signer
-from factory.gates.policy import Policy, PolicyContext, PolicyResult, Verdict, predicate_type_of
+from factory.gates.policy import Policy, PolicyContext, PolicyResult, predicate_type_of
 
-__all__ = ["evaluate", "sign_results", "policy_config"]
+if TYPE_CHECKING:
+    from factory.contract import PackageView
+
+__all__ = ["evaluate", "evaluate_one", "sign_results", "policy_config"]
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +45,13 @@ def _checked(policy: Policy, result: Any) -> PolicyResult:
     return result
 
 
-def evaluate(store: Any, digest: str, policies: Sequence[Policy], *,
-             context: PolicyContext | None = None) -> list[PolicyResult]:
+def evaluate(store: Any, digest: str, policies: Sequence[Policy], *, context: PolicyContext | None = None,
+             on_result: Callable[[PolicyResult], None] | None = None) -> list[PolicyResult]:
     """Each policy's result for the package ``digest``, in the order given.
 
-    A digest that names no model raises (``NotFoundError``, ``InvalidInputError``): there
-    is nothing to judge, and nothing should be attested.
+    ``on_result`` is called with each result as soon as it is known (progress). A digest
+    that names no model raises (``NotFoundError``, ``InvalidInputError``): there is
+    nothing to judge, and nothing should be attested.
     """
     from factory.contract import open_package
 
@@ -55,19 +60,33 @@ def evaluate(store: Any, digest: str, policies: Sequence[Policy], *,
         view = open_package(store, digest)
     except (UnsafePackageError, ContractViolationError, CorruptBlobError) as exc:
         # The package exists but the store will not hand it out: that is the finding, for every policy.
-        return [PolicyResult.fail(p, f"the package cannot be opened: {exc}") for p in policies]
+        results = [PolicyResult.fail(p, f"the package cannot be opened: {exc}") for p in policies]
+        for result in results:
+            if on_result is not None:
+                on_result(result)
+        return results
+    if context.subject != view.digest:
+        context = replace(context, subject=view.digest)
     results = []
     for policy in policies:
-        try:
-            result = _checked(policy, policy.evaluate(view, context))
-        except FactoryError as exc:
-            result = PolicyResult.fail(policy, str(exc))
-        except Exception as exc:  # a plugin may fail in any way; its failure must not read as a pass
-            log.exception("policy %s raised on %s", policy.id, digest)
-            result = PolicyResult.fail(policy, f"the policy raised {type(exc).__name__}: {exc}")
-        log.info("policy %s on %s: %s %s", policy.id, digest, result.verdict, result.reason)
+        result = evaluate_one(policy, view, context)
+        if on_result is not None:
+            on_result(result)
         results.append(result)
     return results
+
+
+def evaluate_one(policy: Policy, view: PackageView, context: PolicyContext) -> PolicyResult:
+    """One policy's result; a policy that raises FAILS with what it raised, never passes."""
+    try:
+        result = _checked(policy, policy.evaluate(view, context))
+    except FactoryError as exc:
+        result = PolicyResult.fail(policy, str(exc))
+    except Exception as exc:  # a plugin may fail in any way; its failure must not read as a pass
+        log.exception("policy %s raised on %s", policy.id, view.digest)
+        result = PolicyResult.fail(policy, f"the policy raised {type(exc).__name__}: {exc}")
+    log.info("policy %s on %s: %s %s", policy.id, view.digest, result.verdict, result.reason)
+    return result
 
 
 def sign_results(results: Sequence[PolicyResult], policies: Mapping[str, Policy] | Sequence[Policy], *,

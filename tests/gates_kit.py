@@ -76,3 +76,35 @@ def credit_table(n: int = 400, *, seed: int = 0, groups=(0, 1), shift: float = 0
 
 def add_dataset(store, name: str, table: pa.Table) -> str:
     return store.datasets.add(table, name=name, key=["id"]).digest
+
+
+# -- stores that sign: keys and actor of their own --------------------------------------
+
+def gated_store(tmp_path, *, actor: str = "alice", clock=None, name: str = "home"):
+    """A fresh store whose keys folder is under the test's own folder (never the user's config)."""
+    from factory.settings import Settings
+    from factory.store import Store
+
+    settings = Settings(home=str(tmp_path / name), keys=str(tmp_path / f"{name}-keys"), actor=actor)
+    return Store(settings=settings, clock=clock)
+
+
+def as_actor(store, actor: str):
+    """The same store home, acting as ``actor``."""
+    from dataclasses import replace
+
+    from factory.store import Store
+
+    return Store(settings=replace(store.settings, actor=actor), clock=store.clock)
+
+
+def quick_set(*policies: str, name: str = "quick", **configs):
+    """A policy set of the given built-ins (configs by policy id, '-' written as '_')."""
+    from factory.gates import PolicySet, PolicySpec
+
+    return PolicySet(name=name, policies=tuple(PolicySpec(id=p, config=configs.get(p.replace("-", "_"), {}))
+                                               for p in policies))
+
+
+def quality_config(minimum: float, dataset: str = "credit") -> dict:
+    return {"dataset": dataset, "label": "label", "features": ["x", "group"], "thresholds": {"accuracy": {"min": minimum}}}
