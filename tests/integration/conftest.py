@@ -73,7 +73,8 @@ def restart_shared_ray():
 
 @pytest.fixture
 def faulty_package(store):
-    """Packages the faulty classifier (tests/_plugins): the iris MLP failing ``fail_rate`` of calls or sleeping.
+    """Packages the faulty classifier (tests/_plugins): the iris MLP failing ``fail_rate`` of calls or sleeping
+    in Serve replicas, gated for ``admit_to`` (it passes: it behaves outside a replica).
 
     With no faults and ``seed`` 0 it answers exactly as ``mlp_package()`` (same weights).
     """
@@ -84,14 +85,20 @@ def faulty_package(store):
     if "faulty-classifier" not in registry:  # the registry was loaded before the plugin was on the path
         registry.load_entry_points()
 
-    def make(*, fail_rate: float = 0.0, sleep_ms: float = 0.0, seed: int = 0, name: str = "iris",
-             p99_latency_ms: float = 100.0, cpus: float = 0.1, max_batch_size: int = 8, sample_rate: float = 0.0):
+    def make(*, fail_rate: float = 0.0, sleep_ms: float = 0.0, seed: int = 0,
+             name: str = "iris", p99_latency_ms: float = 100.0, cpus: float = 0.1, max_batch_size: int = 8,
+             sample_rate: float = 0.0, admit_to: str | None = "dev"):
         config = {"in_features": 4, "out_features": 3, "hidden": [8], "fail_rate": fail_rate, "sleep_ms": sleep_ms}
         signature = registry.get("faulty-classifier").expected(config)
         contract = Contract(name=name, inputs=signature.inputs, outputs=signature.outputs,
                             resources=Resources(cpus=cpus, memory_mb=256, max_batch_size=max_batch_size,
                                                 p99_latency_ms=p99_latency_ms),
                             observability=Observability(sample_rate=sample_rate))
-        return package(store, registry.build("faulty-classifier", config, seed=seed).eval(), contract)
+        pkg = package(store, registry.build("faulty-classifier", config, seed=seed).eval(), contract)
+        if admit_to is not None:
+            from serve_kit import gate
+
+            gate(store, pkg.digest, admit_to)
+        return pkg
 
     return make

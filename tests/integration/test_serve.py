@@ -189,7 +189,6 @@ def test_traffic_changes_reach_every_replica_without_restarts_or_lost_requests(s
         thread.start()
     try:
         assert answering({v1})
-        replicas = {r for _, _, r in answers}
         eventually(lambda: len({r for _, _, r in answers}) == 2, timeout=60)
         replicas = {r for _, _, r in answers}
         set_traffic(store, "iris", {v1: 1, v2: 1}, versions=(second.digest,))
@@ -205,3 +204,32 @@ def test_traffic_changes_reach_every_replica_without_restarts_or_lost_requests(s
             thread.join(60)
     assert len(replicas) == 2 and {r for _, _, r in answers} == replicas  # no replica restarted
     assert len(answers) > 200 and [a for a in answers if a[0] != 200] == []
+
+
+def test_admission_and_protected_refs_decide_what_deploy_may_serve(store, mlp_package, serve_url):
+    """prod refuses a package gated for dev only, naming what it lacks; a protected env moves only for its actors."""
+    import dataclasses
+
+    from factory.errors import NotAdmittedError, RefProtectedError
+    from factory.store import Store
+
+    pkg, newer = mlp_package(), mlp_package(seed=1)
+    with pytest.raises(NotAdmittedError, match="not admitted to prod") as refused:
+        deploy(store, pkg.digest, "prod", timeout_s=180)
+    assert {"model-card", "quality", "fairness", "drift"} <= {m.rsplit("/", 2)[-2] for m in refused.value.missing}
+    assert store.refs.get("model/iris/prod") is None and read_record(store, "iris") is None
+
+    controller = Store(store.home, settings=dataclasses.replace(store.settings, actor="factory-controller"))
+    controller.refs.protect("model/*/dev", ["factory-controller"])
+    with pytest.raises(RefProtectedError, match="moves only for the actors of rule 'model/\\*/dev'") as protected:
+        deploy(store, pkg.digest, "dev", timeout_s=180)
+    assert "a first version is deployed to dev by an actor the rule lists" in str(protected.value)
+    assert read_record(store, "iris") is None
+    deploy(controller, pkg.digest, "dev", timeout_s=180)
+    again = deploy(store, pkg.digest, "dev", timeout_s=180)  # what the ref points at: anyone may serve it
+    assert not again.restarted
+    with pytest.raises(RefProtectedError, match="factory rollout start"):
+        deploy(store, newer.digest, "dev", timeout_s=180)
+    assert store.refs.get("model/iris/dev") == pkg.digest
+    assert httpx.post(f"{serve_url}/v2/models/iris/infer", json=infer_body(), timeout=30).json()["model_version"] \
+        == version_of(pkg.digest)

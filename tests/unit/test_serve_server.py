@@ -238,3 +238,20 @@ def test_admission_refusal_names_what_is_missing_and_nothing_loads(store):
     with pytest.raises(NotAdmittedError, match="not admitted to prod: missing https://factory.dev/fairness/v1"):
         load_version(store, "prod", "sha256:" + "0" * 64, admit=lambda s, d, e: Decision())
     require_admitted(store, "sha256:" + "0" * 64, "dev", admit=lambda s, d, e: True)
+
+
+def test_a_package_gated_for_dev_loads_in_dev_and_prod_refuses_it_naming_what_is_missing(store):
+    """Real admission: the dev gate set admits the package to dev; prod names each attestation it lacks."""
+    from serve_kit import gate
+
+    pkg = make_package(store)
+    with pytest.raises(NotAdmittedError, match="not admitted to dev") as refused:
+        load_version(store, "dev", pkg.digest)
+    assert "contract-validation" in str(refused.value)
+    gate(store, pkg.digest, "dev")
+    assert load_version(store, "dev", pkg.digest).digest == pkg.digest
+    with pytest.raises(NotAdmittedError) as refused:
+        load_version(store, "prod", pkg.digest)
+    for missing in ("model-card", "quality", "fairness", "drift"):
+        assert missing in str(refused.value) and any(missing in m for m in refused.value.missing)
+    assert "factory gates run" in str(refused.value)
