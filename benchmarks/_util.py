@@ -64,3 +64,23 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB"
+
+
+def side_by_side(results: dict[str, list[float]], limit: str, title: str, *, short: str | None = None,
+                 ) -> dict[str, float]:
+    """Print each tool's median, min, max and ratio to ``limit``'s median; return the medians."""
+    medians = {k: median(v) for k, v in results.items()}
+    rows = [(k, medians[k], min(v), max(v), medians[k] / medians[limit]) for k, v in results.items()]
+    print_table(title, ["tool", "median", "min", "max", f"x {short or limit.split()[0]}"], rows)
+    return medians
+
+
+def fresh_dvc_repo(repo, dvc, *, fill) -> None:
+    """An empty git + DVC repository at ``repo`` (replacing any), then ``fill(repo)`` (untimed set-up)."""
+    import shutil
+
+    shutil.rmtree(repo, ignore_errors=True)
+    os.makedirs(repo)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([str(dvc), "init", "-q"], cwd=repo, check=True)
+    fill(repo)

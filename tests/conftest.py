@@ -9,7 +9,9 @@ for the session (see ``_postgres.py``). Other modules get SQLite only.
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +161,19 @@ def serve_url(serve_http):
     yield serve_http
     for name in list(serve.status().applications):
         serve.delete(name)
+
+
+@pytest.fixture
+def replace_with_non_file(tmp_path):
+    """``replace(path, thing)``: a FIFO, or a link to a copy elsewhere, where the file at ``path`` was."""
+    def replace(path: str | os.PathLike[str], thing: str) -> None:
+        data = Path(path).read_bytes()
+        os.remove(path)
+        if thing == "fifo":
+            os.mkfifo(path)
+        else:
+            target = tmp_path / f"elsewhere-{uuid.uuid4().hex}"
+            target.write_bytes(data)
+            os.symlink(target, path)
+
+    return replace

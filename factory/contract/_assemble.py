@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from factory._untrusted import load_json, preview
 from factory.contract._checks import Violation, compare_state, state_of_header, state_of_module
 from factory.contract._files import MAX_TEXT_BYTES
-from factory.contract._safetensors import Header, check_header
+from factory.contract._safetensors import Header
+from factory.contract._weights import Weights
 from factory.contract._schema import Contract
 from factory.contract.architectures import Architecture, ArchitectureRef, ArchitectureRegistry
 from factory.errors import ContractViolationError, InvalidInputError, NotFoundError
@@ -84,24 +85,26 @@ def read_architecture(data: bytes, registry: ArchitectureRegistry, *, allow_code
     return ref, arch, []
 
 
-def read_header(data: bytes) -> tuple[Header | None, list[Violation]]:
+def read_header(weights: Weights) -> tuple[Header | None, list[Violation]]:
+    """The weights' headers (every file's, as one), checked from the files' first bytes."""
     try:
-        return check_header(data), []
+        return weights.header(), []
     except ContractViolationError as exc:
         return None, [Violation("weights", "a well-formed safetensors file", "malformed", str(exc))]
 
 
-def build_module(arch: Architecture, ref: ArchitectureRef, header: Header, weights: bytes,
+def build_module(arch: Architecture, ref: ArchitectureRef, header: Header, weights: Weights,
                  ) -> tuple[nn.Module | None, list[Violation]]:
     """Build the architecture from its config and load the weights strictly, in eval mode.
 
     The module is first built on torch's meta device, which allocates nothing, and
     compared with the weights' header: a config asking for terabytes of parameters is
-    refused by that comparison instead of by the machine running out of memory.
+    refused by that comparison instead of by the machine running out of memory. Each
+    weights file is then read straight into the tensors of that same module, so
+    loading needs the weights' size in memory, not twice that. Raises
+    ``CorruptBlobError`` when a file does not match its digest.
     """
     import torch
-
-    from factory.contract._safetensors import load_tensors
 
     def bad_config(exc: Exception) -> list[Violation]:
         return [Violation("architecture.config", f"a valid config for {arch.label}", preview(ref.config, 200),
@@ -109,17 +112,18 @@ def build_module(arch: Architecture, ref: ArchitectureRef, header: Header, weigh
 
     try:
         with torch.device("meta"):
-            blank = arch.build(ref.config)
+            module = arch.build(ref.config)
     except InvalidInputError as exc:
         return None, bad_config(exc)
-    problems = compare_state(state_of_module(blank), state_of_header(header), arch.label)
+    problems = compare_state(state_of_module(module), state_of_header(header), arch.label)
     if problems:
         return None, problems
-    try:
-        module = arch.build(ref.config)
-    except InvalidInputError as exc:
-        return None, bad_config(exc)
-    _, tensors = load_tensors(weights)
-    module.load_state_dict(tensors, strict=True)
+    for tensors in weights.load():
+        module.load_state_dict(tensors, strict=False, assign=True)
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        # Tensors outside the state dict (non-persistent buffers) need a real build.
+        built = arch.build(ref.config)
+        built.load_state_dict(module.state_dict(), strict=True, assign=True)
+        module = built
     module.eval()
     return module, []

@@ -22,7 +22,8 @@ from factory.errors import ContractViolationError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MAX_HEADER_BYTES", "DTYPE_SIZES", "TensorInfo", "Header", "check_header", "load_tensors", "save_tensors"]
+__all__ = ["MAX_HEADER_BYTES", "DTYPE_SIZES", "TensorInfo", "Header", "check_header", "load_tensors", "save_tensors",
+           "plain_tensors"]
 
 MAX_HEADER_BYTES = 100 << 20
 _MAX_DIMS = 64
@@ -72,13 +73,15 @@ def _bad(file: str, problem: str, fix: str) -> ContractViolationError:
 
 
 def check_header(data: bytes | memoryview, *, file: str = "model.safetensors",
-                 max_header_bytes: int = MAX_HEADER_BYTES) -> Header:
+                 max_header_bytes: int = MAX_HEADER_BYTES, size: int | None = None) -> Header:
     """Parse and check a safetensors header: size cap, JSON, dtypes, shapes and offsets.
 
+    ``data`` is the whole file, or its first bytes (at least the header) with the
+    whole file's ``size`` given, so a large file is checked without reading it.
     Raises ``ContractViolationError`` naming the file and the problem.
     """
     resave = "re-save the weights with safetensors.torch.save_file"
-    size = len(data)
+    size = len(data) if size is None else size
     if size < 8:
         raise _bad(file, f"truncated: {size} bytes, but a safetensors file starts with an 8-byte header length", resave)
     (n,) = struct.unpack("<Q", bytes(data[:8]))
@@ -86,6 +89,8 @@ def check_header(data: bytes | memoryview, *, file: str = "model.safetensors",
         raise _bad(file, f"header of {n} bytes exceeds the cap of {max_header_bytes} bytes", resave)
     if 8 + n > size:
         raise _bad(file, f"truncated: the header claims {n} bytes but only {size - 8} follow the length", resave)
+    if 8 + n > len(data):
+        raise ValueError(f"check_header needs the first {8 + n} bytes of {file}, got {len(data)}")
     try:
         header = json.loads(bytes(data[8 : 8 + n]).decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -167,6 +172,11 @@ def save_tensors(tensors: Mapping[str, torch.Tensor]) -> bytes:
     """
     from safetensors.torch import save
 
+    return save(plain_tensors(tensors), metadata={"format": "pt"})
+
+
+def plain_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors, refusing tied weights (which safetensors cannot hold)."""
     plain = {}
     seen: dict[tuple[int, int], str] = {}
     for name, tensor in tensors.items():
@@ -179,4 +189,4 @@ def save_tensors(tensors: Mapping[str, torch.Tensor]) -> bytes:
             )
         seen[key] = name
         plain[name] = tensor.contiguous()
-    return save(plain, metadata={"format": "pt"})
+    return plain

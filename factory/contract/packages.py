@@ -5,6 +5,12 @@ version, code digest and config of the architecture), a model card and
 ``metrics.json``. Each file is a blob; the manifest of their digests is a blob too,
 and its digest is the package's identity and the digest of its ``model`` artifact,
 whose parents are the training inputs. Loading never unpickles anything.
+
+Weights above ``max_shard_bytes`` (1 GiB by default) are written as Hugging Face
+shards (``model-00001-of-0000N.safetensors`` and ``model.safetensors.index.json``),
+one shard at a time, streamed into the store; loading reads each file straight into
+the module's tensors, verified, so a package loads in about its weights' size of
+memory (see ``_weights``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ from factory.contract._checks import (
     state_of_module,
     to_tensors,
 )
-from factory.contract._safetensors import save_tensors
+from factory.contract._safetensors import plain_tensors, save_tensors
+from factory.contract._weights import (
+    DEFAULT_SHARD_BYTES,
+    index_bytes,
+    plan_shards,
+    shard_name,
+    shard_stream,
+    weights_digest,
+)
 from factory.contract._schema import Contract, Digest, Provenance, canonical_json
 from factory.contract.architectures import REF_ATTRIBUTE, ArchitectureRef, ArchitectureRegistry, default_registry
 from factory.errors import ContractViolationError, InvalidInputError
@@ -60,6 +74,12 @@ class ModelPackageMeta(BaseModel):
     task: str | None = None
     metrics: dict[str, float] = {}
     provenance: Provenance = Provenance()
+
+    @property
+    def weights_digest(self) -> str:
+        """The digest of the weights: ``model.safetensors``'s, or for shards one over every shard's (see
+        ``_weights.weights_digest``)."""
+        return weights_digest(self.files)
 
 
 @dataclass(frozen=True)
@@ -123,13 +143,16 @@ def package(
     description: str = "",
     license: str | None = None,
     registry: ArchitectureRegistry | None = None,
+    max_shard_bytes: int | None = DEFAULT_SHARD_BYTES,
 ) -> ModelPackage:
     """Write ``model`` as a package into ``store``; return it with its digest.
 
     The weights must fit the architecture exactly (names, shapes, dtypes): a module
     that its architecture cannot rebuild is refused here rather than at load time.
     Whether the contract fits the model is for ``validate``. Parents of the ``model``
-    artifact: ``parents`` plus each provenance digest that the store holds.
+    artifact: ``parents`` plus each provenance digest that the store holds. Weights
+    larger than ``max_shard_bytes`` are written as shards of at most that size
+    (a larger tensor gets a shard of its own); ``None`` keeps one file.
     """
     import torch
 
@@ -143,14 +166,14 @@ def package(
                  f"the module does not match {arch.label} with config {ref.config}")
 
     files = {
-        _files.WEIGHTS: save_tensors(model.state_dict()),
         _files.CONTRACT: contract.to_json(),
         _files.ARCHITECTURE: ref.to_json(),
         _files.METRICS: canonical_json(metrics),
         _files.CARD: render_card(contract, ref, metrics, task=arch.task, license=license,
                                  description=description).encode(),
     }
-    digests = {name: store.blobs.put_bytes(data) for name, data in files.items()}
+    digests = {**_write_weights(store, model.state_dict(), max_shard_bytes),
+               **{name: store.blobs.put_bytes(data) for name, data in files.items()}}
     digest = store.blobs.put_bytes(_files.manifest_bytes(digests))
 
     recorded = [d for d in contract.provenance.digests() if store.artifacts.exists(d)]
@@ -165,6 +188,27 @@ def package(
                                    name=contract.name)
     log.info("packaged %s as %s", contract.name, digest)
     return ModelPackage(digest, contract, ref, metrics, artifact)
+
+
+def _write_weights(store: Store, state: Mapping[str, torch.Tensor], max_shard_bytes: int | None) -> dict[str, str]:
+    """Store the weights as one file, or as shards written one at a time; return file name -> digest."""
+    sizes = {name: t.numel() * t.element_size() for name, t in state.items()}
+    total = sum(sizes.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        return {_files.WEIGHTS: store.blobs.put_bytes(save_tensors(state))}
+    if max_shard_bytes < 1:
+        raise InvalidInputError(f"max_shard_bytes is {max_shard_bytes}: give a positive size, or None for one file")
+    state = plain_tensors(state)  # tied weights are refused across shards too, as for one file
+    shards = plan_shards(sizes, max_shard_bytes)
+    digests, weight_map = {}, {}
+    for number, names in enumerate(shards, start=1):
+        name = shard_name(number, len(shards))
+        stream, size = shard_stream({n: state[n] for n in names})
+        digests[name] = store.blobs.write_from(stream, size_hint=size).commit()
+        weight_map.update(dict.fromkeys(names, name))
+    digests[_files.INDEX] = store.blobs.put_bytes(index_bytes(weight_map, total))
+    log.info("wrote %d bytes of weights as %d shards", total, len(shards))
+    return digests
 
 
 def load(
@@ -186,13 +230,13 @@ def load(
     contract, problems = read_contract(files.files[_files.CONTRACT])
     ref, arch, arch_problems = read_architecture(files.files[_files.ARCHITECTURE], registry,
                                                  allow_code_mismatch=allow_code_mismatch)
-    header, weight_problems = read_header(files.files[_files.WEIGHTS])
+    header, weight_problems = read_header(files.weights)
     raise_if_any(problems + arch_problems + weight_problems, f"cannot load {where}")
     signature = arch.expected(ref.config)
     if signature is not None:
         raise_if_any(check_signature(contract, signature, arch.label),
                      f"the contract of {where} disagrees with its weights")
-    module, problems = build_module(arch, ref, header, files.files[_files.WEIGHTS])
+    module, problems = build_module(arch, ref, header, files.weights)
     raise_if_any(problems, f"cannot load {where}")
     try:
         metrics = check_metrics(load_json(files.files[_files.METRICS], what="metrics.json",

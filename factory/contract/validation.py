@@ -191,13 +191,18 @@ def validate(
                                             allow_code_mismatch=allow_code_mismatch)
     arch_label = ref.label if ref else None
     c.record("architecture", problems, f"{arch_label}, code {ref.code_digest[:19]}..." if ref else "")
-    header, problems = read_header(data[_files.WEIGHTS])
+    header, problems = read_header(files.weights)
     c.record("safetensors header", problems,
              f"{len(header.tensors)} tensors, {header.data_bytes} bytes" if header else "")
 
     module = None
     if arch is not None and header is not None:
-        module, problems = build_module(arch, ref, header, data[_files.WEIGHTS])
+        try:
+            module, problems = build_module(arch, ref, header, files.weights)
+        except CorruptBlobError as exc:
+            module, problems = None, [Violation("package.blobs", "intact weights", "CorruptBlobError", str(exc))]
+        except ContractViolationError as exc:
+            module, problems = None, [Violation("weights", "a well-formed safetensors file", "unreadable", str(exc))]
         c.record("weights vs architecture", problems, "every tensor present with its shape and dtype")
     else:
         c.skip("weights vs architecture", "needs a readable architecture and safetensors header")

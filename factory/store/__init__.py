@@ -74,6 +74,14 @@ __all__ = [
     "RefRule",
     "register_ref_namespace",
     "ref_namespaces",
+    "TreeStore",
+    "TreeManifest",
+    "TreeEntry",
+    "PendingBlob",
+    "VerifyingReader",
+    "MemoryReader",
+    "open_regular",
+    "NotRegularFile",
     "check_output_path",
     "VerifyReport",
     "VerifyProblem",
@@ -133,6 +141,14 @@ _WHERE = {
     "RefRule": "refs",
     "register_ref_namespace": "refs",
     "ref_namespaces": "refs",
+    "TreeStore": "trees",
+    "TreeManifest": "trees",
+    "TreeEntry": "trees",
+    "PendingBlob": "blobs",
+    "VerifyingReader": "_hashing",
+    "MemoryReader": "_hashing",
+    "open_regular": "_blobfs",
+    "NotRegularFile": "_blobfs",
     "check_output_path": "_paths",
     "VerifyReport": "_verify",
     "VerifyProblem": "_verify",
@@ -174,6 +190,10 @@ if TYPE_CHECKING:
     from factory.store._identity import StoreIdentity
     from factory.store._postgres import PostgresCatalog
     from factory.store.catalog import open_catalog
+    from factory.store.trees import TreeEntry, TreeManifest, TreeStore
+    from factory.store.blobs import PendingBlob
+    from factory.store._hashing import MemoryReader, VerifyingReader
+    from factory.store._blobfs import NotRegularFile, open_regular
 
 
 def __getattr__(name: str) -> Any:

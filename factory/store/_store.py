@@ -2,7 +2,7 @@
 
 Layout of a store home (a local folder or a ``pyarrow.fs`` URI)::
 
-    <home>/blobs/<d[:2]>/<d>     content-addressed blobs (artifact records included)
+    <home>/blobs/<d[:2]>/<d>     content-addressed blobs (artifact records and tree manifests included)
     <home>/blobs/tmp/            writes in progress
     <home>/datasets/<name>.lance dataset versions, one Lance dataset per name
     <home>/catalog.db            the artifact index, refs and runs (SQLite, WAL; created by the first write),
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from factory.store.lineage import Lineage
     from factory.store.refs import Refs
     from factory.store.runs import Runs
+    from factory.store.trees import TreeStore
 
 __all__ = ["Store"]
 
@@ -206,6 +207,13 @@ class Store:
         from factory.store._verify import verify_store
 
         return verify_store(self, deep=deep, progress=progress)
+
+    @functools.cached_property
+    def trees(self) -> TreeStore:
+        """Folders of files of any size (checkpoints, sharded models) as ``tree`` artifacts."""
+        from factory.store.trees import TreeStore
+
+        return TreeStore(self)
 
     @functools.cached_property
     def datasets(self) -> DatasetStore:

@@ -5,8 +5,9 @@ corrupt, and says what it could not check at all (dataset versions written befor
 files' hashes were recorded), rather than counting those as verified:
 
 - every blob on disk is re-hashed; a folder where a blob should be is unreadable;
-- every artifact the catalog indexes must have its record blob, and a ``blob`` or
-  ``model`` artifact the blobs that hold its content;
+- every artifact the catalog indexes must have its record blob, and a ``blob``,
+  ``model`` or ``tree`` artifact the blobs that hold its content (for a tree, its
+  manifest and every file the manifest names);
 - every dataset version's files are re-hashed against its record; with ``deep``, each
   version's rows are read back and their canonical digest recomputed.
 
@@ -34,7 +35,7 @@ __all__ = ["VerifyProblem", "VerifyReport", "verify_store"]
 class VerifyProblem:
     """One thing in the store that cannot be trusted.
 
-    ``what``: blob, artifact record, content blob, dataset file or dataset content;
+    ``what``: blob, artifact record, content blob, tree manifest, dataset file or dataset content;
     ``digest``: the blob, or the artifact it belongs to; ``problem``: missing,
     unreadable or corrupt.
     """
@@ -73,7 +74,9 @@ def _require_home(store: Store) -> None:
     if store.remote:
         import pyarrow.fs as pafs
 
-        fs, root = pafs.FileSystem.from_uri(store.home)
+        from factory.store import _fs
+
+        fs, root = _fs.filesystem(store.home, store.settings, label=store.home)  # the home's endpoint and keys
         if fs.get_file_info(root).type == pafs.FileType.NotFound:
             raise NotFoundError(f"no store at {store.home}: nothing is there; check --home or FACTORY_HOME")
         return
@@ -89,15 +92,31 @@ def _has_catalog(store: Store) -> bool:
     return "catalog" in vars(store) or not isinstance(path, str) or "://" in path or os.path.exists(path)
 
 
-def _content_blobs(artifact: Artifact) -> list[str]:
-    """The blobs that hold an artifact's content, for the kinds whose content is blobs."""
+def _content_blobs(store: Store, artifact: Artifact) -> list[str]:
+    """The blobs that hold an artifact's content, for the kinds whose content is blobs.
+
+    Raises ``InvalidInputError`` for a tree whose manifest blob is intact but is not a
+    tree manifest.
+    """
     kind = str(artifact.kind)
     if kind == "blob":
         return [artifact.digest]
     if kind == "model":
         files = artifact.metadata.get("files")
         return [artifact.digest, *(files.values() if isinstance(files, dict) else ())]
+    if kind == "tree":
+        return [artifact.digest, *_tree_files(store, artifact.digest)]
     return []
+
+
+def _tree_files(store: Store, digest: str) -> list[str]:
+    """The blobs of a tree's files, from its manifest; none when the manifest blob is missing or
+    corrupt (reported as that blob's own problem)."""
+    try:
+        manifest = store.trees.manifest(digest)
+    except (NotFoundError, CorruptBlobError):
+        return []
+    return sorted({entry.digest for entry in manifest.files.values()})
 
 
 def _deep_problem(store: Store, artifact: Artifact, meta: Any) -> VerifyProblem | None:
@@ -161,7 +180,13 @@ def verify_store(store: Store, *, deep: bool = False, progress: Callable[[int], 
                 problems.append(VerifyProblem("artifact record", entry.digest, store.blobs.path(entry.record_digest),
                                               "unreadable", f"not a valid artifact record ({str(exc)[:200]})"))
             continue
-        for digest in _content_blobs(artifact):
+        try:
+            content = _content_blobs(store, artifact)
+        except InvalidInputError as exc:
+            problems.append(VerifyProblem("tree manifest", artifact.digest, store.blobs.path(artifact.digest),
+                                          "unreadable", str(exc)[:300]))
+            content = []
+        for digest in content:
             require(digest, "content blob", artifact.digest)
         if meta is None:
             continue

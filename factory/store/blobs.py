@@ -5,9 +5,13 @@ it streams (one read of the source), writes to a temporary name under ``<root>/t
 and renames into place, so a reader never sees a partial blob and a writer killed
 midway leaves only a stray temporary file. On object storage, which has no rename,
 the temporary object's size is checked and a server-side copy publishes it (see
-``_fs.publish_object``). A blob that exists is never rewritten.
-``get`` re-hashes what it reads and raises ``CorruptBlobError`` rather than return
-bytes that do not match their digest.
+``_fs.publish_object``). A put that finds its blob already stored checks the stored
+copy and leaves it untouched when it is intact; a copy that fails its hash
+(truncated, a flipped byte, a link or FIFO in its place) is replaced atomically by
+the new one, so putting the original again repairs a corrupt blob (on object storage
+that check reads the stored copy back). ``get`` re-hashes what it reads and raises
+``CorruptBlobError`` rather than return bytes that do not match their digest. Large
+blobs on a local disk are written past the page cache (see ``_blobfs``).
 """
 
 from __future__ import annotations
@@ -26,16 +30,22 @@ from typing import BinaryIO
 from factory.errors import CorruptBlobError, InvalidInputError, NotFoundError
 from factory.settings import Settings
 from factory.store import _fs
+from factory.store._blobfs import ArrowFiles, Files, LocalFiles, NotRegularFile, ObjectFiles, Sink
 from factory.store._digest import PREFIX, hex_of
-from factory.store._hashing import CHUNK, HashingReader
+from factory.store._hashing import CHUNK, HashingReader, MemoryReader, VerifyingReader, copy_hashed, corrupt_message
 from factory.store._paths import check_output_path
 
-__all__ = ["BlobStore", "CorruptBlob", "StagedBlob"]
+__all__ = ["BlobStore", "CorruptBlob", "PendingBlob", "StagedBlob", "DIRECT_MIN"]
 
 log = logging.getLogger(__name__)
 
 _TMP = "tmp"
+NOT_REGULAR = "not a regular file"
 Progress = Callable[[int], None]
+
+# Blobs at least this large are written (and fetched with ``get_to``) past the page
+# cache on a local disk; smaller ones are often read again soon and cost little there.
+DIRECT_MIN = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -44,13 +54,45 @@ class CorruptBlob:
 
     ``corrupt``: its bytes no longer hash to its digest; ``missing``: nothing is stored
     at its path; ``unreadable``: something is there but cannot be read as a blob (a
-    folder, a file it has no permission to read).
+    folder, a link or a FIFO in its place, a file it has no permission to read).
     """
 
     digest: str
     location: str
     reason: str
     problem: str = "corrupt"
+
+
+class PendingBlob:
+    """A blob written completely to a temporary file, invisible until ``commit``.
+
+    Several pending blobs can be committed together once all of them are written
+    (a tree does so), and ``discard`` removes one without a trace.
+    """
+
+    def __init__(self, blobs: BlobStore, tmp: str, digest: str, size: int):
+        self.blobs = blobs
+        self.tmp = tmp
+        self.digest = digest
+        self.size = size
+        self._done = False
+
+    def commit(self) -> str:
+        """Publish the blob under its digest (repairing a corrupt stored copy); return the digest."""
+        if self._done:
+            raise RuntimeError(f"the pending blob {self.digest} was already committed or discarded")
+        self._done = True
+        try:
+            self.blobs._publish(self.tmp, self.digest, self.size)
+        except BaseException:
+            self.blobs._discard(self.tmp)
+            raise
+        return self.digest
+
+    def discard(self) -> None:
+        if not self._done:
+            self._done = True
+            self.blobs._discard(self.tmp)
 
 
 class BlobStore:
@@ -71,20 +113,29 @@ class BlobStore:
             # Resolved on first I/O (see ``fs``): building a store touches no network.
             self.root = _fs.check_home(root).split("://", 1)[1]
         else:
-            # A local root needs no pyarrow until the first I/O: the CLI starts hashing
-            # while pyarrow (about 0.1 s of imports) loads in the writer thread.
             self.root = os.path.abspath(root)
+        # A local root goes through os: no pyarrow import, and direct I/O for large blobs.
+        # Any other root gets its ``Files`` when the filesystem is first needed.
+        self._opened_files: Files | None = LocalFiles() if filesystem is None and "://" not in root else None
         self._tmp_ready = False
         #: run once, before the first blob this object publishes (the store checks its identity there)
         self.before_first_write: Callable[[], None] | None = None
+        # Trees publish from several threads: the others wait until the hook has run.
+        self._hook_lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["before_first_write"] = None
+        del state["_hook_lock"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._hook_lock = threading.Lock()
 
     @property
     def fs(self):
+        """The ``pyarrow.fs`` filesystem of the root (for callers that want one)."""
         if self._fs is None:
             if "://" in self.uri:
                 self._fs, _ = _fs.filesystem(self.uri, self.settings, label=self._home)
@@ -101,8 +152,15 @@ class BlobStore:
         return self._settings
 
     @property
-    def _local(self) -> bool:
-        return type(self.fs).__name__ == "LocalFileSystem"
+    def local(self) -> bool:
+        """Whether the root is a local folder reached through ``os`` (paths are real paths)."""
+        return isinstance(self._opened_files, LocalFiles)
+
+    @property
+    def _files(self) -> Files:
+        if self._opened_files is None:
+            self._opened_files = ObjectFiles(self.fs, self.settings) if self._object_store else ArrowFiles(self.fs)
+        return self._opened_files
 
     # -- locations -------------------------------------------------------------------
     def path(self, digest: str) -> str:
@@ -111,15 +169,13 @@ class BlobStore:
         return f"{self.root}/{h[:2]}/{h}"
 
     def exists(self, digest: str) -> bool:
-        from pyarrow import fs as pafs
-
-        return self.fs.get_file_info(self.path(digest)).type == pafs.FileType.File
+        return self._files.stat(self.path(digest))[0] == "file"
 
     def size(self, digest: str) -> int:
-        info = self.fs.get_file_info(self.path(digest))
-        if info.size is None:
+        kind, size = self._files.stat(self.path(digest))
+        if kind != "file":
             raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)")
-        return info.size
+        return size
 
     # -- writing ---------------------------------------------------------------------
     def put(self, source: bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO | HashingReader | StagedBlob,
@@ -145,12 +201,18 @@ class BlobStore:
         raise InvalidInputError(f"cannot put a {type(source).__name__}: give bytes, a file path or a binary stream")
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> str:
+        size = memoryview(data).nbytes
+        if size >= DIRECT_MIN:  # through aligned buffers, so that it can bypass the page cache
+            return self.write_from(MemoryReader(data), size_hint=size).commit()
         digest = PREFIX + hashlib.sha256(data).hexdigest()
-        if not self.exists(digest):
+        if self._intact(digest, size) is not None:
             tmp = self._tmp_path()
-            with self._open_tmp(tmp) as out:
+            out = self._open_tmp(tmp)
+            try:
                 out.write(data)
-            self._publish(tmp, digest, len(data))
+            finally:
+                out.close()
+            self._publish(tmp, digest, size)
         return digest
 
     def put_stream(self, stream: BinaryIO, *, progress: Progress | None = None) -> str:
@@ -161,169 +223,196 @@ class BlobStore:
     def put_hashed(self, reader: HashingReader, *, progress: Progress | None = None) -> str:
         """Write out what ``reader`` reads and hashes, then publish it under its digest.
 
-        The reader runs ahead on its own threads while this one writes, so the wall
-        time approaches hashing alone (measured in ``benchmarks/bench_store_put.py``
-        against ``openssl dgst``; reading in the hashing thread cost about 15 % more).
+        The reader runs ahead on its own threads while this one writes the very
+        buffers it hashed, so the wall time approaches hashing alone (measured in
+        ``benchmarks/bench_store_put.py`` against ``openssl dgst``).
         """
-        tmp = self._tmp_path()
-        size = self._write_tmp(reader, tmp, progress)
-        return self._finish(tmp, reader.digest, size)
+        return self.write(reader, progress=progress).commit()
 
-    def stage(self, reader: HashingReader) -> StagedBlob:
-        """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
-        return StagedBlob(self, reader)
+    def write(self, reader: HashingReader, *, progress: Progress | None = None,
+              opened: Callable[[], object] | None = None) -> PendingBlob:
+        """Write everything ``reader`` hashes to a temporary file; nothing is visible until ``commit``.
 
-    def _write_tmp(self, reader: HashingReader, tmp: str, progress: Progress | None,
-                   opened: Callable[[], object] | None = None) -> int:
-        """Write what ``reader`` hands out to ``tmp``; the number of bytes written."""
-        written = 0
-        try:
-            # Opening here lets the reader's first reads and hashes run while the
-            # filesystem layer (pyarrow) is still being imported and set up.
-            out = self._open_tmp(tmp)
-            if opened is not None:
-                opened()
+        ``opened`` is called once the temporary file is open (the head start of the
+        CLI waits for it before loading the rest of the command line).
+        """
+        def fill(out) -> tuple[str, int]:
+            written = 0
             try:
+                if opened is not None:
+                    opened()
                 for chunk in reader.chunks():
                     out.write(chunk)
                     written += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
+            except BaseException:
+                reader.close()
+                raise
+            return reader.digest, written
+
+        return self._write_tmp(reader.size_hint, fill)
+
+    def write_from(self, stream: BinaryIO, *, size_hint: int | None = None,
+                   progress: Progress | None = None) -> PendingBlob:
+        """Read, hash and write ``stream`` on the calling thread, one buffer at a time.
+
+        For callers that copy many files at once (a tree runs one per worker thread),
+        where the parallelism comes from the files rather than from a pipeline.
+        """
+        return self._write_tmp(size_hint, lambda out: copy_hashed(stream, out, progress))
+
+    def _write_tmp(self, size_hint: int | None, fill: Callable[[Sink], tuple[str, int]]) -> PendingBlob:
+        """A temporary file filled by ``fill`` (which returns the digest and size written), or none at all."""
+        tmp = self._tmp_path()
+        try:
+            out = self._open_tmp(tmp, direct=size_hint is not None and size_hint >= DIRECT_MIN)
+            try:
+                digest, written = fill(out)
             finally:
                 out.close()
+            if self.fsync:
+                self._files.sync(tmp)
         except BaseException:
-            reader.close()
             self._discard(tmp)
             raise
-        return written
+        return PendingBlob(self, tmp, digest, written)
 
-    def _finish(self, tmp: str, digest: str, size: int | None = None) -> str:
-        if self.fsync and self._local:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._publish(tmp, digest, size)
-        return digest
+    def stage(self, reader: HashingReader) -> StagedBlob:
+        """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
+        return StagedBlob(self, reader)
 
-    def _open_tmp(self, tmp: str):
+    def _open_tmp(self, tmp: str, *, direct: bool = False):
         if not self._tmp_ready:
-            if not self._object_store:  # object stores have no folders to make
-                self.fs.create_dir(f"{self.root}/{_TMP}", recursive=True)
+            self._files.makedirs(f"{self.root}/{_TMP}")
             self._tmp_ready = True
-        if self._object_store:
-            return _fs.open_upload(self.fs, tmp)
-        return self.fs.open_output_stream(tmp)
+        return self._files.open_write(tmp, direct=direct)
 
     def _tmp_path(self) -> str:
         return f"{self.root}/{_TMP}/{uuid.uuid4().hex}.part"
 
-    def _publish(self, tmp: str, digest: str, size: int | None = None) -> None:
-        """Move a fully written temporary file into place, unless the blob already exists."""
+    def _intact(self, digest: str, size: int) -> str | None:
+        """None when the stored copy of ``digest`` is intact, else what is wrong with it."""
+        location = self.path(digest)
+        kind, stored = self._files.stat(location)
+        if kind == "missing":
+            return "missing"
+        if kind == "folder":
+            raise CorruptBlobError(
+                f"a folder stands where blob {digest} belongs ({location}): move it away and put the blob again",
+                digest, location)
+        if kind != "file":
+            return NOT_REGULAR
+        if stored != size:
+            return f"{stored} bytes instead of {size}"
+        problem = self.verify(digest)
+        return None if problem is None else problem.reason
+
+    def _publish(self, tmp: str, digest: str, size: int) -> None:
+        """Move a fully written temporary file into place, unless an intact copy is there already."""
         final = self.path(digest)
-        if self.exists(digest):
+        problem = self._intact(digest, size)
+        if problem is None:
             self._discard(tmp)
             return
         if self.before_first_write is not None:
-            hook, self.before_first_write = self.before_first_write, None
-            try:
-                hook()
-            except BaseException:
-                self.before_first_write = hook
-                self._discard(tmp)
-                raise
-        if self._object_store:
-            _fs.publish_object(self.fs, tmp, final, size, self.settings)
-            return
-        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        # Rename is atomic on local disks; concurrent writers of the same digest race
-        # harmlessly, since every one of them renames identical bytes.
-        self.fs.move(tmp, final)
+            with self._hook_lock:
+                if (hook := self.before_first_write) is not None:
+                    try:
+                        hook()
+                    except BaseException:
+                        self._discard(tmp)
+                        raise
+                    self.before_first_write = None
+        if problem != "missing":
+            log.warning("replacing the corrupt copy of blob %s at %s (%s)", digest, final, problem)
+        self._files.publish(tmp, final, size)
 
     def _discard(self, tmp: str) -> None:
-        if self._fs is None:  # the filesystem never opened, so nothing was written
+        """Remove a temporary file; nothing to do when the filesystem was never opened (nothing was written)."""
+        if self._opened_files is None:
             return
-        try:
-            self.fs.delete_file(tmp)
-        except (FileNotFoundError, OSError):
-            pass
+        self._files.delete(tmp)
 
     # -- reading ---------------------------------------------------------------------
-    def get(self, digest: str) -> bytes:
-        """The blob's bytes, verified against ``digest``."""
+    def _open(self, digest: str) -> BinaryIO:
         location = self.path(digest)
         try:
-            with self.fs.open_input_stream(location) as f:
-                data = f.read()
+            return self._files.open_read(location)
         except FileNotFoundError:
             raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)") from None
+        except NotRegularFile:
+            raise CorruptBlobError(
+                f"blob {digest} at {location} is not a regular file: remove what stands there and re-put the "
+                "original; run 'factory store verify' to find others", digest, location) from None
+
+    def open(self, digest: str) -> VerifyingReader:
+        """The blob as a stream that checks its digest when read to the end (see ``VerifyingReader``)."""
+        return VerifyingReader(self._open(digest), digest, self.path(digest))
+
+    def get(self, digest: str) -> bytes:
+        """The blob's bytes, verified against ``digest``."""
+        with self._open(digest) as f:
+            data = f.read()
         actual = PREFIX + hashlib.sha256(data).hexdigest()
         if actual != digest:
-            raise CorruptBlobError(_corrupt_message(digest, location, actual), digest, location)
+            location = self.path(digest)
+            raise CorruptBlobError(corrupt_message(digest, location, actual), digest, location)
         return data
 
     def get_to(self, digest: str, dest: str | os.PathLike[str], *, progress: Progress | None = None) -> Path:
-        """Copy the blob to a local file, verifying as it streams; ``dest`` appears only if good."""
-        location = self.path(digest)
+        """Copy the blob to a new local file, verifying as it streams; ``dest`` appears only if good."""
         dest = check_output_path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
-        hasher = hashlib.sha256()
         try:
-            with self.fs.open_input_stream(location) as src, open(tmp, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-        except FileNotFoundError:
-            tmp.unlink(missing_ok=True)
-            raise NotFoundError(f"no blob {digest} in {self.uri}: check the digest or the store root (FACTORY_HOME)") from None
+            with self._open(digest) as src:
+                size = self._files.stat(self.path(digest))[1] or 0
+                out = LocalFiles().open_write(os.fspath(tmp), direct=size >= DIRECT_MIN)
+                try:
+                    actual, _ = copy_hashed(src, out, progress)
+                finally:
+                    out.close()
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        actual = PREFIX + hasher.hexdigest()
         if actual != digest:
             tmp.unlink(missing_ok=True)
-            raise CorruptBlobError(_corrupt_message(digest, location, actual), digest, location)
+            location = self.path(digest)
+            raise CorruptBlobError(corrupt_message(digest, location, actual), digest, location)
         os.replace(tmp, dest)
         return dest
 
     # -- listing and checking --------------------------------------------------------
-    def _entries(self) -> Iterator[tuple[str, bool]]:
-        """Every digest-named entry under the root, and whether it is a regular file (temporaries excluded)."""
-        from pyarrow import fs as pafs
+    def entries(self) -> Iterator[tuple[str, bool]]:
+        """Every digest-named entry under the root and whether it is a regular file (temporaries excluded).
 
-        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
-        for info in infos:
-            parent, _, name = info.path.rpartition("/")
+        A link, FIFO or folder standing in a blob's place is listed too, as not regular,
+        so that ``verify_all`` can report it.
+        """
+        for path, regular in self._files.entries(self.root):
+            parent, _, name = path.rpartition("/")
             shard = parent.rpartition("/")[2]
             if len(name) == 64 and shard == name[:2] and all(c in "0123456789abcdef" for c in name):
-                yield PREFIX + name, info.type == pafs.FileType.File
+                yield PREFIX + name, regular
 
     def digests(self) -> Iterator[str]:
         """Every stored blob's digest (temporary files excluded)."""
-        return (digest for digest, is_file in self._entries() if is_file)
+        return (digest for digest, regular in self.entries() if regular)
 
     def verify(self, digest: str) -> CorruptBlob | None:
         """Re-hash one blob; ``None`` when it is intact, else what is wrong (missing, unreadable, corrupt)."""
-        from pyarrow import fs as pafs
-
         location = self.path(digest)
         hasher = hashlib.sha256()
         try:
-            kind = self.fs.get_file_info(location).type
-            if kind == pafs.FileType.NotFound:
-                return CorruptBlob(digest, location, "no file at its path", "missing")
-            if kind != pafs.FileType.File:
-                return CorruptBlob(digest, location, "a folder (or other non-file) stands where the blob should be",
-                                   "unreadable")
-            with self.fs.open_input_stream(location) as f:
+            with self._files.open_read(location) as f:
                 while chunk := f.read(CHUNK):
                     hasher.update(chunk)
         except FileNotFoundError:
             return CorruptBlob(digest, location, "no file at its path", "missing")
+        except NotRegularFile:
+            return CorruptBlob(digest, location, f"{NOT_REGULAR}: a folder, a link or a FIFO stands in its place",
+                               "unreadable")
         except OSError as exc:
             return CorruptBlob(digest, location, f"cannot be read ({exc})", "unreadable")
         actual = PREFIX + hasher.hexdigest()
@@ -334,7 +423,7 @@ class BlobStore:
     def verify_all(self, *, progress: Progress | None = None) -> list[CorruptBlob]:
         """Re-hash every blob; return the ones that are corrupt or cannot be read (a folder in a blob's place too)."""
         bad = []
-        for digest, _ in self._entries():
+        for digest, _ in self.entries():
             problem = self.verify(digest)
             if problem is not None:
                 bad.append(problem)
@@ -344,13 +433,11 @@ class BlobStore:
 
     def clean_tmp(self, older_than_s: float = 3600.0) -> int:
         """Remove temporary files left by writers that died; return how many."""
-        from pyarrow import fs as pafs
-
         cutoff = time.time() - older_than_s
         removed = 0
-        for info in self.fs.get_file_info(pafs.FileSelector(f"{self.root}/{_TMP}", allow_not_found=True)):
-            if info.type == pafs.FileType.File and info.mtime is not None and info.mtime.timestamp() < cutoff:
-                self._discard(info.path)
+        for path, mtime in self._files.list_files(f"{self.root}/{_TMP}", recursive=False):
+            if mtime is not None and mtime < cutoff:
+                self._files.delete(path)
                 removed += 1
         return removed
 
@@ -366,7 +453,7 @@ class StagedBlob:
     def __init__(self, blobs: BlobStore, reader: HashingReader):
         self.blobs = blobs
         self.reader = reader
-        self._tmp = blobs._tmp_path()
+        self._pending: PendingBlob | None = None
         self._written = 0
         self._failure: list[BaseException] = []
         self._done = False
@@ -376,7 +463,7 @@ class StagedBlob:
 
     def _write(self) -> None:
         try:
-            self.blobs._write_tmp(self.reader, self._tmp, self._count, opened=self._opened.set)
+            self._pending = self.blobs.write(self.reader, progress=self._count, opened=self._opened.set)
         except BaseException as exc:  # raised again by commit()
             self._failure.append(exc)
         finally:
@@ -402,15 +489,13 @@ class StagedBlob:
                     progress(self._written - reported)
                     reported = self._written
         except BaseException:
-            self.reader.close()
-            self._thread.join()
-            self.blobs._discard(self._tmp)
+            self._stop()
             raise
         if self._failure:
             raise self._failure[0]
         if progress is not None and self._written > reported:
             progress(self._written - reported)
-        return self.blobs._finish(self._tmp, self.reader.digest, self._written)
+        return self._pending.commit()
 
     def abort(self) -> None:
         """Stop writing and remove what was written; nothing becomes visible.
@@ -420,15 +505,14 @@ class StagedBlob:
         if self._done:
             return
         self._done = True
+        self._stop()
+
+    def _stop(self) -> None:
         self.reader.close()
         self._thread.join()
-        self.blobs._discard(self._tmp)
+        if self._pending is not None:
+            self._pending.discard()
 
     close = abort  # what a HashingReader calls it: release, cancelling if unfinished
 
 
-def _corrupt_message(digest: str, location: str, actual: str) -> str:
-    return (
-        f"blob {digest} at {location} is corrupt: its content hashes to {actual}. "
-        "Restore it from a replica or re-put the original; run 'factory store verify' to find others"
-    )

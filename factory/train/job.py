@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from factory.contract import ModelPackageMeta
 from factory.errors import FactorySystemError
 from factory.train import _checkpoint as ckpt
 from factory.train._cluster import connect, report_interval
@@ -219,7 +220,7 @@ def _reused(record: RunRecord, config: TrainingConfig, started: float, dirty: bo
     artifact = record.store.artifacts.get(record.reused_model)
     meta = artifact.metadata
     return TrainResult(
-        name=config.name, model=artifact.digest, weights=meta["files"]["model.safetensors"],
+        name=config.name, model=artifact.digest, weights=artifact.meta(ModelPackageMeta).weights_digest,
         candidate=record.register_candidate(artifact.digest), config=record.inputs.config,
         dataset=record.inputs.dataset, code=record.inputs.code, environment=record.inputs.environment,
         metrics=dict(meta.get("metrics", {})), run=record.id, reused=True,
@@ -252,7 +253,7 @@ def package_checkpoint(sub: Submission, record: RunRecord, folder: str | Path, *
     record.finish(pkg.digest, metrics)
     inputs = record.inputs
     return TrainResult(
-        name=config.name, model=pkg.digest, weights=pkg.artifact.metadata["files"]["model.safetensors"],
+        name=config.name, model=pkg.digest, weights=pkg.artifact.meta(ModelPackageMeta).weights_digest,
         candidate=candidate, config=inputs.config, dataset=inputs.dataset, code=inputs.code,
         environment=inputs.environment, metrics=metrics, history=tuple(state.history), run=record.id,
         checkpoint=tree or location or str(folder), restarts=restarts, wall_s=time.perf_counter() - started,

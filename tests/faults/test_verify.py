@@ -56,6 +56,43 @@ def test_a_folder_where_a_blob_should_be_is_unreadable(store):
     assert store.blobs.verify(blob.digest).problem == "unreadable"
 
 
+@pytest.mark.parametrize("thing", ["fifo", "link"])
+def test_a_fifo_or_link_where_a_blob_should_be_is_unreadable(store, replace_with_non_file, thing):
+    """A FIFO or a link standing at a blob's path is reported unreadable, not waited on nor followed."""
+    blob = store.put_blob(b"rows" * 100)
+    replace_with_non_file(store.blobs.path(blob.digest), thing)
+    assert problems(store.home) == [("blob", "unreadable", blob.digest)]
+    assert "not a regular file" in verify(store.home).stdout
+
+
+def _tree(store, tmp_path):
+    folder = tmp_path / "ckpt"
+    (folder / "shard").mkdir(parents=True)
+    (folder / "latest").write_bytes(b"step 10")
+    (folder / "shard" / "weights.bin").write_bytes(os.urandom(4096))
+    return store.trees.put(folder, name="ckpt")
+
+
+def test_a_deleted_file_of_a_tree_is_reported_missing(store, tmp_path):
+    """Deleting the blob of one file of a tree is reported as a missing content blob of that tree."""
+    tree = _tree(store, tmp_path)
+    weights = store.trees.manifest(tree.digest).files["shard/weights.bin"].digest
+    os.remove(store.blobs.path(weights))
+    assert problems(store.home) == [("content blob", "missing", weights)]
+    assert tree.digest in verify(store.home).stdout
+
+
+def test_a_corrupt_file_of_a_tree_and_a_lost_manifest_are_reported(store, tmp_path):
+    """A flipped byte in a tree's file is corrupt; a tree whose manifest blob is gone is missing its content."""
+    tree = _tree(store, tmp_path)
+    latest = store.trees.manifest(tree.digest).files["latest"].digest
+    with open(store.blobs.path(latest), "r+b") as f:
+        f.write(b"X")
+    assert problems(store.home) == [("blob", "corrupt", latest)]
+    os.remove(store.blobs.path(tree.digest))
+    assert sorted(problems(store.home)) == sorted([("blob", "corrupt", latest), ("content blob", "missing", tree.digest)])
+
+
 def test_a_missing_file_of_a_model_package_is_reported(store):
     """Deleting the weights blob of a packaged model is reported as a missing content blob."""
     config = {"in_features": 4, "out_features": 3, "hidden": [8]}
@@ -105,12 +142,14 @@ def test_a_clean_store_verifies_and_says_what_it_checked(store):
 
 
 def test_verify_of_a_home_with_blobs_only_creates_no_catalog(tmp_path):
-    """A home holding blobs and no catalog verifies its blobs without creating a catalog file."""
-    from factory.settings import Settings
-    from factory.store import Store
+    """A home holding blobs but no catalog is not silently given a new, empty one: verify says which
+    catalog to point at (or how to start one) and creates no catalog file."""
+    from factory.store.blobs import BlobStore
 
     home = tmp_path / "home"
-    Store(home, settings=Settings(home=str(home))).blobs.put(b"x")
-    assert verify(home).returncode == 0
+    BlobStore(home / "blobs").put(b"x")  # a bare blob store: a Store would claim the home in a new catalog
+    res = verify(home)
+    assert res.returncode == 2 and "already holds data" in res.stderr and "factory init" in res.stderr, res
+    assert "Traceback" not in res.stderr
     assert not (home / "catalog.db").exists()
     shutil.rmtree(home)

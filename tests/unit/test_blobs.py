@@ -24,6 +24,12 @@ def blobs(home_settings):
     return BlobStore(_fs.join(home_settings.home, "blobs"), settings=home_settings)
 
 
+@pytest.fixture
+def local_blobs(tmp_path):
+    """A blob store on a local folder, for what only a local disk has (FIFOs, links, O_DIRECT)."""
+    return BlobStore(tmp_path / "blobs")
+
+
 def _read(blobs: BlobStore, path: str) -> bytes:
     with blobs.fs.open_input_stream(path) as f:
         return f.read()
@@ -214,6 +220,116 @@ def test_a_blob_staged_in_one_store_cannot_be_committed_to_another(blobs, tmp_pa
         other.put(staged)
     staged.abort()
     assert list(other.digests()) == [] and list(blobs.digests()) == []
+
+
+def test_a_large_blob_of_odd_size_round_trips_through_direct_writes(blobs, tmp_path):
+    """A blob big enough to bypass the page cache, with a tail that direct I/O cannot write, comes back intact."""
+    from factory.store.blobs import DIRECT_MIN
+
+    data = os.urandom(DIRECT_MIN + (1 << 20) + 123)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    digest = blobs.put(path)
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert blobs.get(digest) == data
+    assert blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
+    assert blobs.put(data) == digest  # as bytes: the same blob, found intact
+    assert _temporaries(blobs) == []
+
+
+def test_putting_the_original_again_repairs_a_corrupt_copy(blobs, monkeypatch):
+    """A flipped byte or a truncated copy is replaced whole by the next put of the original (on S3 too)."""
+    published = []
+    real = _fs.publish_object
+    monkeypatch.setattr(_fs, "publish_object",
+                        lambda fs, tmp, final, size, settings: (published.append((final, size)),
+                                                                real(fs, tmp, final, size, settings))[1])
+    data = os.urandom(3 << 20)
+    digest = blobs.put(data)
+    _flip_byte(blobs, blobs.path(digest), 1000)
+    assert blobs.verify(digest).problem == "corrupt"
+    assert blobs.put(io.BytesIO(data)) == digest
+    assert blobs.verify(digest) is None and blobs.get(digest) == data
+    _write(blobs, blobs.path(digest), data[:2])
+    assert blobs.put(data) == digest
+    assert blobs.get(digest) == data
+    assert _temporaries(blobs) == []
+    # On an object store every publication, the repairs too, is the size-checked server-side copy.
+    expected = [(blobs.path(digest), len(data))] * 3 if _fs.is_object_store(blobs.uri) else []
+    assert published == expected
+
+
+def test_a_home_that_cannot_be_reached_fails_once_and_cleans_nothing_up(tmp_path, monkeypatch):
+    """A put to an unreachable S3 endpoint fails with one home error; cleaning up does not reach for it again."""
+    from factory.errors import StoreHomeError
+    from factory.settings import Settings
+
+    calls = []
+    real = _fs.filesystem
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_fs, "filesystem", counted)
+    settings = Settings(home="s3://nowhere/home", s3_endpoint="http://127.0.0.1:9", s3_connect_timeout_s=0.5,
+                        s3_access_key="k", s3_secret_key="s")
+    blobs = BlobStore("s3://nowhere/home/blobs", settings=settings)
+    with pytest.raises(StoreHomeError):
+        blobs.put(io.BytesIO(b"never stored"))
+    assert len(calls) == 1
+
+
+def test_a_filesystem_without_direct_io_still_stores_large_blobs(local_blobs, tmp_path, monkeypatch):
+    """Where opening with O_DIRECT is refused (tmpfs on older kernels, some FUSE mounts), puts fall back."""
+    import errno
+
+    from factory.store.blobs import DIRECT_MIN
+
+    real_open = os.open
+
+    def no_direct(path, flags, *args, **kwargs):
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    data = os.urandom(DIRECT_MIN + 4096)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    digest = local_blobs.put(path)
+    assert local_blobs.get(digest) == data
+    assert local_blobs.get_to(digest, tmp_path / "copy.bin").read_bytes() == data
+
+
+def test_a_folder_where_a_blob_belongs_is_named(blobs):
+    """A put that finds a folder (on S3, a prefix) in its blob's place says so instead of failing obscurely."""
+    data = b"content" * 100
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    blobs.fs.create_dir(blobs.path(digest))
+    _write(blobs, f"{blobs.path(digest)}/stray", b"x")
+    with pytest.raises(CorruptBlobError, match="a folder stands where blob"):
+        blobs.put(data)
+    problem = blobs.verify(digest)
+    assert problem.problem == "unreadable" and "not a regular file" in problem.reason
+    assert [(b.digest, b.problem) for b in blobs.verify_all()] == [(digest, "unreadable")]
+
+
+@pytest.mark.parametrize("thing", ["fifo", "link"])
+def test_a_fifo_or_link_in_a_blobs_place_is_corrupt_not_a_hang(local_blobs, replace_with_non_file, thing):
+    """Reading a blob whose file was replaced by a FIFO or a link fails at once as corrupt, and a put repairs it."""
+    blobs = local_blobs
+    digest = blobs.put(b"payload" * 100)
+    replace_with_non_file(blobs.path(digest), thing)
+    with pytest.raises(CorruptBlobError, match="not a regular file"):
+        blobs.get(digest)
+    problem = blobs.verify(digest)
+    assert problem.problem == "unreadable" and problem.reason.startswith("not a regular file")
+    # Listed (not followed) so that a whole-store check reports it, but not counted as a stored blob.
+    assert list(blobs.entries()) == [(digest, False)] and list(blobs.digests()) == []
+    assert [(b.digest, b.problem) for b in blobs.verify_all()] == [(digest, "unreadable")]
+    assert blobs.put(b"payload" * 100) == digest  # a put repairs it
+    assert blobs.get(digest) == b"payload" * 100
 
 
 class _PausingStream:

@@ -122,6 +122,14 @@ def test_security_fails_a_folder_with_a_pickle_without_ever_running_it(store, tm
     assert clean.verdict is Verdict.PASS and clean.figures["tensors"] == 4
 
 
+def test_security_passes_a_sharded_package_reading_only_its_headers(store):
+    """Weights written as shards pass the security policy, every shard's header counted."""
+    digest = fair_package(store, max_shard_bytes=16).digest
+    result = run(SecurityPolicy(), store, digest)
+    assert result.verdict is Verdict.PASS, result.reason
+    assert result.figures["weight_files"] >= 2 and result.figures["tensors"] == 4
+
+
 def test_a_package_the_store_refuses_fails_every_policy_with_that_reason(store):
     """A stored model whose manifest names a pickle fails security (and every other gate) saying why."""
     pkg = fair_package(store)

@@ -26,18 +26,38 @@ def test_the_view_shows_contract_card_metrics_and_files(store):
 
 
 def test_weights_load_only_when_asked(store, monkeypatch):
-    """Opening a view does not read the weights blob; asking for the weights gives the real tensors."""
+    """Opening a view streams no weights (only sniffs their first bytes); asking for them gives the real tensors."""
+    from factory.contract._weights import Weights
+
     pkg = fair_package(store)
     weights_digest = json.loads(store.blobs.get(pkg.digest))["files"]["model.safetensors"]
-    original = store.blobs.get
-    read = []
-    monkeypatch.setattr(store.blobs, "get", lambda d: (read.append(d), original(d))[1])
+    original_get, original_load = store.blobs.get, Weights.load
+    read, loads = [], []
+    monkeypatch.setattr(store.blobs, "get", lambda d: (read.append(d), original_get(d))[1])
+    monkeypatch.setattr(Weights, "load", lambda self, **kw: (loads.append(self.where), original_load(self, **kw))[1])
     view = open_package(store, pkg.digest)
-    assert weights_digest not in read
+    assert loads == []
     tensors = view.weights()
-    assert weights_digest in read
+    assert len(loads) == 1 and weights_digest not in read  # streamed and verified, never read whole
     assert torch.equal(tensors["layers.0.weight"], view.load().module.state_dict()["layers.0.weight"])
     assert {t.name for t in view.weights_header().tensors} == set(tensors)
+
+
+def test_a_sharded_package_shows_its_shards_and_loads_its_weights(store):
+    """A package written as shards: the view lists them in order, their headers, and every tensor."""
+    from factory.contract import load
+    from factory.contract._files import INDEX
+
+    pkg = fair_package(store, max_shard_bytes=16)
+    view = open_package(store, pkg.digest)
+    assert len(view.weight_files) >= 2 and view.weight_files == tuple(sorted(view.weight_files))
+    assert INDEX in view.files and "model.safetensors" not in view.files
+    state = load(store, pkg.digest).module.state_dict()
+    tensors = view.weights()
+    assert set(tensors) == set(state) and all(torch.equal(tensors[k], state[k]) for k in state)
+    assert {t.name for t in view.weights_header().tensors} == set(state)
+    per_file = [t.name for name in view.weight_files for t in view.weights_header(name).tensors]
+    assert sorted(per_file) == sorted(state)
 
 
 def test_a_package_naming_a_pickle_is_refused_unread(store):
