@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from gates_kit import biased_package, fair_package
+from serve_kit import admit_as_dev
 
 from factory.settings import Settings
 from factory.store import Store
@@ -33,6 +34,7 @@ def served(tmp_path):
     home = tmp_path / "home"
     store = Store(home, settings=Settings(home=str(home), actor="factory-controller"))
     incumbent, candidate = fair_package(store).digest, biased_package(store).digest
+    admit_as_dev(store, "prod", incumbent, candidate)
     store.refs.set("model/credit/prod", incumbent, reason="first version")
     return home, store, candidate, incumbent
 
