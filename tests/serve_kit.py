@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import httpx
+import numpy as np
+
 
 def gate(store, digest: str, env: str) -> None:
     """Run ``env``'s built-in gate set on a package (in this process) so that ``env`` admits it; fail if not."""
@@ -27,3 +33,39 @@ def admit_as_dev(store, env: str, *digests: str) -> None:
         gate(store, digest, "dev")
         decision = admit(store, digest, env)
         assert decision.allowed, decision.explain()
+
+
+class Load:
+    """Client threads posting infer requests until stopped; every answer kept as (sent at, status, version)."""
+
+    def __init__(self, url: str, threads: int = 2, pause_s: float = 0.01, *, features: int = 4, seed: int = 5):
+        self.url = url
+        self.row = np.random.default_rng(seed).standard_normal(features).astype("float32").tolist()
+        self.pause_s = pause_s
+        self.answers: list[tuple[float, int, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, len(self.row)], "data": self.row}]}
+        with httpx.Client(timeout=60) as http:
+            while not self._stop.is_set():
+                sent = time.time()
+                try:
+                    reply = http.post(self.url, json=body)
+                    status = reply.status_code
+                    version = reply.json().get("model_version", "") if status == 200 else ""
+                except httpx.HTTPError:
+                    status, version = 0, ""
+                self.answers.append((sent, status, version))
+                self._stop.wait(self.pause_s)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)

@@ -14,48 +14,13 @@ import threading
 import time
 
 import httpx
-import numpy as np
 import pytest
+
+from serve_kit import Load
 
 from factory.serve import RolloutConfig, deploy, drive, read_state, start_rollout, version_of
 
-X = np.random.default_rng(5).standard_normal((1, 4)).astype("float32").ravel().tolist()
 ENV = "dev"
-
-
-class Load:
-    """Client threads posting infer requests until stopped; every answer kept as (sent at, status, version)."""
-
-    def __init__(self, url: str, threads: int = 2, pause_s: float = 0.01):
-        self.url = url
-        self.pause_s = pause_s
-        self.answers: list[tuple[float, int, str]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": X}]}
-        with httpx.Client(timeout=60) as http:
-            while not self._stop.is_set():
-                sent = time.time()
-                try:
-                    reply = http.post(self.url, json=body)
-                    status = reply.status_code
-                    version = reply.json().get("model_version", "") if status == 200 else ""
-                except httpx.HTTPError:
-                    status, version = 0, ""
-                self.answers.append((sent, status, version))
-                self._stop.wait(self.pause_s)
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
 
 
 @pytest.fixture
