@@ -141,7 +141,7 @@ def _rollback(store, body: Path, repeat: int) -> list[dict[str, float]]:
         client.stop.set()
         client.join(30)
         served = [sent for sent, status, version in client.answers if version == v_candidate]
-        first_error = min(sent for sent, status, _ in client.answers if status >= 500)
+        first_error = min((sent for sent, status, _ in client.answers if status >= 500), default=decided)
         last = max(served) if served else decided
         out.append({"decision_to_zero_s": max(0.0, last - decided), "first_error_to_zero_s": last - first_error})
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -36,23 +37,29 @@ def admit_as_dev(store, env: str, *digests: str) -> None:
 
 
 class Load:
-    """Client threads posting infer requests until stopped; every answer kept as (sent at, status, version)."""
+    """Client threads posting infer requests until stopped; every answer kept as (sent at, status, version).
+
+    Each request is one row, taken in turn from 16 fixed random rows.
+    """
 
     def __init__(self, url: str, threads: int = 2, pause_s: float = 0.01, *, features: int = 4, seed: int = 5):
         self.url = url
-        self.row = np.random.default_rng(seed).standard_normal(features).astype("float32").tolist()
+        self.rows = np.random.default_rng(seed).standard_normal((16, features)).astype("float32").tolist()
         self.pause_s = pause_s
         self.answers: list[tuple[float, int, str]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
-        body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, len(self.row)], "data": self.row}]}
+        bodies = [{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, len(row)], "data": row}]}
+                  for row in self.rows]
         with httpx.Client(timeout=60) as http:
-            while not self._stop.is_set():
+            for i in itertools.count():
+                if self._stop.is_set():
+                    return
                 sent = time.time()
                 try:
-                    reply = http.post(self.url, json=body)
+                    reply = http.post(self.url, json=bodies[i % len(bodies)])
                     status = reply.status_code
                     version = reply.json().get("model_version", "") if status == 200 else ""
                 except httpx.HTTPError:
