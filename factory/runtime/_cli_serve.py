@@ -53,12 +53,14 @@ def deploy(
     FACTORY_SERVE_PORT (default 127.0.0.1:8000) when this starts it.
     """
     from factory.serve import deploy as deploy_model
+    from factory.serve import require_admitted
 
     if replicas is not None and autoscale is not None:
         fail("give --replicas or --autoscale, not both")
     bounds = _autoscale(autoscale)
     store = open_store(home)
     digest = store.artifacts.resolve(digest)
+    require_admitted(store, digest, env)  # a refusal needs no cluster: say it before connecting to (or starting) one
     embedded = connect_ray(start=True)
     done = deploy_model(store, digest, env, name=name, replicas=replicas, autoscale=bounds)
     if as_json:

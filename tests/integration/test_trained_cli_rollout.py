@@ -11,6 +11,9 @@ status``. One Serve instance serves the whole module.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +26,7 @@ from factory.serve import read_state, version_of
 
 ENV = "dev"
 CONTROLLER = "factory-controller"
+EXE = os.path.join(os.path.dirname(sys.executable), "factory")
 runner = CliRunner()
 
 
@@ -121,16 +125,17 @@ def test_a_trained_package_is_deployed_answers_tritonclient_then_a_new_one_is_pr
     assert errors / len(answers.answers) <= 0.20  # users saw errors only within the canary's share
 
 
-def test_factory_rollout_start_refuses_a_package_its_environment_does_not_admit(trained, serve_url):
-    """A package with only dev's attestations: 'factory rollout start --env prod' and 'factory serve deploy --env
-    prod' exit 2 with one line naming what prod lacks, and nothing is served or begun."""
+def test_a_package_its_environment_does_not_admit_is_refused_by_deploy_and_rollout_start(trained):
+    """With only dev's attestations, 'factory serve deploy --env prod' and 'factory rollout start --env prod' exit 2
+    with one line naming what prod lacks, before touching any cluster; nothing is served or begun."""
     store, first, second = trained
     store.refs.set("model/toy/prod", first, reason="tests: an incumbent in prod, set by hand")
+    env = {**os.environ, "FACTORY_ACTOR": CONTROLLER, "RAY_ADDRESS": "127.0.0.1:9"}  # no cluster there
     for args in (("serve", "deploy", second[:19], "--env", "prod"), ("rollout", "start", second[:19], "--env", "prod")):
-        res = factory(store.home, *args)
-        lines = [line for line in res.output.splitlines() if line.strip()]
-        assert res.exit_code == 2 and len(lines) == 1, (args, res.output)
+        res = subprocess.run([EXE, *args, "--home", str(store.home)], capture_output=True, text=True, env=env,
+                             timeout=300)
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode == 2 and len(lines) == 1, (args, res.stderr)
         assert "not admitted to prod" in lines[0] and "fairness" in lines[0], lines[0]
     assert store.refs.get("model/toy/prod") == first
     assert not [r for r in store.runs.list(kind="rollout") if r.config.get("env") == "prod"]
-
