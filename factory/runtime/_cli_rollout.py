@@ -43,7 +43,33 @@ EnvOption = typer.Option(None, "--env", help="Only rollouts in this environment.
 ReasonOption = typer.Option(..., "--reason", "-r", help="Why: recorded on the run with who you are ($FACTORY_ACTOR).")
 PrometheusOption = typer.Option(None, "--prometheus", help="Read the signals from the Prometheus server at this URL "
                                 "(default: the cluster's collector, which every model server reports to).")
+MetricsPortOption = typer.Option(None, "--metrics-port", min=0, max=65535, help="Serve the rollout's metrics "
+                                 "(step, weight per version, shadow agreement, analyses, outcomes) in Prometheus "
+                                 "format on this port while hosting it.")
 _MAX_CONFIG_BYTES = 1 << 16
+
+
+def _exporter(port: int | None) -> dict[str, Any]:
+    """``{"metrics": RolloutMetrics}`` served over HTTP on ``port`` (all interfaces, like Ray's exporter), or {}."""
+    if port is None:
+        return {}
+    from prometheus_client import start_http_server
+
+    from factory.serve import RolloutMetrics
+
+    metrics = RolloutMetrics()
+    try:
+        start_http_server(port, registry=metrics.registry)
+    except OSError as exc:
+        fail(f"--metrics-port {port}: cannot listen there ({exc.strerror or exc}); choose a free port")
+    console.print(f"rollout metrics: http://{_hostname()}:{port}/metrics", highlight=False)
+    return {"metrics": metrics}
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def _parts(store: Store, config: dict[str, Any], prometheus: str | None, *,
@@ -105,6 +131,7 @@ def start(
     no_shadow: bool = typer.Option(False, "--no-shadow", help="Skip the shadow stage."),
     config: Path = typer.Option(None, "--config", help="Rollout settings as YAML or JSON (flags override them)."),
     prometheus: str = PrometheusOption,
+    metrics_port: int = MetricsPortOption,
     home: str = HomeOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -124,7 +151,7 @@ def start(
     store = open_store(home)
     spec = rollout_spec(store, digest, env, rollout_config)
     parts, _ = _parts(store, spec.model_dump(mode="json"), prometheus, host=True)
-    rollout = Rollout.begin(store, spec, **parts)
+    rollout = Rollout.begin(store, spec, **parts, **_exporter(metrics_port))
     if as_json:
         print_json({"run": rollout.run.id, "model": spec.model, "env": env, "candidate": spec.candidate,
                     "incumbent": spec.incumbent, "stage": rollout.state.stage, "weight": rollout.state.weight})
@@ -261,7 +288,7 @@ def pause(reason: str = ReasonOption, run: str = RunOption, model: str = ModelOp
 
 @app.command()
 def resume(reason: str = ReasonOption, run: str = RunOption, model: str = ModelOption, env: str = EnvOption,
-           prometheus: str = PrometheusOption, home: str = HomeOption) -> None:
+           prometheus: str = PrometheusOption, metrics_port: int = MetricsPortOption, home: str = HomeOption) -> None:
     """Go on from where the rollout paused; a rollout no process hosts is hosted here until it ends."""
     from factory.serve import find_rollout, rollout_status, take_over
 
@@ -270,7 +297,8 @@ def resume(reason: str = ReasonOption, run: str = RunOption, model: str = ModelO
     if rollout_status(found, time.time()).state.paused:
         _act("resume", found, reason, store, prometheus, host=found.state == "interrupted")
     elif found.state == "interrupted":
-        _drive(take_over(store, found, **_parts(store, found.config, prometheus, host=True)[0]))
+        _drive(take_over(store, found, **_parts(store, found.config, prometheus, host=True)[0],
+                         **_exporter(metrics_port)))
     else:
         fail(f"rollout {found.id} is not paused ({found.state}): nothing to resume")
 

@@ -113,10 +113,14 @@ def rollout_spec(store: Store, candidate: str, env: str, config: RolloutConfig |
 
 def start_rollout(store: Store, candidate: str, env: str, config: RolloutConfig | None = None, *,
                   prometheus: str | None = None, **parts: Any) -> Rollout:
-    """Begin rolling ``candidate`` out in ``env`` (``rollout_spec``), or pick up its run; ``parts`` replace the
-    serving parts (tests, or a host wired otherwise). Drive it with ``drive``."""
+    """Begin rolling ``candidate`` out in ``env`` (``rollout_spec``), or pick up its run. ``parts`` are passed to
+    ``Rollout.begin``: ``traffic`` and ``signals`` replace the serving parts (tests, or a host wired otherwise);
+    ``metrics=RolloutMetrics()`` exports the rollout's metrics, ``tickets`` and ``clock`` as for ``Rollout``.
+    Drive it with ``drive``."""
     spec = rollout_spec(store, candidate, env, config)
-    return Rollout.begin(store, spec, **(parts or serving_parts(store, spec, prometheus=prometheus)))
+    if "traffic" not in parts or "signals" not in parts:  # e.g. only ``metrics=RolloutMetrics()`` given
+        parts = {**serving_parts(store, spec, prometheus=prometheus), **parts}
+    return Rollout.begin(store, spec, **parts)
 
 
 def take_over(store: Store, run: Run, **parts: Any) -> Rollout:

@@ -15,8 +15,11 @@ import os
 import subprocess
 import sys
 
+import httpx
 import numpy as np
 import pytest
+from _servers import free_port
+from prometheus_client.parser import text_string_to_metric_families
 from serve_kit import Load, gate
 from typer.testing import CliRunner
 
@@ -101,10 +104,18 @@ def test_a_trained_package_is_deployed_answers_tritonclient_then_a_new_one_is_pr
     settings = tmp_path / "rollout.yaml"  # short windows, and a bound this shared machine can keep
     settings.write_text("min_compared: 15\np99_latency_ms: 5000\nmax_disagreement: 0.35\n")
     url = f"{serve_url}/v2/models/toy/infer"
+    port = free_port()
     with Load(url):
         good = factory(home, "rollout", "start", second[:19], "--env", ENV, "--steps", "50,100", "--window", "2s",
-                       "--min-requests", "15", "--config", str(settings))
+                       "--min-requests", "15", "--config", str(settings), "--metrics-port", str(port))
     assert good.exit_code == 0, good.output
+    scraped = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text) for s in family.samples}
+    labels = (("env", ENV), ("model", "toy"))
+    assert scraped[("factory_rollout_step", labels)] == -1  # ended
+    assert scraped[("factory_rollout_outcomes_total", (*labels, ("outcome", "promoted")))] == 1
+    assert scraped[("factory_rollout_analyses_total", (*labels, ("verdict", "pass")))] >= 3  # shadow, 50 %, 100 %
+    assert scraped[("factory_rollout_weight_percent", (*labels, ("version", version_of(second))))] == 100
     final = status(home)
     assert final["outcome"] == "promoted" and final["candidate"] == second, final
     assert store.refs.get(f"model/toy/{ENV}") == second
