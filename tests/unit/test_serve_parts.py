@@ -90,6 +90,24 @@ def test_the_follower_applies_changes_once_and_survives_errors():
     assert applied == [1, 2] and follower.error is None
 
 
+def test_a_state_that_cannot_be_applied_is_reported_on_one_line_naming_each_problem():
+    """A package failing two checks: the replica's error (in 404 notes and in deploy's failure) names both."""
+    from factory.errors import ContractViolationError
+
+    errors = []
+    problem = ContractViolationError("cannot load package p: 2 problem(s)\n  - package.blobs: expected intact "
+                                     "weights, got CorruptBlobError (x)\n  - weights: expected y, got z (w)")
+    follower = Follower(lambda: (_ for _ in ()).throw(problem), lambda s: None, key=0, poll_s=0.01,
+                        on_error=errors.append)
+    follower.start()
+    deadline = time.monotonic() + 10
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    follower.stop()
+    assert errors == ["ContractViolationError: cannot load package p: 2 problem(s); package.blobs: expected intact "
+                      "weights, got CorruptBlobError (x); weights: expected y, got z (w)"]
+
+
 CONTRACT = Contract(name="m", inputs=(InputSpec(name="x", dtype=DType.FP32, shape=(-1, 2)),),
                     outputs=(OutputSpec(name="y", dtype=DType.FP32, shape=(-1,)),))
 
