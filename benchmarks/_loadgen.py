@@ -2,7 +2,8 @@
 
 ``python -m benchmarks._loadgen URL --body FILE -c 8 -d 10`` keeps ``-c`` keep-alive
 connections busy for ``-d`` seconds (after ``--warmup``), each sending the next POST as
-soon as the previous answer is read, and prints JSON: requests, errors, throughput and
+soon as the previous answer is read (or, with ``--rate R``, on a fixed schedule of R
+requests/s over all connections: a fixed moderate load), and prints JSON: requests, errors, throughput and
 latency percentiles. Raw asyncio streams keep the client's own cost per request small
 (a few tens of microseconds), so the server, not the client, is what is measured.
 """
@@ -49,12 +50,17 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 
 async def _connection(host: str, port: int, request: bytes, until: float, warm_until: float,
-                      latencies: list[float], errors: list[object]) -> None:
-    """One keep-alive connection sending back to back until ``until``; reconnects after a failure."""
+                      latencies: list[float], errors: list[object], interval: float = 0.0) -> None:
+    """One keep-alive connection sending back to back (or every ``interval`` seconds) until ``until``; reconnects
+    after a failure."""
+    due = time.perf_counter()
     while time.perf_counter() < until:
         reader, writer = await asyncio.open_connection(host, port)
         try:
             while True:
+                if interval:
+                    due += interval
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 start = time.perf_counter()
                 if start >= until:
                     return
@@ -72,7 +78,8 @@ async def _connection(host: str, port: int, request: bytes, until: float, warm_u
             writer.close()
 
 
-async def run(url: str, body: bytes, connections: int, seconds: float, warmup: float) -> dict[str, float]:
+async def run(url: str, body: bytes, connections: int, seconds: float, warmup: float,
+              rate: float = 0.0) -> dict[str, float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     request = (f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
@@ -82,7 +89,8 @@ async def run(url: str, body: bytes, connections: int, seconds: float, warmup: f
     start = time.perf_counter()
     warm_until = start + warmup
     until = warm_until + seconds
-    await asyncio.gather(*(_connection(host, port, request, until, warm_until, latencies, errors)
+    interval = connections / rate if rate else 0.0
+    await asyncio.gather(*(_connection(host, port, request, until, warm_until, latencies, errors, interval)
                            for _ in range(connections)))
     latencies.sort()
     n = len(latencies)
@@ -102,10 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-c", "--connections", type=int, default=8)
     parser.add_argument("-d", "--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="requests/s over all connections (0: back to back)")
     args = parser.parse_args(argv)
     with open(args.body, "rb") as f:
         body = f.read()
-    result = asyncio.run(run(args.url, body, args.connections, args.seconds, args.warmup))
+    result = asyncio.run(run(args.url, body, args.connections, args.seconds, args.warmup, args.rate))
     sys.stdout.write(json.dumps(result) + "\n")
 
 

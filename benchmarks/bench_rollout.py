@@ -1,4 +1,5 @@
-"""Progressive delivery, in-process parts (no Serve yet): what routing, shadows and rollback decisions cost.
+"""Progressive delivery, in-process parts (``bench_canary`` measures them on Ray Serve): what routing, shadows
+and rollback decisions cost.
 
 1. Routing a request (90/10 canary, sticky key) against the peer a hand-written router
    would use, ``random.choices`` over the same weights: nanoseconds per decision.
@@ -6,8 +7,8 @@
    100 % shadow to a candidate 10x slower, against the same load with no shadow
    (alternated three times, medians).
 3. From the tick that sees a failing analysis to the candidate's traffic at 0 %, with a
-   real store (SQLite catalog): the decision part of the issue's "<= 5 s"; the time a
-   traffic change takes to reach the replicas comes on top in pass two.
+   real store (SQLite catalog): the decision part of the issue's "<= 5 s" (``bench_canary``
+   measures it end to end, to the replicas).
 """
 
 from __future__ import annotations

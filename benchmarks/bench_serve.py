@@ -16,38 +16,27 @@ the range over rounds is printed too, since on a shared machine it is wide.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks._serving import (
+    FEATURES,
+    MAX_BATCH,
+    admitted,
+    body_file,
+    free_port,
+    load,
+    local_serve,
+    own_keys,
+    package,
+    wait,
+)
 from benchmarks._util import machine, median, print_table
 
-FEATURES = 16
 CPUS = 0.25
-MAX_BATCH = 32
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _package(store, name: str, sample_rate: float):
-    from factory.contract import Contract, Observability, Resources, default_registry, package
-
-    config = {"in_features": FEATURES, "out_features": 4, "hidden": [64, 64]}
-    signature = default_registry().get("mlp-classifier").expected(config)
-    contract = Contract(name=name, inputs=signature.inputs, outputs=signature.outputs,
-                        resources=Resources(cpus=CPUS, memory_mb=256, max_batch_size=MAX_BATCH),
-                        observability=Observability(sample_rate=sample_rate))
-    return package(store, default_registry().build("mlp-classifier", config, seed=0).eval(), contract)
 
 
 def _bare_deployment():
@@ -86,28 +75,6 @@ def _bare_deployment():
     return BareModel
 
 
-def _load(url: str, body: Path, connections: int, seconds: float) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-m", "benchmarks._loadgen", url, "--body", str(body), "-c",
-                          str(connections), "-d", str(seconds), "--warmup", "1"],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
-
-
-def _wait(url: str, body: bytes, timeout: float = 120.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10).status_code \
-                    == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} never answered 200")
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s instead of 5 rounds of 6 s")
@@ -118,67 +85,58 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rounds = args.rounds or (2 if args.quick else 5)
     seconds = args.seconds or (3.0 if args.quick else 6.0)
 
-    import numpy as np
-    import ray
     from ray import serve
 
-    from factory.serve import PROXY_CALLBACK, PROXY_CALLBACK_ENV, deploy
+    from factory.serve import deploy
     from factory.settings import Settings
     from factory.store import Store
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    own_keys(work)
     peer = None
-    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as factory runs Serve: proxies retry lost replicas
-    ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
     try:
-        port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        home = str(work / "home")
-        store = Store(home, settings=Settings(home=home))
-        quiet, logged = _package(store, "bench", 0.0), _package(store, "bench-logged", 1.0)
-        body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, FEATURES], "data":
-                                       np.random.default_rng(0).standard_normal(FEATURES).round(4).tolist()}]})
-        body_file = work / "body.json"
-        body_file.write_text(body)
-        targets = {
-            "factory": deploy(store, quiet.digest, "dev").url + "/infer",
-            "factory, log on": deploy(store, logged.digest, "dev").url + "/infer",
-        }
-        serve.run(_bare_deployment().bind(home, quiet.digest), name="bare", route_prefix="/bare")
-        targets["bare Ray Serve"] = f"http://127.0.0.1:{port}/bare"
-        peer_port = _free_port()
-        peer = subprocess.Popen([sys.executable, "-m", "benchmarks._fastapi_peer", "--home", home,
-                                 "--digest", quiet.digest, "--port", str(peer_port)])
-        targets["FastAPI/uvicorn"] = f"http://127.0.0.1:{peer_port}/v2/models/bench/infer"
-        for url in targets.values():
-            _wait(url, body.encode())
+        with local_serve() as base:
+            home = str(work / "home")
+            store = Store(home, settings=Settings(home=home))
+            quiet = package(store, "bench", cpus=CPUS, sample_rate=0.0)
+            logged = package(store, "bench-logged", cpus=CPUS, sample_rate=1.0)
+            body = body_file(work)
+            targets = {
+                "factory": deploy(store, admitted(store, quiet.digest), "dev").url + "/infer",
+                "factory, log on": deploy(store, admitted(store, logged.digest), "dev").url + "/infer",
+            }
+            serve.run(_bare_deployment().bind(home, quiet.digest), name="bare", route_prefix="/bare")
+            targets["bare Ray Serve"] = f"{base}/bare"
+            peer_port = free_port()
+            peer = subprocess.Popen([sys.executable, "-m", "benchmarks._fastapi_peer", "--home", home,
+                                     "--digest", quiet.digest, "--port", str(peer_port)])
+            targets["FastAPI/uvicorn"] = f"http://127.0.0.1:{peer_port}/v2/models/bench/infer"
+            for url in targets.values():
+                wait(url, body.read_bytes())
 
-        latency: dict[str, list[dict]] = {name: [] for name in targets}
-        load: dict[str, list[dict]] = {name: [] for name in targets}
-        names = list(targets)
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                latency[name].append(_load(targets[name], body_file, 1, seconds))
-                load[name].append(_load(targets[name], body_file, args.connections, seconds))
+            latency: dict[str, list[dict]] = {name: [] for name in targets}
+            runs: dict[str, list[dict]] = {name: [] for name in targets}
+            names = list(targets)
+            for r in range(rounds):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    latency[name].append(load(targets[name], body, 1, seconds))
+                    runs[name].append(load(targets[name], body, args.connections, seconds))
     finally:
         if peer is not None:
             peer.terminate()
             peer.wait(30)
-        serve.shutdown()
-        ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
     def med(runs: list[dict], key: str) -> float:
         return median([run[key] for run in runs])
 
     p50 = {n: med(latency[n], "p50_ms") for n in targets}
-    rps = {n: med(load[n], "rps") for n in targets}
-    p99 = {n: med(load[n], "p99_ms") for n in targets}
-    errors = {n: sum(run["errors"] for run in latency[n] + load[n]) for n in targets}
+    rps = {n: med(runs[n], "rps") for n in targets}
+    p99 = {n: med(runs[n], "p99_ms") for n in targets}
+    errors = {n: sum(run["errors"] for run in latency[n] + runs[n]) for n in targets}
     print(f"one-row JSON infer of an MLP ({FEATURES} features, hidden 64x64), {CPUS} CPU per replica, "
           f"{rounds} rounds of {seconds:.0f} s, on {machine()}")
-    spread = {n: f"{min(r['rps'] for r in load[n]):.0f}-{max(r['rps'] for r in load[n]):.0f}" for n in targets}
+    spread = {n: f"{min(r['rps'] for r in runs[n]):.0f}-{max(r['rps'] for r in runs[n]):.0f}" for n in targets}
     print_table("model servers (medians over rounds)",
                 ["server", "p50 ms (1 connection)", f"req/s ({args.connections} connections)", "req/s, all rounds",
                  f"p99 ms ({args.connections} connections)", "errors"],

@@ -113,19 +113,29 @@ def any_store(home_settings):
 
 @pytest.fixture
 def mlp_package(store):
-    """Packages a built-in MLP classifier (4 features, 3 classes) into ``store``; contract fields as given."""
+    """Packages a built-in MLP classifier (4 features, 3 classes) into ``store``; contract fields as given.
+
+    The package is gated for ``admit_to`` (by default dev: contract and security), so that
+    environment admits it.
+    """
     from factory.contract import Contract, Observability, Resources, default_registry, package
 
     def make(*, seed: int = 0, name: str = "iris", cpus: float = 0.1, max_batch_size: int = 8,
-             sample_rate: float = 1.0, **resources):
+             sample_rate: float = 1.0, admit_to: str | None = "dev", **resources):
         config = {"in_features": 4, "out_features": 3, "hidden": [8]}
         signature = default_registry().get("mlp-classifier").expected(config)
         contract = Contract(name=name, inputs=signature.inputs, outputs=signature.outputs,
                             resources=Resources(cpus=cpus, memory_mb=256, max_batch_size=max_batch_size, **resources),
                             observability=Observability(sample_rate=sample_rate))
-        return package(store, default_registry().build("mlp-classifier", config, seed=seed).eval(), contract)
+        pkg = package(store, default_registry().build("mlp-classifier", config, seed=seed).eval(), contract)
+        if admit_to is not None:
+            from serve_kit import gate
+
+            gate(store, pkg.digest, admit_to)
+        return pkg
 
     return make
+
 
 
 @pytest.fixture(scope="module")

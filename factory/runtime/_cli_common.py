@@ -120,3 +120,31 @@ class _SilentProgress:
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None
+
+
+def connect_ray(*, start: bool = False, required: bool = True) -> bool:
+    """Connect to the running Ray cluster (RAY_ADDRESS, else address 'auto'); True if this process started one.
+
+    With ``start``, an embedded cluster is started when none runs (its Serve proxies retry
+    requests of lost replicas). Without it, no cluster is an error when ``required``, else
+    False and nothing connected (check ``ray.is_initialized()``).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address="auto", log_to_driver=False, configure_logging=False)
+        return False
+    except ConnectionError:
+        if not start:
+            if required:
+                fail("no Ray cluster is running: start one with 'ray start --head' (or set RAY_ADDRESS), then retry")
+            return False
+    import os
+
+    from factory.serve import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # its Serve proxy retries requests of lost replicas
+    ray.init(log_to_driver=False, include_dashboard=False, configure_logging=False)
+    return True

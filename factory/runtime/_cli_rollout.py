@@ -1,9 +1,12 @@
 """``factory rollout start|status|pause|resume``, ``factory promote``, ``factory rollback``.
 
-Every verb works on the rollout's run in the store. A verb that acts on a rollout hosted
-by another live process queues a command for it; one whose host is gone takes the run
-over and acts here. Live traffic changes go through ``_parts``: the seam the serving
-layer connects to (until then they are recorded on the run and logged).
+``factory rollout start`` hosts the rollout in its own process until it ends: it moves
+the model servers' traffic through their deployment records and reads their signals
+from the cluster's collector (a connected Ray cluster: RAY_ADDRESS, else 'auto'), or
+from a Prometheus server with ``--prometheus``. Every other verb works on the rollout's
+run in the store: one that acts on a rollout hosted by another live process queues a
+command for it; one whose host is gone takes the run over and acts here (``resume``
+then hosts it here until it ends).
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, err_console, fail, open_store, plain, print_json
+from factory.runtime._cli_common import (
+    HomeOption,
+    JsonOption,
+    connect_ray,
+    console,
+    err_console,
+    fail,
+    open_store,
+    plain,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from factory.serve import RolloutConfig, RolloutStatus
@@ -28,17 +41,62 @@ RunOption = typer.Option(None, "--run", help="The rollout's run id (default: the
 ModelOption = typer.Option(None, "--model", help="Only rollouts of this model.")
 EnvOption = typer.Option(None, "--env", help="Only rollouts in this environment.")
 ReasonOption = typer.Option(..., "--reason", "-r", help="Why: recorded on the run with who you are ($FACTORY_ACTOR).")
-PrometheusOption = typer.Option(None, "--prometheus", help="Drive the rollout in this process, reading its signals "
-                                "from the Prometheus server at this URL, until it ends (Ctrl-C leaves it resumable).")
+PrometheusOption = typer.Option(None, "--prometheus", help="Read the signals from the Prometheus server at this URL "
+                                "(default: the cluster's collector, which every model server reports to).")
+MetricsPortOption = typer.Option(None, "--metrics-port", min=0, max=65535, help="Serve the rollout's metrics "
+                                 "(step, weight per version, shadow agreement, analyses, outcomes) in Prometheus "
+                                 "format on this port while hosting it.")
 _MAX_CONFIG_BYTES = 1 << 16
 
 
-def _parts(store: Store, prometheus: str | None) -> dict[str, Any]:
-    """What a rollout hosted in this process talks to. Pass two: the serving layer's traffic control here."""
-    from factory.serve import MemorySignals, MemoryTraffic, PrometheusSignals
+def _exporter(port: int | None) -> dict[str, Any]:
+    """``{"metrics": RolloutMetrics}`` served over HTTP on ``port`` (all interfaces, like Ray's exporter), or {}."""
+    if port is None:
+        return {}
+    from prometheus_client import start_http_server
 
-    signals = PrometheusSignals(prometheus) if prometheus else MemorySignals()
-    return {"traffic": MemoryTraffic(announce=True), "signals": signals}
+    from factory.serve import RolloutMetrics
+
+    metrics = RolloutMetrics()
+    try:
+        start_http_server(port, registry=metrics.registry)
+    except OSError as exc:
+        fail(f"--metrics-port {port}: cannot listen there ({exc.strerror or exc}); choose a free port")
+    console.print(f"rollout metrics: http://{_hostname()}:{port}/metrics", highlight=False)
+    return {"metrics": metrics}
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _parts(store: Store, config: dict[str, Any], prometheus: str | None, *,
+           host: bool) -> tuple[dict[str, Any], bool]:
+    """What a rollout in this process talks to (the model servers' traffic and signals), and whether it could
+    host the rollout (a deployment to move and signals to read).
+
+    With ``host``, a missing deployment or cluster is an error. Without it (an operator's
+    verb that may take a run over for one action), the traffic changes are recorded on the
+    run only and the signals read as unavailable, which only holds a rollout.
+    """
+    from factory.errors import InvalidInputError, NotFoundError
+    from factory.serve import MemorySignals, MemoryTraffic, serving_parts
+
+    try:
+        parts = serving_parts(store, config, prometheus=prometheus)
+    except (NotFoundError, InvalidInputError) as exc:
+        if host:
+            raise
+        console.print(f"note: {exc}; traffic changes are recorded on the run only", highlight=False)
+        return {"traffic": MemoryTraffic(announce=True), "signals": MemorySignals()}, False
+    if prometheus:
+        return parts, True
+    import ray
+
+    connect_ray(required=host)
+    return parts, ray.is_initialized()
 
 
 def _config(path: Path | None, overrides: dict[str, Any]) -> RolloutConfig:
@@ -73,56 +131,60 @@ def start(
     no_shadow: bool = typer.Option(False, "--no-shadow", help="Skip the shadow stage."),
     config: Path = typer.Option(None, "--config", help="Rollout settings as YAML or JSON (flags override them)."),
     prometheus: str = PrometheusOption,
+    metrics_port: int = MetricsPortOption,
     home: str = HomeOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Start rolling a candidate out against what model/<name>/<env> serves now."""
-    from factory.contract import open_package
-    from factory.serve import Rollout, RolloutSpec, parse_duration, parse_steps
+    """Roll a candidate out against what model/<name>/<env> serves now, hosting it here until it ends.
+
+    Shadow, then each canary step, each judged over its window; then promoted (exit 0) or
+    rolled back (exit 1). Promotion moves the protected ref model/<name>/<env> as you
+    ($FACTORY_ACTOR): host rollouts as the controller's actor or a listed release manager.
+    Ctrl-C stops hosting and leaves the rollout resumable ('factory rollout resume').
+    """
+    from factory.serve import Rollout, parse_duration, parse_steps, rollout_spec
 
     overrides = {"steps": parse_steps(steps) if steps else None,
                  "window_s": parse_duration(window, "--window") if window else None,
                  "min_requests": min_requests, "shadow": False if no_shadow else None}
     rollout_config = _config(config, overrides)
     store = open_store(home)
-    candidate = store.artifacts.resolve(digest)
-    contract = open_package(store, candidate).contract
-    env_ref = f"model/{contract.name}/{env}"
-    incumbent = store.refs.get(env_ref)
-    if incumbent is None:
-        fail(f"{env_ref} is not set, so there is nothing to roll out against: deploy a first version with "
-             f"'factory serve deploy {candidate} --env {env}'")
-    bound = rollout_config.p99_latency_ms or contract.resources.p99_latency_ms
-    spec = RolloutSpec(model=contract.name, env=env, candidate=candidate, incumbent=incumbent, p99_bound_ms=bound,
-                       config=rollout_config)
-    rollout = Rollout.begin(store, spec, **_parts(store, prometheus))
-    if as_json and not prometheus:
-        print_json({"run": rollout.run.id, "model": spec.model, "env": env, "candidate": candidate,
-                    "incumbent": incumbent, "stage": rollout.state.stage, "weight": rollout.state.weight})
-        return
-    console.print(f"rollout {rollout.run.id}: {plain(spec.model)} {spec.candidate_version} against "
-                  f"{spec.incumbent_version} in {plain(env)} (no serving layer is wired to the CLI yet: traffic "
-                  "changes are recorded on the run)", highlight=False)
-    if prometheus:
-        _drive(rollout)
+    spec = rollout_spec(store, digest, env, rollout_config)
+    parts, _ = _parts(store, spec.model_dump(mode="json"), prometheus, host=True)
+    rollout = Rollout.begin(store, spec, **parts, **_exporter(metrics_port))
+    if as_json:
+        print_json({"run": rollout.run.id, "model": spec.model, "env": env, "candidate": spec.candidate,
+                    "incumbent": spec.incumbent, "stage": rollout.state.stage, "weight": rollout.state.weight})
     else:
-        console.print(f"watch it with 'factory rollout status --run {rollout.run.id} --watch'; drive it from here "
-                      "with 'factory rollout resume --reason ... --prometheus URL'", highlight=False)
+        console.print(f"rollout {rollout.run.id}: {plain(spec.model)} {spec.candidate_version} against "
+                      f"{spec.incumbent_version} in {plain(env)}; hosting it here until it ends (Ctrl-C leaves it "
+                      "resumable)", highlight=False)
+    _drive(rollout, quiet=as_json)
 
 
-def _drive(rollout: Any) -> None:
+def _drive(rollout: Any, *, quiet: bool = False) -> None:
+    """Host ``rollout`` here until it ends, showing its status; exit 1 when it was rolled back."""
+    from contextlib import nullcontext
+
     from rich.live import Live
 
     from factory.serve import drive, rollout_status
 
     try:
-        with Live(console=console, refresh_per_second=2, transient=False) as live:
-            drive(rollout, on_tick=lambda r: live.update(_render(rollout_status(r.run, time.time()))))
+        with nullcontext() if quiet else Live(console=console, refresh_per_second=2, transient=False) as live:
+            drive(rollout, on_tick=None if live is None else
+                  (lambda r: live.update(_render(rollout_status(r.run, time.time())))))
     except KeyboardInterrupt:
         err_console.print(f"stopped hosting {rollout.run.id}; it is resumable with 'factory rollout resume --run "
-                          f"{rollout.run.id} --reason ... --prometheus URL'", highlight=False)
+                          f"{rollout.run.id} --reason ...'", highlight=False)
         raise typer.Exit(130) from None
-    console.print(_render(rollout_status(rollout.run.refresh(), time.time())))
+    final = rollout_status(rollout.run.refresh(), time.time())
+    if quiet:
+        print_json(_status_json(final))
+    else:
+        console.print(_render(final))
+    if final.state.outcome != "promoted":
+        raise typer.Exit(1)
 
 
 def _fmt(value: float | None, kind: str) -> str:
@@ -189,11 +251,12 @@ def status(run: str = RunOption, model: str = ModelOption, env: str = EnvOption,
         raise typer.Exit(0) from None
 
 
-def _act(action: str, found: Run, reason: str, store: Store, prometheus: str | None = None) -> None:
-    """Carry out ``action``: queued for the live host, else here (and, with --prometheus, host it on)."""
+def _act(action: str, found: Run, reason: str, store: Store, prometheus: str | None = None, *,
+         host: bool = False) -> None:
+    """Carry out ``action``: queued for the live host, else here (and, with ``host``, host it on here)."""
     from factory.serve import operate, promote_by_hand
 
-    parts = _parts(store, prometheus)
+    parts, wired = _parts(store, found.config, prometheus, host=False)
     if action == "promote":
         rollout = promote_by_hand(store, found, reason, **parts)
     else:
@@ -205,8 +268,12 @@ def _act(action: str, found: Run, reason: str, store: Store, prometheus: str | N
     state = rollout.state
     now = state.outcome or ("paused" if state.paused else "running")
     console.print(f"{action}: done here, no process was hosting {found.id}; it is now {now}", highlight=False)
-    if prometheus and not state.ended:
-        _drive(rollout)
+    if host and not state.ended:
+        if wired:
+            _drive(rollout)
+        else:
+            console.print(f"no process hosts {found.id}: run 'factory rollout resume --run {found.id} --reason ...' "
+                          "where it reaches the cluster (or with --prometheus URL) to host it", highlight=False)
 
 
 @app.command()
@@ -221,16 +288,17 @@ def pause(reason: str = ReasonOption, run: str = RunOption, model: str = ModelOp
 
 @app.command()
 def resume(reason: str = ReasonOption, run: str = RunOption, model: str = ModelOption, env: str = EnvOption,
-           prometheus: str = PrometheusOption, home: str = HomeOption) -> None:
-    """Go on from where the rollout paused; with --prometheus, host it here until it ends."""
+           prometheus: str = PrometheusOption, metrics_port: int = MetricsPortOption, home: str = HomeOption) -> None:
+    """Go on from where the rollout paused; a rollout no process hosts is hosted here until it ends."""
     from factory.serve import find_rollout, rollout_status, take_over
 
     store = open_store(home)
     found = find_rollout(store, run, model=model, env=env, live=True)
     if rollout_status(found, time.time()).state.paused:
-        _act("resume", found, reason, store, prometheus)
-    elif prometheus and found.state == "interrupted":
-        _drive(take_over(store, found, **_parts(store, prometheus)))
+        _act("resume", found, reason, store, prometheus, host=found.state == "interrupted")
+    elif found.state == "interrupted":
+        _drive(take_over(store, found, **_parts(store, found.config, prometheus, host=True)[0],
+                         **_exporter(metrics_port)))
     else:
         fail(f"rollout {found.id} is not paused ({found.state}): nothing to resume")
 

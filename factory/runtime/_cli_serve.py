@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from factory.runtime._cli_common import HomeOption, JsonOption, console, fail, open_store, print_json, short_digest
+from factory.runtime._cli_common import (
+    HomeOption,
+    JsonOption,
+    connect_ray,
+    console,
+    fail,
+    open_store,
+    print_json,
+    short_digest,
+)
 
 app = typer.Typer(
     help="Model servers on Ray Serve (Open Inference Protocol v2): deploy, list, delete. These connect to the "
          "running Ray cluster (RAY_ADDRESS, else address 'auto').",
     no_args_is_help=True,
 )
-
-
-def _connect(*, start: bool) -> bool:
-    """Connect to the running Ray cluster; with ``start``, start an embedded one if none runs. True if started."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    try:
-        ray.init(address="auto", log_to_driver=False, configure_logging=False)
-        return False
-    except ConnectionError:
-        if not start:
-            fail("no Ray cluster is running: start one with 'ray start --head' (or set RAY_ADDRESS), then retry")
-    import os
-
-    from factory.serve import PROXY_CALLBACK, PROXY_CALLBACK_ENV
-
-    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # its Serve proxy retries requests of lost replicas
-    ray.init(log_to_driver=False, include_dashboard=False, configure_logging=False)
-    return True
 
 
 def _autoscale(text: str | None) -> tuple[int, int] | None:
@@ -65,13 +53,15 @@ def deploy(
     FACTORY_SERVE_PORT (default 127.0.0.1:8000) when this starts it.
     """
     from factory.serve import deploy as deploy_model
+    from factory.serve import require_admitted
 
     if replicas is not None and autoscale is not None:
         fail("give --replicas or --autoscale, not both")
     bounds = _autoscale(autoscale)
     store = open_store(home)
     digest = store.artifacts.resolve(digest)
-    embedded = _connect(start=True)
+    require_admitted(store, digest, env)  # a refusal needs no cluster: say it before connecting to (or starting) one
+    embedded = connect_ray(start=True)
     done = deploy_model(store, digest, env, name=name, replicas=replicas, autoscale=bounds)
     if as_json:
         print_json(done.__dict__)
@@ -109,7 +99,7 @@ def list_served(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     from factory.serve import deployments
 
     store = open_store(home)
-    _connect(start=False)
+    connect_ray()
     rows = deployments(store)
     if as_json:
         print_json([r.__dict__ for r in rows])
@@ -120,7 +110,7 @@ def list_served(home: str = HomeOption, as_json: bool = JsonOption) -> None:
     for r in rows:
         versions = ", ".join(f"{v}*" if i == 0 and r.primary else v for i, v in enumerate(r.versions))
         if r.traffic:
-            versions += " (" + ", ".join(f"{v}: {w:g}" for v, w in sorted(r.traffic.items())) + ")"
+            versions += " (" + ", ".join(f"{v}: {w:g} %" for v, w in sorted(r.traffic.items())) + ")"
         name = r.name if r.name == r.model else f"{r.name} ({r.model})"
         table.add_row(name, versions, r.env, str(r.replicas), r.status, r.url)
     console.print(table)
@@ -133,6 +123,6 @@ def delete(name: str = typer.Argument(..., help="The served name (see 'factory s
     from factory.serve import undeploy
 
     store = open_store(home)
-    _connect(start=False)
+    connect_ray()
     undeploy(store, name)
     console.print(f"deleted {name}", highlight=False)

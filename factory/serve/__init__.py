@@ -10,8 +10,11 @@ reaches every replica without a restart.
 Progressive delivery (routing, shadows, rollouts) is plain logic, without Ray: the router
 decides per request which version answers and which get a shadow copy; the ``Shadower``
 runs copies off the response path and compares replies; a ``Rollout`` takes a candidate
-through shadow and canary steps on measured ``Signals`` (in-process or from Prometheus)
-to promotion or rollback, recorded as a run in the store.
+through shadow and canary steps on measured ``Signals`` to promotion or rollback,
+recorded as a run in the store. On a cluster, the replicas route with that router
+inside the ingress replica, a rollout's traffic reaches them through their deployment
+record (``ServeTraffic``), and its signals come from the cluster's collector that every
+replica reports to (``ClusterSignals``) or from Prometheus (``PrometheusSignals``).
 
 Importing this package imports neither Ray nor torch; they load where they are used
 (the Serve deployments live in ``_app``, imported when deploying).
@@ -36,8 +39,8 @@ __all__ = [
     "set_traffic",
     "env_ref",
     "record_ref",
-    "choose",
     "version_of",
+    "split",
     "ModelServer",
     "LoadedVersion",
     "Routing",
@@ -95,6 +98,14 @@ __all__ = [
     "analyse",
     "TrafficControl",
     "MemoryTraffic",
+    "ServeTraffic",
+    "served_in",
+    "ClusterSignals",
+    "SignalsCollector",
+    "ServedAs",
+    "serving_parts",
+    "rollout_spec",
+    "start_rollout",
     "TicketRequest",
     "TicketSink",
     "StoreTickets",
@@ -144,7 +155,7 @@ from factory.serve._record import (
     set_traffic,
 )
 from factory.serve._server import ROUTE_KEY, ModelServer
-from factory.serve._traffic import choose, version_of
+from factory.serve._traffic import split, version_of
 from factory.serve._versions import LoadedVersion, Routing, VersionPool
 
 from factory.serve._analysis import Analysis, Check, Verdict, analyse
@@ -152,7 +163,16 @@ from factory.serve._outcomes import OutcomeBook, parse_outcome
 from factory.serve._promql import MetricNames, PrometheusSignals
 from factory.serve._rollout import RUN_KIND, Rollout
 from factory.serve._rollout_config import RolloutConfig, RolloutSpec, parse_duration, parse_steps
-from factory.serve._rollout_host import drive, operate, promote_by_hand, take_over
+from factory.serve._collector import ClusterSignals, SignalsCollector
+from factory.serve._rollout_host import (
+    drive,
+    operate,
+    promote_by_hand,
+    rollout_spec,
+    serving_parts,
+    start_rollout,
+    take_over,
+)
 from factory.serve._rollout_metrics import RolloutMetrics
 from factory.serve._rollout_state import RolloutState, replay
 from factory.serve._rollout_status import RolloutStatus, find_rollout, rollout_status, rollouts
@@ -168,5 +188,12 @@ from factory.serve._rollout_store import (
 from factory.serve._router import Decision, RouteRequest, Router, StickyKey, TrafficConfig, route
 from factory.serve._shadow import Comparison, Shadower, ShadowStats, answer, compare_outputs
 from factory.serve._signal_metrics import SIGNAL_METRICS, ClientRecorder, FanOut, RecorderSink
-from factory.serve._signals import LATENCY_BUCKETS_MS, MemorySignals, Signals, VersionFigures, bucket_quantile
-from factory.serve._traffic_control import MemoryTraffic, TrafficControl
+from factory.serve._signals import (
+    LATENCY_BUCKETS_MS,
+    MemorySignals,
+    ServedAs,
+    Signals,
+    VersionFigures,
+    bucket_quantile,
+)
+from factory.serve._traffic_control import MemoryTraffic, ServeTraffic, TrafficControl, served_in

@@ -1,10 +1,12 @@
 """The Ray Serve deployments: one application per served model, and the root that answers ``/v2``.
 
 A model application is one deployment (``factory-model``) at ``/v2/models/<name>``: the
-proxy sends each request straight to a replica, which checks, batches, runs, answers,
-logs and records metrics itself, so no request takes an extra hop. Each replica opens
-the store from the settings it was given, follows its deployment's state there (see
-``_follow``), and holds every version that state names. The root application
+proxy sends each request straight to a replica, which routes between the versions it
+holds, checks, batches, runs, answers, shadows, logs and records metrics itself, so no
+request takes an extra hop. Each replica opens the store from the settings it was
+given, follows its deployment's state there (see ``_follow``), and holds every version
+that state names. What it measures goes to Ray's metrics (Prometheus) and, every half
+second, to the cluster's signals collector (``_collector``) that rollouts read. The root application
 (``factory-oip`` at ``/v2``) answers health, server metadata, the OpenAPI description,
 and unknown models. Everything here is a thin adapter over ``ModelServer``.
 """
@@ -15,6 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ray import serve
@@ -22,14 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from factory.errors import InvalidRequestError
-from factory.serve._batching import Job, rows_of
+from factory.serve._batching import Job, rows_of, run_jobs
 from factory.serve._oip import Reply, error_reply, json_reply, parse_route, server_metadata
 from factory.serve._openapi import openapi
 from factory.serve._record import MODEL_DEPLOYMENT
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from factory.serve._record import ServeState
     from factory.settings import Settings
     from factory.store import Store
@@ -42,16 +43,17 @@ ROOT_DEPLOYMENT = "factory-oip"
 
 
 def _log_writer(store: Store, model: str) -> Any:
-    """Where sampled rows go: the model's FeatureLog. Pass two: the features package's buffered writer."""
+    """Where sampled rows go: a buffered writer on the model's FeatureLog (one per replica, closed at shutdown)."""
     from factory.serve._log import log_name
     from factory.store import FeatureLog
 
-    log_ = FeatureLog(store, log_name(model))
+    return FeatureLog(store, log_name(model)).writer(flush_rows=LOG_FLUSH_ROWS, flush_seconds=LOG_FLUSH_S)
 
-    def write(table: pa.Table) -> int:
-        return log_.append(table)
 
-    return write
+# One Lance commit per replica every few seconds (or this many rows): each commit costs CPU and leaves a fragment.
+LOG_FLUSH_ROWS = 5_000
+LOG_FLUSH_S = 2.0
+SHADOW_THREADS = 2  # shadow copies run here, never on the event loop that answers
 
 
 REPLICA_HEADER = "x-factory-replica"
@@ -88,11 +90,15 @@ class ModelDeployment:
         import torch
 
         from factory.serve._admission import load_version
+        from factory.serve._collector import SLOT_S, SignalsPusher
         from factory.serve._follow import Follower
         from factory.serve._log import InferenceLog
         from factory.serve._metrics import RayRecorder, ServeMetrics
+        from factory.serve._outcomes import OutcomeBook
         from factory.serve._record import read_state
         from factory.serve._server import ModelServer
+        from factory.serve._shadow import Shadower
+        from factory.serve._signals import MemorySignals
         from factory.serve._versions import VersionPool
         from factory.store import Store
 
@@ -102,13 +108,18 @@ class ModelDeployment:
         self.replica = serve.get_replica_context().replica_id.unique_id
         store = Store(settings.home, settings=settings)
         state = read_state(store, name)
-        metrics = ServeMetrics(name, RayRecorder())
+        local = MemorySignals(slot_s=SLOT_S, retention_s=600.0)
+        metrics = ServeMetrics(name, RayRecorder(), signals=(local,))
+        self.pusher = SignalsPusher(local).start()
         self.log = InferenceLog(_log_writer(store, state.record.model), on_written=metrics.logged,
                                 on_dropped=metrics.dropped)
+        self._shadow_pool = ThreadPoolExecutor(SHADOW_THREADS, thread_name_prefix="factory-shadow")
         env = state.record.env
         pool = VersionPool(lambda digest: load_version(store, env, digest), capacity=state.record.max_versions)
         self.server = ModelServer(name, pool=pool, metrics=metrics, log=self.log,
-                                  max_body_bytes=settings.serve_max_body_bytes, run=self._infer)
+                                  max_body_bytes=settings.serve_max_body_bytes, run=self._infer,
+                                  shadow_run=self._shadow, shadower=Shadower(name, metrics.sink),
+                                  outcomes=OutcomeBook(name, metrics.sink))
         self._apply(state)
         self.follower = Follower(lambda: read_state(store, name), self._apply, key=state.key, poll_s=poll_s,
                                  on_error=lambda error: setattr(self.server, "apply_error", error)).start()
@@ -123,6 +134,10 @@ class ModelDeployment:
     async def _infer(self, jobs: list[Job]) -> list[Any]:
         return self.server.run_batch(jobs)
 
+    async def _shadow(self, job: Job) -> Any:
+        """A shadow copy, in the shadow threads: the event loop goes on answering meanwhile."""
+        return (await asyncio.get_running_loop().run_in_executor(self._shadow_pool, run_jobs, [job]))[0]
+
     async def __call__(self, request: Request) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
@@ -133,12 +148,16 @@ class ModelDeployment:
         return _response(reply, self.replica)
 
     def __del__(self) -> None:
-        follower = getattr(self, "follower", None)
-        if follower is not None:
-            follower.stop()
+        for part in ("follower", "pusher"):
+            running = getattr(self, part, None)
+            if running is not None:
+                running.stop()
         log_ = getattr(self, "log", None)
         if log_ is not None:
             log_.close(timeout=10.0)
+        pool = getattr(self, "_shadow_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 @serve.deployment(name=ROOT_DEPLOYMENT, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)

@@ -1,11 +1,22 @@
 """Deploy, list and delete served models on a connected Ray cluster.
 
-``deploy`` checks admission, points the environment's ref at the package, writes the
-deployment record, and starts the model's Serve application only when it is not
-running yet or its replica settings changed (``serve.run`` restarts every replica, so a
-new package for a running application travels through the store instead: its replicas
-load it and switch within their poll interval). It returns once the new version
-answers ``ready`` over HTTP, and undoes its ref moves if that never happens.
+``deploy`` checks admission and that a replica fits on a node of the cluster, points the
+environment's ref at the package, writes the deployment record, and starts the model's
+Serve application only when it is not running yet or its replica settings changed
+(``serve.run`` restarts every replica, so a new package for a running application
+travels through the store instead: its replicas load it and switch within their poll
+interval). It returns once the new version answers ``ready`` over HTTP, and undoes its
+ref moves if that never happens.
+
+Protected environments (by default ``prod`` and ``staging``: their refs
+``model/<name>/<env>`` move only for ``factory-controller``): ``deploy`` moves the ref
+as the store's actor, so only an actor the rule lists can put a new package there, and
+then only when no rollout of that model and environment is under way. Anyone may
+deploy (start serving) the package the ref already points at. A new version reaches a
+protected environment through a rollout (``factory rollout start DIGEST --env prod``,
+hosted as the controller's actor), which promotes it on measured signals; the first
+version of a model in such an environment is deployed once by a listed actor (or a
+listed actor points the ref at it, and anyone deploys it).
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from factory.errors import FactorySystemError, InvalidInputError, NotFoundError
+from factory.errors import FactorySystemError, InvalidInputError, NotFoundError, RefProtectedError, UserError
 from factory.serve._admission import require_admitted
 from factory.serve._record import (
     MODEL_DEPLOYMENT,
@@ -77,13 +88,19 @@ class DeploymentStatus:
 
 def package_contract(store: Store, digest: str) -> Contract:
     """The contract of a stored model package, read without loading its weights."""
-    from factory.contract import Contract, ModelPackageMeta
+    from factory.contract import open_package
 
-    artifact = store.artifacts.get(digest)
-    if artifact.kind != "model":
-        raise InvalidInputError(f"{digest} is a {artifact.kind} artifact, not a model package: deploy a model digest")
-    meta = artifact.meta(ModelPackageMeta)
-    return Contract.from_json(store.blobs.get(meta.files["contract.json"]))
+    return open_package(store, digest).contract
+
+
+def check_fits(contract: Contract, nodes: list[dict[str, Any]]) -> None:
+    """Raise ``InvalidInputError`` naming what is short unless one replica fits on a live node."""
+    from factory.contract import check_fits_cluster
+
+    problems = check_fits_cluster(contract.resources, [n.get("Resources", {}) for n in nodes if n.get("Alive")])
+    if problems:
+        raise InvalidInputError(f"a replica of {contract.name} cannot be placed on this cluster: "
+                                + "; ".join(str(p) for p in problems))
 
 
 def example_request(contract: Contract) -> dict[str, Any]:
@@ -165,6 +182,7 @@ def deploy(store: Store, digest: str, env: str, *, name: str | None = None, repl
     Serve's HTTP proxy, when this starts it, listens where the store's settings say
     (FACTORY_SERVE_HOST, FACTORY_SERVE_PORT); replicas open the store from the same settings.
     """
+    import ray
     from ray import serve
 
     from factory.serve._app import ModelDeployment
@@ -173,7 +191,8 @@ def deploy(store: Store, digest: str, env: str, *, name: str | None = None, repl
     env = check_env(env)
     contract = package_contract(store, digest)
     name = check_name(name or contract.name)
-    require_admitted(digest, env)
+    require_admitted(store, digest, env)
+    check_fits(contract, ray.nodes())
     previous = read_record(store, name)
     if previous is not None and (previous[0].model, previous[0].env) != (contract.name, env):
         raise InvalidInputError(f"{name!r} already serves {previous[0].model} in {previous[0].env}: delete it first "
@@ -185,31 +204,57 @@ def deploy(store: Store, digest: str, env: str, *, name: str | None = None, repl
         raise InvalidInputError(f"cannot deploy {name!r}: {exc}") from None
 
     settings = replica_settings(store)
-    url = ensure_serve(settings) + record.url_path
     ref = env_ref(contract.name, env)
     old_primary = store.refs.get(ref)
     options = _serve_options(contract, record)
-    running = name in serve.status().applications
-    unchanged = previous is not None and old_primary is not None and running and options == _serve_options(
-        package_contract(store, old_primary), previous[0])
     if old_primary != digest:
-        store.refs.set(ref, digest, expected=old_primary, reason=f"factory serve deploy as {name}")
+        _move_env_ref(store, ref, digest, old_primary, env, name)
     record_digest = write_record(store, record, expected=previous[1] if previous else None,
                                  reason=f"factory serve deploy {digest}")
+    running = False
     try:
+        url = ensure_serve(settings) + record.url_path
+        running = name in serve.status().applications
+        unchanged = previous is not None and old_primary is not None and running and options == _serve_options(
+            package_contract(store, old_primary), previous[0])
         if not unchanged:
             app = ModelDeployment.options(**options).bind(name, settings, poll_s)
             serve.run(app, name=name, route_prefix=record.url_path)
         _wait_ready(f"{url}/versions/{version_of(digest)}/ready", timeout_s)
     except Exception as exc:
         if not running:
-            serve.delete(name)
+            try:
+                serve.delete(name)
+            except Exception as cleanup:  # Serve itself is failing: the refs are what matter here
+                log.warning("could not delete the half-started application %s: %s", name, cleanup)
         _undo(store, ref, digest, old_primary, name, record_digest, previous)
         raise FactorySystemError(f"deploying {digest} as {name!r} failed, refs restored: {_first_line(exc)}") from exc
     body = json.dumps(example_request(contract), separators=(",", ":"))
     curl = f"curl -s -X POST {url}/infer -H 'Content-Type: application/json' -d {shlex.quote(body)}"
     log.info("deployed %s as %s in %s at %s", digest, name, env, url)
     return Deployed(name, contract.name, env, digest, version_of(digest), url, curl, restarted=not unchanged)
+
+
+def _move_env_ref(store: Store, ref: str, digest: str, old: str | None, env: str, name: str) -> None:
+    """Point the environment's ref at ``digest``; refused with the way forward while a rollout runs or the ref is
+    protected against this actor."""
+    from factory.serve._rollout_status import rollouts
+
+    model = ref.split("/")[1]
+    live = rollouts(store, model=model, env=env, live=True)
+    if live:
+        raise UserError(f"rollout {live[-1].id} of {ref} is under way: it decides what {env} serves. Let it finish, "
+                        f"or end it with 'factory rollback --run {live[-1].id} --reason ...', then deploy")
+    try:
+        store.refs.set(ref, digest, expected=old, reason=f"factory serve deploy as {name}")
+    except RefProtectedError as exc:
+        how = (f"roll it out against what {env} serves now with 'factory rollout start {digest} --env {env}' (hosted "
+               "as the controller's actor), or have a release manager the rule lists deploy it") if old else \
+            (f"a first version is deployed to {env} by an actor the rule lists (FACTORY_ACTOR), or such an actor points "
+             f"the ref at it ('factory refs set {ref} {digest}') and anyone may then deploy it")
+        raise RefProtectedError(f"cannot deploy to {env} as {exc.actor}: {ref} moves only for the actors of rule "
+                                f"{exc.pattern!r} ('factory refs rules'); {how}", exc.name, exc.actor,
+                                exc.pattern) from None
 
 
 def _wait_ready(url: str, timeout_s: float) -> None:
@@ -295,6 +340,7 @@ def deployments(store: Store) -> list[DeploymentStatus]:
                 replicas = sum(n for state, n in deployment.replica_states.items()
                                if str(getattr(state, "value", state)) == "RUNNING")
         held = tuple(dict.fromkeys(version_of(d) for d in (*([primary] if primary else []), *record.versions)))
-        out.append(DeploymentStatus(record.name, record.model, record.env, primary, held, dict(record.traffic),
+        traffic = dict(record.traffic.weights) if record.traffic is not None else {}
+        out.append(DeploymentStatus(record.name, record.model, record.env, primary, held, traffic,
                                     status, replicas, base + record.url_path))
     return out

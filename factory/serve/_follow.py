@@ -58,7 +58,7 @@ class Follower:
             try:
                 self.step()
             except Exception as exc:  # keep serving the last good state; try again later
-                message = f"{type(exc).__name__}: {exc}"
+                message = one_line(exc)
                 if message != self.error:
                     log.error("cannot apply the deployment's new state (serving the previous one): %s", message)
                     self._on_error(message)
@@ -69,3 +69,9 @@ class Follower:
                     self._on_error(None)
                 self.error = None
                 wait = self.poll_s
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line: a multi-line message (a list of problems) joined with '; '."""
+    lines = (line.strip().removeprefix("- ") for line in str(exc).splitlines())
+    return f"{type(exc).__name__}: " + "; ".join(line for line in lines if line)

@@ -1,10 +1,17 @@
-"""Model server metrics, per model and version, in Prometheus format.
+"""Model server metrics, per model and version, in Prometheus format: one table of names.
 
-Replicas record through Ray's metrics (``ray.util.metrics``): each node's metrics
-agent exports them at ``http://<node>:<metrics_export_port>/metrics`` with a ``ray_``
-prefix (``ray_factory_serve_requests_total``), where a Prometheus server scrapes every
-node and sums over replicas. ``MemoryRecorder`` keeps the same figures in-process,
-for tests and for an analysis that reads them without Prometheus.
+``METRICS`` names everything a replica records: requests, errors by code, latency,
+batch rows and inference-log rows, and the signals a rollout judges by besides those
+(shadow comparisons, reported outcomes). Replicas record through Ray's metrics
+(``ray.util.metrics``): each node's metrics agent exports them at
+``http://<node>:<metrics_export_port>/metrics`` with a ``ray_`` prefix (and counters with
+``_total``: ``ray_factory_serve_requests_total``), where a Prometheus server scrapes
+every node and sums over replicas; ``PrometheusSignals`` reads those names.
+``MemoryRecorder`` keeps the same figures in-process, for tests.
+
+``RecorderSink`` is the one place that turns a request, a shadow comparison or an
+outcome into counts and observations; ``ServeMetrics`` is what a model server records,
+through it and into any in-process ``Signals`` (``MemorySignals``) beside it.
 """
 
 from __future__ import annotations
@@ -15,12 +22,15 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-__all__ = ["METRICS", "Recorder", "RayRecorder", "MemoryRecorder", "ServeMetrics"]
+from factory.serve._signals import LATENCY_BUCKETS_MS
+
+__all__ = ["METRICS", "Recorder", "RayRecorder", "MemoryRecorder", "RecorderSink", "ServeMetrics"]
 
 log = logging.getLogger(__name__)
 
-LATENCY_MS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 ROWS = tuple(2**i for i in range(17))
+_MV = ("model", "version")
+_MVO = ("model", "version", "output")
 
 # name -> (kind, description, tag keys, histogram boundaries)
 METRICS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
@@ -29,12 +39,21 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
     "factory_serve_errors": ("counter", "Requests answered with a 4xx or 5xx, by model, version and code.",
                              ("model", "version", "code"), ()),
     "factory_serve_request_latency_ms": ("histogram", "Time from request to response inside the replica, in ms.",
-                                         ("model", "version"), LATENCY_MS),
-    "factory_serve_batch_rows": ("histogram", "Rows per forward pass (requests batched together).",
-                                 ("model", "version"), ROWS),
-    "factory_serve_logged_rows": ("counter", "Rows written to the inference log.", ("model", "version"), ()),
-    "factory_serve_log_dropped_rows": ("counter", "Sampled rows the inference log dropped (buffer full or "
-                                       "store failing).", ("model", "version"), ()),
+                                         _MV, LATENCY_BUCKETS_MS),
+    "factory_serve_batch_rows": ("histogram", "Rows per forward pass (requests batched together).", _MV, ROWS),
+    "factory_serve_logged_rows": ("counter", "Sampled rows handed to the inference log's writer.", _MV, ()),
+    "factory_serve_log_dropped_rows": ("counter", "Sampled rows the inference log lost: refused by a full buffer "
+                                       "(by version), or lost in a commit (version \"\").", _MV, ()),
+    "factory_shadow_compared": ("counter", "Shadow replies compared with the answering version's.", _MV, ()),
+    "factory_shadow_rows": ("counter", "Rows compared, per label output.", _MVO, ()),
+    "factory_shadow_agreed_rows": ("counter", "Rows on which the shadow reply agreed, per label output.", _MVO, ()),
+    "factory_shadow_values": ("counter", "Values compared, per numeric output.", _MVO, ()),
+    "factory_shadow_abs_diff": ("counter", "Sum of absolute differences from the answering version's reply, per "
+                                "numeric output.", _MVO, ()),
+    "factory_outcome_labels": ("counter", "Reported class outcomes of requests this version answered.", _MV, ()),
+    "factory_outcome_correct": ("counter", "Reported class outcomes this version had right.", _MV, ()),
+    "factory_outcome_values": ("counter", "Reported numeric outcomes of requests this version answered.", _MV, ()),
+    "factory_outcome_abs_error": ("counter", "Sum of absolute errors against reported numeric outcomes.", _MV, ()),
 }
 
 
@@ -127,20 +146,60 @@ class MemoryRecorder:
                     if n == name and tags.items() <= dict(t).items() for x in xs]
 
 
-class ServeMetrics:
-    """What a model server records, named once here."""
+class RecorderSink:
+    """Records requests, shadow comparisons and outcomes through a ``Recorder`` under the ``METRICS`` names."""
 
-    def __init__(self, model: str, recorder: Recorder):
-        self.model = model
+    def __init__(self, recorder: Recorder):
         self.recorder = recorder
 
-    def request(self, version: str, code: int, latency_ms: float) -> None:
-        tags = {"model": self.model, "version": version, "code": str(code)}
+    def record_request(self, model: str, version: str, code: int, latency_ms: float) -> None:
+        tags = {"model": model, "version": version, "code": str(code)}
         self.recorder.count("factory_serve_requests", 1, tags)
         if code >= 400:
             self.recorder.count("factory_serve_errors", 1, tags)
-        self.recorder.observe("factory_serve_request_latency_ms", latency_ms,
-                              {"model": self.model, "version": version})
+        self.recorder.observe("factory_serve_request_latency_ms", latency_ms, {"model": model, "version": version})
+
+    def record_comparison(self, model: str, version: str, *, agreed: Mapping[str, tuple[int, int]],
+                          abs_diff: Mapping[str, tuple[float, int]]) -> None:
+        count = self.recorder.count
+        count("factory_shadow_compared", 1, {"model": model, "version": version})
+        for output, (same, rows) in agreed.items():
+            tags = {"model": model, "version": version, "output": output}
+            count("factory_shadow_rows", rows, tags)
+            count("factory_shadow_agreed_rows", same, tags)
+        for output, (total, values) in abs_diff.items():
+            tags = {"model": model, "version": version, "output": output}
+            count("factory_shadow_values", values, tags)
+            count("factory_shadow_abs_diff", total, tags)
+
+    def record_outcome(self, model: str, version: str, *, correct: bool | None = None,
+                       abs_error: float | None = None) -> None:
+        tags = {"model": model, "version": version}
+        if correct is not None:
+            self.recorder.count("factory_outcome_labels", 1, tags)
+            self.recorder.count("factory_outcome_correct", int(correct), tags)
+        if abs_error is not None:
+            self.recorder.count("factory_outcome_values", 1, tags)
+            self.recorder.count("factory_outcome_abs_error", abs_error, tags)
+
+
+class ServeMetrics:
+    """What a model server records, named once here.
+
+    ``sink`` takes requests, shadow comparisons and outcomes (the ``Shadower``'s and the
+    ``OutcomeBook``'s sink): recorded through ``recorder``, and also into each of
+    ``signals`` (``MemorySignals``: the in-process analysis reads those).
+    """
+
+    def __init__(self, model: str, recorder: Recorder, *, signals: tuple[Any, ...] = ()):
+        from factory.serve._signal_metrics import FanOut
+
+        self.model = model
+        self.recorder = recorder
+        self.sink = FanOut(RecorderSink(recorder), *signals) if signals else RecorderSink(recorder)
+
+    def request(self, version: str, code: int, latency_ms: float) -> None:
+        self.sink.record_request(self.model, version, code, latency_ms)
 
     def batch(self, version: str, rows: int) -> None:
         self.recorder.observe("factory_serve_batch_rows", rows, {"model": self.model, "version": version})

@@ -29,7 +29,7 @@ __all__ = ["Reply", "Route", "parse_route", "json_reply", "error_reply", "infer_
 
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ("binary_tensor_data",)
-_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<verb>ready|infer))?/?$")
+_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<verb>ready|infer|outcomes))?/?$")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class Route:
-    """A model path: ``verb`` is ``metadata``, ``ready`` or ``infer``; ``version`` None means the default."""
+    """A model path: ``verb`` is ``metadata``, ``ready``, ``infer`` or ``outcomes``; ``version`` None means the default."""
 
     model: str
     version: str | None
@@ -51,7 +51,7 @@ class Route:
 
 
 def parse_route(path: str) -> Route | None:
-    """The model route of ``path`` (``/v2/models/{name}[/versions/{v}][/ready|/infer]``), or None."""
+    """The model route of ``path`` (``/v2/models/{name}[/versions/{v}][/ready|/infer|/outcomes]``), or None."""
     match = _ROUTE.match(path)
     if match is None:
         return None

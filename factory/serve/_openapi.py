@@ -39,6 +39,10 @@ _INFER_RESPONSE = {"type": "object", "required": ["model_name", "id", "outputs"]
     "outputs": {"type": "array", "items": {**_TENSOR_META, "properties": {
         **_TENSOR_META["properties"], "data": {"type": "array"}, "parameters": {"type": "object"}}}},
 }}
+_OUTCOME = {"type": "object", "required": ["id"], "properties": {
+    "id": {"type": "string", "description": "the id of the request whose outcome this is"},
+    "label": {"description": "the observed class (or one per row)"},
+    "value": {"description": "the observed number (or one per row)"}}}
 _MODEL_META = {"type": "object", "required": ["name", "platform", "inputs", "outputs"], "properties": {
     "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
     "platform": {"type": "string"},
@@ -50,7 +54,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    words = {400: "a request the contract refuses", 404: "no such model or version", 405: "wrong method",
+    words = {400: "a request the contract refuses", 404: "no such model, version or request id", 405: "wrong method",
              413: "body over the size limit", 415: "unsupported Content-Encoding", 503: "not ready"}
     return {str(c): _json(_ERROR, words[c]) for c in codes}
 
@@ -84,5 +88,10 @@ def openapi() -> dict[str, Any]:
                 "200": _json({"type": "object"}, "ready"), **_errors(503)}}},
             **_model_paths("/v2/models/{model_name}", [name]),
             **_model_paths("/v2/models/{model_name}/versions/{model_version}", [name, version]),
+            "/v2/models/{model_name}/outcomes": {"post": {
+                "summary": "Report what really happened to an answered request (scores the version that answered)",
+                "parameters": [name],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _OUTCOME}}},
+                "responses": {"200": _json({"type": "object"}, "the outcome as scored"), **_errors(400, 404, 413)}}},
         },
     }

@@ -6,6 +6,8 @@ minutes) POSTs it with the request's id: ``{"id": "...", "label": 1}`` for a cla
 request. ``OutcomeBook`` remembers which version answered each of the last ``capacity``
 requests and what it predicted, and turns a report into a right/wrong or an absolute
 error for that version in the signals, which the rollout compares between versions.
+A label is compared with the first label output (integers, booleans or strings: a
+class), a value with the first numeric output, unless the book names its ``output``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import numpy as np
 
 from factory.errors import InvalidInputError, NotFoundError
 
-__all__ = ["OutcomeBook", "OutcomeSink", "parse_outcome"]
+__all__ = ["OutcomeBook", "OutcomeSink", "parse_outcome", "MAX_REPORT_BYTES"]
 
-_MAX_BODY = 1 << 20
+MAX_REPORT_BYTES = 1 << 20
 
 
 class OutcomeSink(Protocol):
@@ -32,8 +34,8 @@ class OutcomeSink(Protocol):
 
 def parse_outcome(body: bytes) -> tuple[str, str, list[Any]]:
     """``(request id, "label" or "value", observed per row)`` from a report's JSON body."""
-    if len(body) > _MAX_BODY:
-        raise InvalidInputError(f"an outcome report is at most {_MAX_BODY} bytes: report fewer rows at once")
+    if len(body) > MAX_REPORT_BYTES:
+        raise InvalidInputError(f"an outcome report is at most {MAX_REPORT_BYTES} bytes: report fewer rows at once")
     try:
         report = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -65,16 +67,23 @@ class OutcomeBook:
         self.sink = sink
         self.output = output
         self.capacity = capacity
-        self._answers: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[str, dict[str, np.ndarray]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def answered(self, request_id: str, version: str, outputs: Mapping[str, Any]) -> None:
-        """Remember that ``version`` answered ``request_id`` with ``outputs`` (the first, or ``output``)."""
-        name = self.output if self.output is not None else next(iter(outputs))
-        prediction = np.asarray(outputs[name])
-        prediction = prediction.reshape(prediction.shape[0], -1)[:, 0] if prediction.ndim else prediction.reshape(1)
+        """Remember that ``version`` answered ``request_id`` with ``outputs`` (its label and its value)."""
+        kept: dict[str, np.ndarray] = {}
+        for name, value in outputs.items():
+            if self.output is not None and name != self.output:
+                continue
+            array = np.asarray(value)
+            kind = "value" if array.dtype.kind in "fc" else "label"
+            if self.output is not None:
+                kept = {"label": _first_column(array), "value": _first_column(array)}
+            elif kind not in kept:
+                kept[kind] = _first_column(array)
         with self._lock:
-            self._answers[request_id] = (version, prediction)
+            self._answers[request_id] = (version, kept)
             self._answers.move_to_end(request_id)
             while len(self._answers) > self.capacity:
                 self._answers.popitem(last=False)
@@ -87,7 +96,12 @@ class OutcomeBook:
         if found is None:
             raise NotFoundError(f"no answered request {request_id!r} is remembered here (the last {self.capacity} "
                                 "are): report outcomes with the id the response carried, soon after")
-        version, prediction = found
+        version, kept = found
+        prediction = kept.get(kind)
+        if prediction is None:
+            other = "value" if kind == "label" else "label"
+            raise InvalidInputError(f"{self.model} has no {'class' if kind == 'label' else 'numeric'} output to score a "
+                                    f"{kind} against: report a {other} instead")
         if len(observed) != len(prediction):
             raise InvalidInputError(f"request {request_id!r} had {len(prediction)} rows but the report gives "
                                     f"{len(observed)} {kind}s: give one per row")
@@ -102,3 +116,8 @@ class OutcomeBook:
                 self.sink.record_outcome(self.model, version, abs_error=error)
                 scores.append(error)
         return {"id": request_id, "version": version, kind: observed, "scores": scores}
+
+
+def _first_column(array: np.ndarray) -> np.ndarray:
+    """One prediction per row: the array itself, or the first value of each row."""
+    return array.reshape(array.shape[0], -1)[:, 0] if array.ndim else array.reshape(1)

@@ -1,10 +1,11 @@
 """A deployment's record in the store: what its replicas serve, followed by every replica.
 
 The record is a ``deployment`` artifact (immutable: each change is a new one) behind the
-ref ``deployment/<name>``, so every change keeps its history and moves by
-compare-and-swap. With the environment's ref ``model/<model>/<env>`` it says everything
-a replica needs: the package that answers unversioned requests (the ref's target), the
-other packages held (a rollout's candidate), and the traffic weights between them.
+ref ``deployment/<name>`` (a namespace of ``deployment`` artifacts), so every change keeps
+its history and moves by compare-and-swap. With the environment's ref
+``model/<model>/<env>`` it says everything a replica needs: the package that answers
+unversioned requests (the ref's target), the other packages held (a rollout's
+candidate), and the ``TrafficConfig`` that splits and shadows traffic between them.
 Replicas poll both refs, so a change reaches each of them without a restart, on any
 node that opens the store.
 """
@@ -12,18 +13,18 @@ node that opens the store.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from factory.errors import InvalidInputError, NotFoundError
-from factory.serve._traffic import check_weights, version_of
-from factory.store import check_digest
+from factory.errors import InvalidInputError, NotFoundError, RefConflictError
+from factory.serve._router import TrafficConfig
+from factory.serve._traffic import split, version_of
+from factory.store import ArtifactKind, check_digest, register_ref_namespace
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from factory.store import Store
 
 __all__ = ["DeploymentRecord", "ServeState", "record_ref", "env_ref", "read_record", "write_record", "read_state",
@@ -31,6 +32,8 @@ __all__ = ["DeploymentRecord", "ServeState", "record_ref", "env_ref", "read_reco
 
 ROOT_APP = "factory-oip"  # the Serve application answering /v2 itself
 MODEL_DEPLOYMENT = "factory-model"  # the deployment inside each model's Serve application
+RECORD_PREFIX = "deployment/"
+register_ref_namespace(RECORD_PREFIX + "*", ArtifactKind.DEPLOYMENT)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _ENV = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 Digest = Annotated[str, AfterValidator(check_digest)]
@@ -51,7 +54,7 @@ def check_env(env: str) -> str:
 
 
 def record_ref(name: str) -> str:
-    return f"deployment/{name}"
+    return RECORD_PREFIX + name
 
 
 def env_ref(model: str, env: str) -> str:
@@ -63,9 +66,9 @@ class DeploymentRecord(BaseModel):
     """A served model: its name, model and environment, the packages held and how traffic splits.
 
     ``versions``: packages held besides the environment's (at most ``max_versions`` in all).
-    ``traffic``: weights by version (12 hex digits); empty sends every unversioned request to
-    the environment's package. ``replicas``/``autoscale``/``max_versions`` are deployment
-    settings, never contract fields.
+    ``traffic``: how unversioned requests split between the versions held and which get a
+    shadow copy; None sends every one to the environment's package.
+    ``replicas``/``autoscale``/``max_versions`` are deployment settings, never contract fields.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,7 +78,7 @@ class DeploymentRecord(BaseModel):
     model: str = Field(min_length=1, max_length=128)
     env: Annotated[str, AfterValidator(check_env)]
     versions: tuple[Digest, ...] = ()
-    traffic: dict[str, float] = Field(default_factory=dict)
+    traffic: TrafficConfig | None = None
     replicas: int | None = Field(None, ge=1, le=1024)
     autoscale: tuple[int, int] | None = None
     max_versions: int = Field(4, ge=1, le=64)
@@ -89,7 +92,8 @@ class DeploymentRecord(BaseModel):
         if len(self.versions) + 1 > self.max_versions:
             raise ValueError(f"{len(self.versions)} extra versions and the environment's exceed max_versions "
                              f"({self.max_versions})")
-        check_weights(self.traffic)
+        if self.traffic is not None and self.traffic.model != self.model:
+            raise ValueError(f"the traffic config is for model {self.traffic.model!r}, not {self.model!r}")
         return self
 
     @property
@@ -113,10 +117,18 @@ class ServeState:
     def extra(self) -> tuple[str, ...]:
         return tuple(d for d in self.record.versions if d != self.primary)
 
-    def weights(self) -> dict[str, float]:
-        """The traffic weights, left out when they name a version not held (a promotion under way)."""
+    def traffic(self) -> TrafficConfig | None:
+        """The traffic config to route by: None (all to ``primary``) when it gives weight to a version
+        not held (a promotion under way); shadows of versions not held are left out."""
+        config = self.record.traffic
+        if config is None:
+            return None
         held = {version_of(d) for d in (self.primary, *self.record.versions)}
-        return dict(self.record.traffic) if set(self.record.traffic) <= held else {}
+        if any(w > 0 and v not in held for v, w in config.weights.items()):
+            return None
+        if set(config.shadows) <= held:
+            return config
+        return config.model_copy(update={"shadows": {v: p for v, p in config.shadows.items() if v in held}})
 
 
 _RECORDS: dict[str, DeploymentRecord] = {}  # by artifact digest: content-addressed, so never stale
@@ -160,30 +172,46 @@ def read_state(store: Store, name: str) -> ServeState:
     return ServeState(record, digest, primary)
 
 
-def set_traffic(store: Store, name: str, weights: Mapping[str, float], *, versions: tuple[str, ...] | None = None,
-                reason: str = "") -> DeploymentRecord:
-    """Change which packages ``name`` holds and how unversioned traffic splits between them.
+def set_traffic(store: Store, name: str, traffic: TrafficConfig | Mapping[str, float] | None, *,
+                versions: tuple[str, ...] | None = None, reason: str = "", attempts: int = 5) -> DeploymentRecord:
+    """Change which packages ``name`` holds and how its unversioned traffic splits between them.
 
-    Every replica applies it within its poll interval, without a restart. ``weights`` are
-    by version (12 hex digits); ``versions`` (digests) replaces the packages held besides
-    the environment's. The move is a compare-and-swap on ``deployment/<name>``.
+    ``traffic``: a ``TrafficConfig`` (a rollout's: applied only if its generation is newer
+    than the record's), weights by version written by hand (any non-negative numbers,
+    made into percentages of a new generation), or None to send everything to the
+    environment's package. ``versions`` (digests) replaces the packages held besides the
+    environment's. Every replica applies it within its poll interval, without a restart.
+    The move is a compare-and-swap on ``deployment/<name>``, retried when another change
+    went in first.
     """
-    found = read_record(store, name)
-    if found is None:
-        raise NotFoundError(f"nothing is deployed as {name!r}: deploy it before changing its traffic")
-    record, digest = found
-    update: dict[str, object] = {"traffic": check_weights(weights)}
-    if versions is not None:
-        update["versions"] = tuple(versions)
-    try:
-        new = DeploymentRecord.model_validate({**record.model_dump(), **update})
-    except ValueError as exc:
-        raise InvalidInputError(f"cannot change the traffic of {name!r}: {exc}") from None
-    primary = store.refs.get(env_ref(new.model, new.env))
-    held = {version_of(d) for d in (*new.versions, *([primary] if primary else []))}
-    unknown = sorted(set(new.traffic) - held)
-    if unknown:
-        raise InvalidInputError(f"traffic names versions {unknown} that {name!r} does not hold ({sorted(held)}): "
-                                "add their packages to versions first")
-    write_record(store, new, expected=digest, reason=reason or "traffic change")
-    return new
+    for _ in range(attempts):
+        found = read_record(store, name)
+        if found is None:
+            raise NotFoundError(f"nothing is deployed as {name!r}: deploy it before changing its traffic")
+        record, digest = found
+        current = record.traffic
+        config = traffic
+        if isinstance(traffic, Mapping):
+            config = split(record.model, traffic, (current.generation if current else 0) + 1)
+        if isinstance(config, TrafficConfig) and not config.supersedes(current):
+            return record  # an older generation arriving late changes nothing
+        update: dict[str, object] = {"traffic": config}
+        if versions is not None:
+            update["versions"] = tuple(versions)
+        try:
+            new = DeploymentRecord.model_validate({**record.model_dump(), **update})
+        except ValueError as exc:
+            raise InvalidInputError(f"cannot change the traffic of {name!r}: {exc}") from None
+        primary = store.refs.get(env_ref(new.model, new.env))
+        held = {version_of(d) for d in (*new.versions, *([primary] if primary else []))}
+        named = set() if config is None else {v for v, w in config.weights.items() if w > 0} | set(config.shadows)
+        unknown = sorted(named - held)
+        if unknown:
+            raise InvalidInputError(f"traffic names versions {unknown} that {name!r} does not hold ({sorted(held)}): "
+                                    "add their packages to versions first")
+        try:
+            write_record(store, new, expected=digest, reason=reason or "traffic change")
+        except RefConflictError:
+            continue
+        return new
+    raise RefConflictError(f"the traffic of {name!r} kept changing under this change: retry", record_ref(name))

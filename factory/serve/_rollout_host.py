@@ -1,7 +1,11 @@
 """Hosting a rollout: the loop that ticks it, and operators' actions from any process.
 
 ``drive`` is the host's loop: apply queued commands, tick, sleep, until the rollout ends
-or ``stop`` is set. The controller hosts it in pass two; a CLI process can host it now.
+or ``stop`` is set. ``start_rollout`` begins one against what serves the environment
+now, with ``serving_parts``: the model servers' traffic control (the deployment
+records every replica follows) and their signals (the cluster's collector, or a
+Prometheus server). Both are plain functions: ``factory rollout start`` hosts a
+rollout in its own process, and the controller can host the same in its actor.
 
 ``operate`` and ``promote_by_hand`` are what ``factory rollout pause|resume``,
 ``factory rollback`` and ``factory promote`` do. When a live host owns the rollout's run,
@@ -15,18 +19,19 @@ decides who may promote, whoever hosts the rollout.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from factory.errors import InvalidInputError, RefConflictError, RefProtectedError
+from factory.errors import InvalidInputError, NotFoundError, RefConflictError, RefProtectedError
 from factory.serve._rollout import RUN_KIND, Rollout
+from factory.serve._rollout_config import RolloutConfig, RolloutSpec
 from factory.serve._rollout_store import post_command, read_commands
 
 if TYPE_CHECKING:
     from factory.serve._rollout_state import RolloutState
     from factory.store import Run, Store
 
-__all__ = ["drive", "operate", "promote_by_hand", "take_over"]
+__all__ = ["drive", "operate", "promote_by_hand", "take_over", "serving_parts", "rollout_spec", "start_rollout"]
 
 _ENDED_RUN = ("succeeded", "failed", "cancelled")
 
@@ -44,6 +49,78 @@ def drive(rollout: Rollout, *, tick_s: float = 1.0, stop: threading.Event | None
         if not rollout.state.ended:
             stop.wait(tick_s)
     return rollout.state
+
+
+def serving_parts(store: Store, spec: RolloutSpec | Mapping[str, Any], *, prometheus: str | None = None,
+                  tickets: Any = None) -> dict[str, Any]:
+    """What a rollout of ``spec`` talks to on a live cluster: traffic through the deployment records of its
+    environment, signals from the cluster's collector (a connected Ray), or from ``prometheus`` when given.
+
+    Refused when no deployment serves the model in the environment, or more than one does
+    (a rollout judges one deployment's traffic).
+    """
+    from factory.serve._collector import ClusterSignals
+    from factory.serve._promql import PrometheusSignals
+    from factory.serve._signals import ServedAs
+    from factory.serve._traffic_control import ServeTraffic, served_in
+
+    spec = spec if isinstance(spec, RolloutSpec) else RolloutSpec.model_validate(spec)
+    records = served_in(store, spec.model, spec.env)
+    if not records:
+        raise NotFoundError(f"no deployment serves {spec.model} in {spec.env}, so a rollout has no traffic to move: "
+                            f"deploy what {spec.env_ref} points at first ('factory serve deploy {spec.incumbent} "
+                            f"--env {spec.env}')")
+    if len(records) > 1:
+        names = ", ".join(r.name for r in records)
+        raise InvalidInputError(f"several deployments serve {spec.model} in {spec.env} ({names}): a rollout judges "
+                                "one deployment's traffic; delete the others ('factory serve delete NAME') first")
+    source = PrometheusSignals(prometheus) if prometheus else ClusterSignals()
+    parts: dict[str, Any] = {"traffic": ServeTraffic(store, spec.env, [spec.candidate, spec.incumbent]),
+                             "signals": ServedAs(source, {spec.model: records[0].name})}
+    if tickets is not None:
+        parts["tickets"] = tickets
+    return parts
+
+
+def rollout_spec(store: Store, candidate: str, env: str, config: RolloutConfig | None = None) -> RolloutSpec:
+    """The spec of rolling package ``candidate`` out against what ``model/<name>/<env>`` serves now.
+
+    The candidate must be admitted to ``env`` (its replicas check again before they load
+    it); the p99 bound is the config's, else the candidate's contract's.
+    """
+    from factory.contract import open_package
+    from factory.serve._admission import require_admitted
+    from factory.serve._record import check_env, env_ref
+
+    env = check_env(env)
+    candidate = store.artifacts.resolve(candidate)
+    contract = open_package(store, candidate).contract
+    ref = env_ref(contract.name, env)
+    incumbent = store.refs.get(ref)
+    if incumbent is None:
+        raise NotFoundError(f"{ref} is not set, so there is nothing to roll out against: deploy a first version "
+                            f"with 'factory serve deploy DIGEST --env {env}' (as an actor allowed to move {ref})")
+    require_admitted(store, candidate, env)
+    config = config or RolloutConfig()
+    try:
+        return RolloutSpec(model=contract.name, env=env, candidate=candidate, incumbent=incumbent,
+                           p99_bound_ms=config.p99_latency_ms or contract.resources.p99_latency_ms, config=config)
+    except ValueError as exc:
+        errors = getattr(exc, "errors", lambda: [{"msg": str(exc)}])()
+        raise InvalidInputError(f"cannot roll {candidate} out in {env}: "
+                                + "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors)) from None
+
+
+def start_rollout(store: Store, candidate: str, env: str, config: RolloutConfig | None = None, *,
+                  prometheus: str | None = None, **parts: Any) -> Rollout:
+    """Begin rolling ``candidate`` out in ``env`` (``rollout_spec``), or pick up its run. ``parts`` are passed to
+    ``Rollout.begin``: ``traffic`` and ``signals`` replace the serving parts (tests, or a host wired otherwise);
+    ``metrics=RolloutMetrics()`` exports the rollout's metrics, ``tickets`` and ``clock`` as for ``Rollout``.
+    Drive it with ``drive``."""
+    spec = rollout_spec(store, candidate, env, config)
+    if "traffic" not in parts or "signals" not in parts:  # e.g. only ``metrics=RolloutMetrics()`` given
+        parts = {**serving_parts(store, spec, prometheus=prometheus), **parts}
+    return Rollout.begin(store, spec, **parts)
 
 
 def take_over(store: Store, run: Run, **parts: Any) -> Rollout:

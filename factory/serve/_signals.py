@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Signals", "VersionFigures", "MemorySignals", "LATENCY_BUCKETS_MS", "bucket_quantile", "empty_figures"]
+__all__ = ["Signals", "VersionFigures", "MemorySignals", "ServedAs", "LATENCY_BUCKETS_MS", "bucket_quantile",
+           "empty_figures"]
 
 # The model server's latency histogram boundaries (factory_serve_request_latency_ms), in ms.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -72,6 +73,17 @@ class Signals(Protocol):
 
     def figures(self, model: str, versions: Sequence[str], start: float, end: float) -> dict[str, VersionFigures]:
         ...
+
+
+class ServedAs:
+    """``Signals`` of a model read under the name its replicas serve it as (``iris`` deployed as ``iris-prod``)."""
+
+    def __init__(self, signals: Signals, names: Mapping[str, str]):
+        self.signals = signals
+        self.names = dict(names)
+
+    def figures(self, model: str, versions: Sequence[str], start: float, end: float) -> dict[str, VersionFigures]:
+        return self.signals.figures(self.names.get(model, model), versions, start, end)
 
 
 def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[float]) -> float | None:
@@ -204,6 +216,25 @@ class MemorySignals:
             if abs_error is not None:
                 tally.value_outcomes += 1
                 tally.abs_error += abs_error
+
+    def drain(self) -> list[tuple[str, str, float, dict[str, object]]]:
+        """Take every slot recorded so far, forgetting them here: ``(model, version, slot middle, sums)``.
+
+        What a replica hands to the cluster's collector, which ``merge``s them into its own.
+        """
+        with self._lock:
+            slots, self._slots = self._slots, {}
+        return [(model, version, (slot + 0.5) * self._slot_s, {k: getattr(t, k) for k in _Tally.__slots__})
+                for (model, version), by_slot in slots.items() for slot, t in by_slot.items()]
+
+    def merge(self, drained: Iterable[tuple[str, str, float, Mapping[str, object]]]) -> None:
+        """Add what another ``MemorySignals`` drained (on the same latency buckets) to these figures."""
+        with self._lock:
+            for model, version, at, sums in drained:
+                other = _Tally(len(self._bounds))
+                for key in _Tally.__slots__:
+                    setattr(other, key, sums[key])
+                self._tally(model, version, at).add(other)
 
     def figures(self, model: str, versions: Sequence[str], start: float, end: float) -> dict[str, VersionFigures]:
         first, last = math.floor(start / self._slot_s), math.ceil(end / self._slot_s)

@@ -1,22 +1,20 @@
-"""Which version answers a request: a pure function of the request's key and the weights.
+"""Package versions as OIP paths name them, and traffic splits written by hand.
 
-A model server holds several versions of one model. Requests that name a version get
-it; the others go to the environment's version, or, while a traffic split is set
-(a rollout's canary), to a version drawn by the weights. The draw hashes the request's
-key, so the same key always lands on the same version under the same weights (sticky
-routing when a client sends a stable key) and the shares match the weights over many
-keys. No Ray, no clock, no randomness: unit-tested as is.
+A version is the first 12 hex digits of a package's digest. Which version answers a
+request is the router's decision (``_router``: one ``Router`` for replicas, rollouts
+and tests); ``split`` turns weights an operator writes (any non-negative numbers, e.g.
+``{v1: 1, v2: 1}``) into the ``TrafficConfig`` every replica follows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 
 from factory.errors import InvalidInputError
+from factory.serve._router import TrafficConfig
 
-__all__ = ["choose", "check_weights", "version_of"]
+__all__ = ["version_of", "split"]
 
 
 def version_of(digest: str) -> str:
@@ -24,30 +22,19 @@ def version_of(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
 
 
-def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Weights by version, each finite and >= 0, at least one > 0; returned as a plain dict."""
-    out = {}
+def split(model: str, weights: Mapping[str, float], generation: int) -> TrafficConfig:
+    """A ``TrafficConfig`` sending each version its share of ``weights`` (each >= 0, at least one > 0)."""
     for version, weight in weights.items():
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) \
                 or weight < 0:
             raise InvalidInputError(f"the traffic weight of version {version} is {weight!r}: give a number >= 0")
-        out[str(version)] = float(weight)
-    if out and not any(out.values()):
+    total = float(sum(weights.values()))
+    if not weights or total <= 0:
         raise InvalidInputError("every traffic weight is 0: give at least one version a weight above 0")
-    return out
-
-
-def choose(weights: Mapping[str, float], key: str) -> str:
-    """The version that ``key`` lands on: each version's share of keys is its share of the total weight."""
-    total = sum(weights.values())
-    point = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64 * total
-    chosen = ""
-    for version in sorted(weights):
-        weight = weights[version]
-        if weight <= 0:
-            continue
-        chosen = version
-        if point < weight:
-            return version
-        point -= weight
-    return chosen  # rounding left the point at the very end: the last version with weight
+    percent = {str(v): 100.0 * w / total for v, w in weights.items()}
+    last = max(percent, key=lambda v: percent[v])
+    percent[last] += 100.0 - sum(percent.values())  # the sum is exactly 100 whatever the rounding
+    try:
+        return TrafficConfig(model=model, generation=generation, weights=percent)
+    except ValueError as exc:
+        raise InvalidInputError(f"cannot split {model}'s traffic as {dict(weights)}: {exc}") from None

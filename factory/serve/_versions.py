@@ -2,10 +2,11 @@
 
 A replica loads each package once (through ``factory.contract.load``, after admission)
 and keeps at most ``capacity`` of them. What it serves is an immutable ``Routing``
-snapshot: the environment's version, the versions held, the traffic weights. A change
-(a new environment version, a rollout's weights) loads what is missing first, then
-swaps the snapshot in one assignment, so a request sees either the old routing or the
-new one, never a half-loaded state, and no replica restarts.
+snapshot: the environment's version, the versions held, and the ``Router`` of the
+traffic config in force. A change (a new environment version, a rollout's weights)
+loads what is missing first, then swaps the snapshot in one assignment, so a request
+sees either the old routing or the new one, never a half-loaded state, and no replica
+restarts.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from factory.errors import InvalidInputError, NotFoundError
-from factory.serve._traffic import choose, version_of
+from factory.serve._router import Decision, RouteRequest, Router
+from factory.serve._traffic import version_of
 
 if TYPE_CHECKING:
     from factory.contract import Contract
+    from factory.serve._router import TrafficConfig
 
 __all__ = ["LoadedVersion", "Routing", "VersionPool"]
 
@@ -41,21 +44,35 @@ class LoadedVersion:
 
 @dataclass(frozen=True)
 class Routing:
-    """What a replica serves right now. ``weights`` empty: everything unversioned goes to ``primary``."""
+    """What a replica serves right now. ``router`` None: everything unversioned goes to ``primary``."""
 
     primary: str
     versions: Mapping[str, LoadedVersion]
-    weights: Mapping[str, float] = field(default_factory=dict)
+    router: Router | None = None
 
-    def resolve(self, version: str | None, key: str) -> LoadedVersion:
-        """The version a request gets: the one it names, else the weights' draw for ``key``, else primary."""
-        if version is None:
-            version = choose(self.weights, key) if self.weights else self.primary
+    def get(self, version: str) -> LoadedVersion:
+        """The version named (12 hex digits), or ``NotFoundError`` naming the versions served."""
         found = self.versions.get(version)
         if found is None:
             raise NotFoundError(f"version {version!r} is not served here: the served versions are "
                                 f"{sorted(self.versions)} (the first 12 hex digits of a package digest)")
         return found
+
+    def decide(self, request: RouteRequest) -> Decision:
+        """Which version answers an unversioned request, and which get a shadow copy of it."""
+        if self.router is None:
+            return Decision(self.primary, (), request.request_id, 0)
+        return self.router.route(request)
+
+    @property
+    def sticky_input(self) -> str | None:
+        """The input whose first value routes requests, when the traffic config routes by one."""
+        sticky = self.router.config.sticky if self.router is not None else None
+        return sticky.name if sticky is not None and sticky.source == "input" else None
+
+    @property
+    def weights(self) -> Mapping[str, float]:
+        return self.router.config.weights if self.router is not None else {}
 
     @property
     def max_batch_size(self) -> int:
@@ -72,11 +89,11 @@ class VersionPool:
         self.capacity = capacity
         self._loaded: dict[str, LoadedVersion] = {}
 
-    def routing(self, primary: str, extra: Iterable[str] = (), weights: Mapping[str, float] | None = None) -> Routing:
+    def routing(self, primary: str, extra: Iterable[str] = (), traffic: TrafficConfig | None = None) -> Routing:
         """Load what is missing of ``primary`` and ``extra`` (digests), drop the rest, return the new snapshot.
 
         Raises (keeping what was loaded before) when a package cannot be loaded or admitted,
-        or when the weights name a version that is not among them.
+        or when the traffic config sends requests to a version that is not among them.
         """
         wanted = list(dict.fromkeys([primary, *extra]))
         if len(wanted) > self.capacity:
@@ -84,15 +101,16 @@ class VersionPool:
                                     "drop a version from the deployment first")
         loaded = {d: self._loaded.get(d) or self._load(d) for d in wanted}
         versions = {v.version: v for v in loaded.values()}
-        weights = dict(weights or {})
-        unknown = sorted(set(weights) - set(versions))
-        if unknown:
-            raise InvalidInputError(f"traffic names versions {unknown} that the deployment does not hold: "
-                                    f"it holds {sorted(versions)}")
+        if traffic is not None:
+            named = {v for v, w in traffic.weights.items() if w > 0} | set(traffic.shadows)
+            unknown = sorted(named - set(versions))
+            if unknown:
+                raise InvalidInputError(f"traffic names versions {unknown} that the deployment does not hold: "
+                                        f"it holds {sorted(versions)}")
         for digest in set(self._loaded) - set(loaded):
             log.info("unloading %s", digest)
         self._loaded = loaded
-        return Routing(version_of(primary), versions, weights)
+        return Routing(version_of(primary), versions, Router(traffic) if traffic is not None else None)
 
     def __len__(self) -> int:
         return len(self._loaded)

@@ -121,3 +121,57 @@ def test_an_unreachable_prometheus_is_a_retryable_error():
     promql = PrometheusSignals(f"http://127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(SignalsUnavailableError, match="cannot query Prometheus"):
         promql.figures("iris", [INC], 0, 10)
+
+
+def test_prometheus_scrapes_the_model_servers_and_answers_the_rollouts_promql(store, mlp_package, serve_url,
+                                                                               tmp_path):
+    """Prometheus scraping the Ray node of a real model server (two versions, 50/50) counts, per version, exactly
+    the requests each answered in a window, with their p99: what a rollout's analysis reads."""
+    import ray
+
+    from factory.serve import deploy, set_traffic, version_of
+
+    if not os.path.exists(PROMETHEUS):
+        pytest.fail(f"{PROMETHEUS} is missing: run 'make services' to install Debian's prometheus")
+    first, second = mlp_package(), mlp_package(seed=1)
+    done = deploy(store, first.digest, "dev", timeout_s=180)
+    versions = [version_of(first.digest), version_of(second.digest)]
+    set_traffic(store, "iris", dict.fromkeys(versions, 50.0), versions=(second.digest,), reason="two versions")
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}]}
+    answered = dict.fromkeys(versions, 0)
+
+    def send(n: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            for _ in range(n):
+                reply = http.post(done.url + "/infer", json=body)
+                assert reply.status_code == 200, reply.text
+                answered[reply.json()["model_version"]] += 1
+
+    def settled() -> dict[str, list[tuple[float, float]]] | None:
+        """Each version's samples once the last one shows every request it answered (the edges are samples)."""
+        series = {v: _samples(server.url, f'ray_factory_serve_requests_total{{model="iris",version="{v}",code="200"}}')
+                  for v in versions}
+        return series if all(s and s[-1][1] == answered[v] for v, s in series.items()) else None
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    server = PrometheusServer.start([f"127.0.0.1:{port}"], str(tmp_path))
+    try:
+        while min(answered.values()) == 0:  # both versions' series exist before the window opens
+            send(4)
+        before = _wait(settled, timeout_s=120)
+        counted = dict(answered)
+        start = max(s[-1][0] for s in before.values())
+        send(40)
+        after = _wait(settled, timeout_s=120)
+        end = max(min(t for t, value in s if value == answered[v]) for v, s in after.items())
+        promql = PrometheusSignals(server.url)
+        try:
+            figures = promql.figures("iris", versions, start, end)
+        finally:
+            promql.close()
+    finally:
+        server.stop()
+    for v in versions:
+        assert figures[v].requests == pytest.approx(answered[v] - counted[v], rel=1e-9), (v, figures[v])
+        assert figures[v].errors == 0 and figures[v].p99_ms is not None and figures[v].p99_ms > 0
+    assert sum(f.requests for f in figures.values()) == 40

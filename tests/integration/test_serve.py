@@ -158,3 +158,78 @@ def test_metrics_scrape_as_prometheus_text(iris, ray_cluster, serve_url):
     samples = eventually(scrape, timeout=90, every=2)
     assert samples, "the model server's metrics never appeared on the node's metrics endpoint"
     assert samples[("ray_factory_serve_errors_total", "400", "")] >= 1
+
+
+def test_traffic_changes_reach_every_replica_without_restarts_or_lost_requests(store, mlp_package, serve_url):
+    """Under steady load, splits and shadows change what answers on both replicas; every request gets a 200."""
+    import threading
+
+    from factory.serve import TrafficConfig
+
+    first, second = mlp_package(), mlp_package(seed=1)
+    v1, v2 = version_of(first.digest), version_of(second.digest)
+    deploy(store, first.digest, "dev", replicas=2, timeout_s=180)
+    answers: list[tuple[int, str, str]] = []
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(base_url=serve_url, timeout=30) as http:
+            while not stop.is_set():
+                reply = http.post("/v2/models/iris/infer", json=infer_body(X[:1]))
+                version = reply.json().get("model_version", "") if reply.status_code == 200 else ""
+                answers.append((reply.status_code, version, reply.headers.get(REPLICA_HEADER, "")))
+
+    def answering(wanted: set[str], at_least: int = 40):
+        mark = len(answers)
+        return eventually(lambda: len(answers) - mark >= at_least and
+                          {v for _, v, _ in answers[mark:][-at_least:]} == wanted, timeout=60)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert answering({v1})
+        eventually(lambda: len({r for _, _, r in answers}) == 2, timeout=60)
+        replicas = {r for _, _, r in answers}
+        set_traffic(store, "iris", {v1: 1, v2: 1}, versions=(second.digest,))
+        assert answering({v1, v2})
+        set_traffic(store, "iris", TrafficConfig(model="iris", generation=10, weights={v1: 0.0, v2: 100.0},
+                                                 shadows={v1: 100.0}))
+        assert answering({v2})
+        set_traffic(store, "iris", None, versions=())
+        assert answering({v1})
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert len(replicas) == 2 and {r for _, _, r in answers} == replicas  # no replica restarted
+    assert len(answers) > 200 and [a for a in answers if a[0] != 200] == []
+
+
+def test_admission_and_protected_refs_decide_what_deploy_may_serve(store, mlp_package, serve_url):
+    """prod refuses a package gated for dev only, naming what it lacks; a protected env moves only for its actors."""
+    import dataclasses
+
+    from factory.errors import NotAdmittedError, RefProtectedError
+    from factory.store import Store
+
+    pkg, newer = mlp_package(), mlp_package(seed=1)
+    with pytest.raises(NotAdmittedError, match="not admitted to prod") as refused:
+        deploy(store, pkg.digest, "prod", timeout_s=180)
+    assert {"model-card", "quality", "fairness", "drift"} <= {m.rsplit("/", 2)[-2] for m in refused.value.missing}
+    assert store.refs.get("model/iris/prod") is None and read_record(store, "iris") is None
+
+    controller = Store(store.home, settings=dataclasses.replace(store.settings, actor="factory-controller"))
+    controller.refs.protect("model/*/dev", ["factory-controller"])
+    with pytest.raises(RefProtectedError, match="moves only for the actors of rule 'model/\\*/dev'") as protected:
+        deploy(store, pkg.digest, "dev", timeout_s=180)
+    assert "a first version is deployed to dev by an actor the rule lists" in str(protected.value)
+    assert read_record(store, "iris") is None
+    deploy(controller, pkg.digest, "dev", timeout_s=180)
+    again = deploy(store, pkg.digest, "dev", timeout_s=180)  # what the ref points at: anyone may serve it
+    assert not again.restarted
+    with pytest.raises(RefProtectedError, match="factory rollout start"):
+        deploy(store, newer.digest, "dev", timeout_s=180)
+    assert store.refs.get("model/iris/dev") == pkg.digest
+    assert httpx.post(f"{serve_url}/v2/models/iris/infer", json=infer_body(), timeout=30).json()["model_version"] \
+        == version_of(pkg.digest)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from gates_kit import biased_package, fair_package
+from serve_kit import admit_as_dev
 
 from factory.settings import Settings
 from factory.store import Store
@@ -33,15 +34,29 @@ def served(tmp_path):
     home = tmp_path / "home"
     store = Store(home, settings=Settings(home=str(home), actor="factory-controller"))
     incumbent, candidate = fair_package(store).digest, biased_package(store).digest
+    admit_as_dev(store, "prod", incumbent, candidate)
     store.refs.set("model/credit/prod", incumbent, reason="first version")
     return home, store, candidate, incumbent
 
 
-def test_a_rollout_is_started_watched_paused_resumed_refused_and_rolled_back_from_the_cli(served):
-    """Every verb works on the run record; who did what and why is on the run; prod never moved."""
+# A host that begins a rollout and dies at once (no serving layer here: its traffic is recorded on the run).
+BEGIN_AND_DIE = """
+import json, sys
+from factory.serve import MemorySignals, MemoryTraffic, Rollout, RolloutConfig, rollout_spec
+from factory.settings import Settings
+from factory.store import Store
+home, candidate = sys.argv[1:3]
+store = Store(home, settings=Settings(home=home, actor="factory-controller"))
+spec = rollout_spec(store, candidate, "prod", RolloutConfig(window_s=10, steps=(10, 100)))
+print(json.dumps({"run": Rollout.begin(store, spec, traffic=MemoryTraffic(), signals=MemorySignals()).run.id}))
+"""
+
+
+def test_a_rollout_whose_host_died_is_watched_paused_resumed_refused_and_rolled_back_from_the_cli(served):
+    """Every verb works on the run record alone; who did what and why is on the run; prod never moved."""
     home, store, candidate, incumbent = served
-    started = run(home, "factory-controller", "rollout", "start", candidate[:20], "--window", "10s",
-                  "--steps", "10,100", "--json")
+    started = subprocess.run([sys.executable, "-c", BEGIN_AND_DIE, str(home), candidate[:20]], capture_output=True,
+                             text=True)
     assert started.returncode == 0, started.stderr
     run_id = json.loads(started.stdout)["run"]
     now = status(home)
@@ -55,6 +70,7 @@ def test_a_rollout_is_started_watched_paused_resumed_refused_and_rolled_back_fro
     assert status(home)["paused"] and "paused by alice: look first" in status(home)["note"]
     resumed = run(home, "alice", "rollout", "resume", "-r", "looks fine")
     assert resumed.returncode == 0 and not status(home)["paused"]
+    assert "no process hosts" in resumed.stdout  # no deployment serves it here: recorded, not hosted
 
     refused = run(home, "mallory", "promote", candidate, "--reason", "ship it")
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
@@ -79,9 +95,11 @@ def test_a_rollout_is_started_watched_paused_resumed_refused_and_rolled_back_fro
     (("--steps", "5,x"), "are not percentages"),
     (("--window", "10x"), "not a duration"),
     (("--env", "staging"), "model/credit/staging is not set"),
+    ((), "no deployment serves credit in prod"),
 ])
 def test_bad_rollout_input_exits_2_with_one_line(served, args, message):
-    """Bad steps, windows or an environment with nothing to replace: exit 2, one line saying what to fix."""
+    """Bad steps, windows, an environment with nothing to replace or nothing served: exit 2, one line saying what
+    to fix, and no rollout begun."""
     home, store, candidate, _ = served
     res = run(home, "factory-controller", "rollout", "start", candidate, *args)
     lines = [line for line in res.stderr.splitlines() if line.strip()]

@@ -20,6 +20,8 @@ import ray
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 SETTINGS = Path(__file__).resolve().parents[2] / "factory" / "settings.py"
 REQUIRED = ("FACTORY_HOME", "FACTORY_CATALOG")
+# Serve's proxies on every node load factory's middleware (a request whose replica died is sent again).
+PROXY_CALLBACK = ("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "factory.serve.proxy_middlewares")
 NOT_MANIFESTS = {"ray-up.yaml", "runtime_env.yaml"}
 RAY_KINDS = {"RayCluster", "RayJob", "RayService"}
 
@@ -113,6 +115,12 @@ def problems(manifests: dict[str, list[dict]], ray_version: str) -> list[str]:
                         if variable.startswith("FACTORY_") and variable not in known:
                             found.append(f"{where}: {variable} is not a factory setting (known: {sorted(known)})")
                     values = {v: resolve(where, env[v]) for v in env}
+                    variable, wanted = PROXY_CALLBACK
+                    if variable in env and values.get(variable) != wanted:
+                        found.append(f"{where}: {variable} is {values.get(variable)!r}, not {wanted!r}")
+                    elif variable not in env:
+                        found.append(f"{where}: {variable} is not set, so Serve's proxy there does not retry "
+                                     f"requests whose replica died (set it to {wanted})")
                     home, catalog = values.get("FACTORY_HOME"), values.get("FACTORY_CATALOG")
                     if home is not None and not home.startswith("s3://"):
                         found.append(f"{where}: FACTORY_HOME is {home!r}, not the store on S3 (s3://BUCKET/PREFIX)")
@@ -173,6 +181,8 @@ MUTATIONS = {
         rayVersion="2.59.0"),
     "old-api-version": lambda m: next(d for d in m["rayjob.yaml"] if d["kind"] == "RayJob").update(
         apiVersion="ray.io/v1alpha1"),
+    "proxy-callback-missing-on-workers": lambda m: _container(m, "rayjob.yaml", "worker").update(
+        env=_without(_container(m, "rayjob.yaml", "worker")["env"], PROXY_CALLBACK[0])),
     "home-not-on-s3": lambda m: next(d for d in m["config.yaml"] if d["kind"] == "ConfigMap")["data"].update(
         FACTORY_HOME="/data/store"),
 }
@@ -206,6 +216,8 @@ def test_ray_up_starts_every_node_with_the_store_settings():
         assert all(f'test -n "${v}"' in start for v in REQUIRED)
     example = (CLUSTER / "factory.env.example").read_text()
     assert all(re.search(rf"^{v}=\S+", example, re.M) for v in REQUIRED)
+    variable, wanted = PROXY_CALLBACK
+    assert re.search(rf"^{variable}={re.escape(wanted)}$", example, re.M), f"{variable} is not set in factory.env"
     assert config["docker"]["image"]
 
 

@@ -46,7 +46,7 @@ def make_package(store, seed=0, sample_rate=1.0, max_batch=8):
     return package(store, default_registry().build("mlp-classifier", CONFIG, seed=seed).eval(), contract)
 
 
-def allow(digest, env):
+def allow(store, digest, env):
     return True
 
 
@@ -59,7 +59,7 @@ def served(store):
     recorder = MemoryRecorder()
     metrics = ServeMetrics("iris", recorder)
     feature_log = FeatureLog(store, log_name("iris"))
-    ilog = InferenceLog(feature_log.append, flush_interval_s=0.05, on_written=metrics.logged)
+    ilog = InferenceLog(feature_log.writer(flush_seconds=0.05), on_written=metrics.logged)
     pool = VersionPool(lambda d: load_version(store, "dev", d, admit=allow))
     server = ModelServer("iris", pool=pool, metrics=metrics, log=ilog, max_body_bytes=64 * 1024,
                          rng=random.Random(0))
@@ -236,5 +236,22 @@ def test_admission_refusal_names_what_is_missing_and_nothing_loads(store):
         missing = ("https://factory.dev/fairness/v1",)
 
     with pytest.raises(NotAdmittedError, match="not admitted to prod: missing https://factory.dev/fairness/v1"):
-        load_version(store, "prod", "sha256:" + "0" * 64, admit=lambda d, e: Decision())
-    require_admitted("sha256:" + "0" * 64, "dev", admit=lambda d, e: True)
+        load_version(store, "prod", "sha256:" + "0" * 64, admit=lambda s, d, e: Decision())
+    require_admitted(store, "sha256:" + "0" * 64, "dev", admit=lambda s, d, e: True)
+
+
+def test_a_package_gated_for_dev_loads_in_dev_and_prod_refuses_it_naming_what_is_missing(store):
+    """Real admission: the dev gate set admits the package to dev; prod names each attestation it lacks."""
+    from serve_kit import gate
+
+    pkg = make_package(store)
+    with pytest.raises(NotAdmittedError, match="not admitted to dev") as refused:
+        load_version(store, "dev", pkg.digest)
+    assert "contract-validation" in str(refused.value)
+    gate(store, pkg.digest, "dev")
+    assert load_version(store, "dev", pkg.digest).digest == pkg.digest
+    with pytest.raises(NotAdmittedError) as refused:
+        load_version(store, "prod", pkg.digest)
+    for missing in ("model-card", "quality", "fairness", "drift"):
+        assert missing in str(refused.value) and any(missing in m for m in refused.value.missing)
+    assert "factory gates run" in str(refused.value)
