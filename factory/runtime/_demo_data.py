@@ -6,7 +6,7 @@ late payments) and loan applications labelled with whether the loan defaulted. T
 default risk depends on the features *as they were when the customer applied*, so a
 training set built by a point-in-time join learns the real signal and one built from
 the latest values would leak the future. ``gender`` is recorded on every application and
-is independent of risk: the fairness gate compares groups by it.
+is independent of risk (balanced at every risk level): the fairness gate compares groups by it.
 
 ``month`` selects which slice of time a batch covers, so the demo can ingest a second
 month as a new dataset version; ``corrupt`` gives the labels a faulty upstream job would
@@ -104,10 +104,21 @@ def generate(customers: int, applications: int, *, month: int = 0, seed: int = 7
         "application_id": pa.array(np.arange(applications, dtype=np.int64) + month * 10_000_000),
         ENTITY: pa.array(who.astype(np.int64)),
         "ts": _ts(when),
-        SENSITIVE: pa.array(rng.choice(np.array(["female", "male"]), applications)),
+        SENSITIVE: pa.array(_balanced_groups(rng, logit)),
         LABEL: pa.array(defaulted),
     })
     return CreditBook(profiles, activity, apps)
+
+
+def _balanced_groups(rng: np.random.Generator, risk: np.ndarray) -> np.ndarray:
+    """Genders independent of risk and balanced at every risk level: consecutive applicants by risk form
+    pairs, and a coin decides which of each pair is which (so a small evaluation set is fair, not noisy)."""
+    order = np.argsort(risk, kind="stable")
+    flip = np.repeat(rng.random((risk.size + 1) // 2) < 0.5, 2)[: risk.size]
+    alternate = (np.arange(risk.size) % 2 == 1) ^ flip
+    out = np.empty(risk.size, dtype=object)
+    out[order] = np.where(alternate, "female", "male")
+    return out.astype(str)
 
 
 def _as_of(profiles: pa.Table, activity: pa.Table, who: np.ndarray, when: np.ndarray) -> dict[str, np.ndarray]:

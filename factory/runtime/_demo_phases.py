@@ -209,7 +209,7 @@ def gate(cycle: Cycle, model: str, *, evaluation: str, reference: str):
     inputs = GateInputs(dataset=evaluation, label=LABEL, features=FEATURES, sensitive=SENSITIVE,
                         thresholds={"accuracy": {"min": cycle.options.accuracy_min}},
                         reference=reference, current=evaluation)
-    result = run_gate(cycle.store, model, "prod", inputs=inputs,
+    result = run_gate(cycle.store, model, "prod", inputs=inputs, parallel=False,
                       on_result=lambda r: cycle.progress.note(f"{r.policy}: {'pass' if r.passed else 'FAIL'}"))
     cycle.gates[model] = result
     cycle.progress.value("gates", f"{'passed' if result.passed else 'FAILED'} "

@@ -176,10 +176,14 @@ class Load:
         for version, percent in config.shadows.items():
             if version == answered or self._rng.random() * 100.0 >= percent:
                 continue
+            started = time.perf_counter()
             try:
                 reply = http.post(f"{self.url}/versions/{version}/infer", json={**body, "id": body["id"] + "-shadow"})
             except Exception:
+                self.signals.record_request(self.model, version, 599, (time.perf_counter() - started) * 1000.0, at=now)
                 continue
+            self.signals.record_request(self.model, version, reply.status_code,
+                                        (time.perf_counter() - started) * 1000.0, at=now)
             if reply.status_code == 200:
                 theirs = _label(reply.json())
                 self.signals.record_comparison(self.model, version, agreed={"label": (int(theirs == label), 1)},

@@ -6,7 +6,7 @@
 - **Cycle time**: per model that reached production, from its code's commit (the git
   commit time when the repository knows it, else when the code state was recorded) to
   its first production inference (its first row in the model's inference log, else the
-  first time it received production traffic: the ref move or the rollout's first stage).
+  first time it received production traffic: the ref move, or the first canary step of a rollout).
   Reported as p50 and p95.
 - **Promotion friction**: the share of candidates whose first gate run failed (``factory.gates``).
 - **Gate false-negative rate**: of the rollouts in the environment of models that passed
@@ -150,8 +150,8 @@ def velocity(store, *, env: str = "prod") -> Velocity:
         if not ref.name.endswith(f"/{env}"):
             continue
         for change in store.refs.history(ref.name):
-            if change.new and change.new not in served:
-                served[change.new] = _when(change.at)
+            if change.new:
+                _earliest(served, change.new, _when(change.at))
     rolled_back = gated = 0
     for run in store.runs.list(kind="rollout"):
         config = run.config
@@ -159,9 +159,9 @@ def velocity(store, *, env: str = "prod") -> Velocity:
             continue
         events = run.events()
         candidate = config.get("candidate")
-        stages = [e for e in events if e.details.get("event") == "stage"]
-        if candidate and stages and candidate not in served:
-            served[candidate] = _when(stages[0].at)
+        live = [e for e in events if (e.details.get("weight") or 0) > 0]  # the candidate answered real requests
+        if candidate and live:
+            _earliest(served, candidate, _when(live[0].at))
         if candidate and _passed_gates(store, candidate):
             ended = [e for e in events if e.details.get("event") in ("promoted", "rolled-back")]
             if ended:
@@ -187,6 +187,11 @@ def velocity(store, *, env: str = "prod") -> Velocity:
                     cycle_times_s=tuple(per_model.values()), friction_candidates=friction.candidates,
                     friction_failed_first=friction.failed_first, gated_rollouts=gated,
                     rolled_back_after_gates=rolled_back, per_model=per_model)
+
+
+def _earliest(found: dict[str, datetime], digest: str, when: datetime) -> None:
+    if digest not in found or when < found[digest]:
+        found[digest] = when
 
 
 def _passed_gates(store, digest: str) -> bool:

@@ -173,7 +173,7 @@ def deploy(store: Store, digest: str, env: str, *, name: str | None = None, repl
     env = check_env(env)
     contract = package_contract(store, digest)
     name = check_name(name or contract.name)
-    require_admitted(digest, env)
+    require_admitted(store, digest, env)
     previous = read_record(store, name)
     if previous is not None and (previous[0].model, previous[0].env) != (contract.name, env):
         raise InvalidInputError(f"{name!r} already serves {previous[0].model} in {previous[0].env}: delete it first "
