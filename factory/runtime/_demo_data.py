@@ -104,20 +104,23 @@ def generate(customers: int, applications: int, *, month: int = 0, seed: int = 7
         "application_id": pa.array(np.arange(applications, dtype=np.int64) + month * 10_000_000),
         ENTITY: pa.array(who.astype(np.int64)),
         "ts": _ts(when),
-        SENSITIVE: pa.array(_balanced_groups(rng, logit)),
+        SENSITIVE: pa.array(_balanced_groups(rng, logit, when)),
         LABEL: pa.array(defaulted),
     })
     return CreditBook(profiles, activity, apps)
 
 
-def _balanced_groups(rng: np.random.Generator, risk: np.ndarray) -> np.ndarray:
-    """Genders independent of risk and balanced at every risk level: consecutive applicants by risk form
-    pairs, and a coin decides which of each pair is which (so a small evaluation set is fair, not noisy)."""
-    order = np.argsort(risk, kind="stable")
-    flip = np.repeat(rng.random((risk.size + 1) // 2) < 0.5, 2)[: risk.size]
-    alternate = (np.arange(risk.size) % 2 == 1) ^ flip
+def _balanced_groups(rng: np.random.Generator, risk: np.ndarray, when: np.ndarray, bins: int = 20) -> np.ndarray:
+    """Genders independent of risk and balanced at every risk level and time: within each slice of time,
+    applicants ordered by risk form pairs and a coin decides which of each pair is which (so even a small,
+    recent evaluation set is fair by construction rather than by luck)."""
     out = np.empty(risk.size, dtype=object)
-    out[order] = np.where(alternate, "female", "male")
+    slices = np.array_split(np.argsort(when, kind="stable"), bins)
+    for members in slices:
+        order = members[np.argsort(risk[members], kind="stable")]
+        flip = np.repeat(rng.random((order.size + 1) // 2) < 0.5, 2)[: order.size]
+        alternate = (np.arange(order.size) % 2 == 1) ^ flip
+        out[order] = np.where(alternate, "female", "male")
     return out.astype(str)
 
 

@@ -82,6 +82,7 @@ class Cycle:
     store: Any
     options: Options
     progress: Progress = field(default_factory=Progress)
+    model: str = MODEL
     timings: dict[str, float] = field(default_factory=dict)
     made: dict[str, Any] = field(default_factory=dict)
     gates: dict[str, Any] = field(default_factory=dict)

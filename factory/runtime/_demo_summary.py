@@ -47,8 +47,8 @@ def print_summary(console, cycle) -> None:
         made = cycle.made.get(label)
         if made is not None:
             digests.add_row(f"model ({label})", made.model)
-    prod = store.refs.get("model/credit-risk/prod")
-    digests.add_row("model/credit-risk/prod", prod or "-")
+    prod = store.refs.get(f"model/{cycle.model}/prod")
+    digests.add_row(f"model/{cycle.model}/prod", prod or "-")
     console.print(digests)
 
     gates = Table(title="Prod gates")

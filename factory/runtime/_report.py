@@ -111,9 +111,15 @@ def _layers(store, digest: str, *, max_depth: int = 6) -> tuple[dict[str, Any], 
                     arts[parent] = art
                     depth[parent] = depth[child] + 1
                     nxt.append(parent)
-                else:
-                    depth[parent] = max(depth[parent], depth[child] + 1)
         frontier = nxt
+    for _ in range(len(arts)):  # longest path from the model: a parent always sits left of every child
+        changed = False
+        for parent, child in edges:
+            if depth[parent] < depth[child] + 1:
+                depth[parent] = depth[child] + 1
+                changed = True
+        if not changed:
+            break
     return arts, edges, depth
 
 
@@ -178,7 +184,7 @@ def render_report(cycle) -> str:
     store = cycle.store
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>factory demo report</title>",
              f"<style>{_STYLE}</style></head><body>", "<h1>factory demo report</h1>"]
-    prod = store.refs.get("model/credit-risk/prod")
+    prod = store.refs.get(f"model/{cycle.model}/prod")
     parts.append(f"<p>Production model <code>{html.escape(prod or '-')}</code>; the store is "
                  f"<code>{html.escape(str(store.home))}</code>.</p>")
 
