@@ -17,14 +17,19 @@ def trace_command(
     as_json: bool = JsonOption,
 ) -> None:
     """From a logged prediction to its model, gates, training run and data, in one view."""
-    from rich.tree import Tree
-
     from factory.runtime._trace import trace
 
     found = trace(open_store(home, catalog), request_id, model=model)
     if as_json:
         print_json(found.to_json())
         return
+    print_trace(found)
+
+
+def print_trace(found) -> None:
+    """The trace as one tree: the request, the model and its gates, the run, the data."""
+    from rich.tree import Tree
+
     m = found.model
     root = Tree(f"[bold]request {plain(found.request_id)}[/bold] [dim]({plain(found.log)}, "
                 f"{len(found.rows)} row(s))[/dim]")

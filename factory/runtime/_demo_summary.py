@@ -93,9 +93,31 @@ def print_summary(console, cycle) -> None:
     if cycle.endpoint:
         console.print("\n[bold]The live endpoint[/bold] (while this process serves; --keep-serving keeps it up):")
         console.print(f"  {plain(cycle.endpoint['curl'])}", highlight=False, soft_wrap=True)
-        load = cycle.made.get("load")
-        ids = [i for ids in (load.request_ids.values() if load else ()) for i in ids]
-        if ids:
-            console.print(f"  factory trace {ids[0]} --home {plain(store.home)}", highlight=False, soft_wrap=True)
         console.print(f"  factory metrics --home {plain(store.home)}", highlight=False, soft_wrap=True)
+        found = traced_request(cycle)
+        if found is not None:
+            from factory.runtime._cli_trace import print_trace
+
+            console.print(f"  factory trace {found.request_id} --home {plain(store.home)}", highlight=False,
+                          soft_wrap=True)
+            print_trace(found)
+
+
+def traced_request(cycle):
+    """The trace of one request the promoted model answered and serving logged (None if none is logged yet)."""
+    from factory.runtime._trace import trace
+    from factory.store.features import FeatureLog
+
+    load = cycle.made.get("load")
+    prod = cycle.store.refs.get(f"model/{cycle.model}/prod")
+    if load is None or prod is None:
+        return None
+    try:
+        logged = set(FeatureLog(cycle.store, f"inference-{cycle.model}").read().column("request_id").to_pylist())
+    except Exception:  # nothing logged yet
+        return None
+    for request_id in load.request_ids.get(prod[7:19], []):
+        if request_id in logged:
+            return trace(cycle.store, request_id, model=cycle.model)
+    return None
 

@@ -90,6 +90,20 @@ def _row(table, i: int) -> dict[str, Any]:
     return out
 
 
+def _lookup(flog, request_id: str):
+    """The log's rows for ``request_id``, through its index (built or brought up to date first)."""
+    ensure_index(flog)
+    return flog.find(request_id)
+
+
+def _scan(flog, request_id: str):
+    """The same rows by a scan of the whole log (the benchmark's peer)."""
+    import lance
+
+    ds = lance.dataset(flog.uri, storage_options=flog.store.storage_options)
+    return ds.to_table(filter="request_id = '" + request_id.replace("'", "''") + "'", use_scalar_index=False)
+
+
 def _find(store, request_id: str, model: str | None) -> tuple[str, Any]:
     from factory.store.features import FeatureLog
 
@@ -100,8 +114,7 @@ def _find(store, request_id: str, model: str | None) -> tuple[str, Any]:
     for name in names:
         flog = FeatureLog(store, name)
         try:
-            ensure_index(flog)
-            rows = flog.find(request_id)
+            rows = _lookup(flog, request_id)
         except NotFoundError:
             continue
         if rows.num_rows:
