@@ -1,7 +1,7 @@
 """The demo's data: a generated credit book with timestamps, an entity key and a sensitive attribute.
 
 Nothing is downloaded. A seeded generator writes three event tables for one population
-of customers: profile snapshots (income, debt ratio, tenure), card activity (utilisation,
+of customers: profile snapshots (income in 10k, debt ratio, tenure in decades), card activity (utilisation,
 late payments) and loan applications labelled with whether the loan defaulted. The
 default risk depends on the features *as they were when the customer applied*, so a
 training set built by a point-in-time join learns the real signal and one built from
@@ -27,7 +27,7 @@ __all__ = ["CreditBook", "TTL", "PROFILE", "ACTIVITY", "FEATURES", "LABEL", "SEN
 ENTITY = "customer_id"
 LABEL = "defaulted"
 SENSITIVE = "gender"
-PROFILE = ("income_k", "debt_ratio", "tenure_years")
+PROFILE = ("income_10k", "debt_ratio", "tenure_decades")
 ACTIVITY = ("utilization", "late_payments_90d")
 FEATURES = PROFILE + ACTIVITY
 
@@ -49,9 +49,9 @@ def _ts(values_us: np.ndarray) -> pa.Array:
     return pa.array(_START + values_us.astype("timedelta64[us]"), pa.timestamp("us", tz="UTC"))
 
 
-def _risk(income_k, debt_ratio, tenure, utilization, late) -> np.ndarray:
-    """Log-odds of default from the features the customer had at application time."""
-    return (-1.2 - 0.035 * (income_k - 55.0) + 3.2 * (debt_ratio - 0.35) - 0.12 * (tenure - 6.0)
+def _risk(income_10k, debt_ratio, tenure, utilization, late) -> np.ndarray:
+    """Log-odds of default from the features the customer had at application time (all on unit-ish scales)."""
+    return (-1.2 - 0.35 * (income_10k - 5.5) + 3.2 * (debt_ratio - 0.35) - 1.2 * (tenure - 0.6)
             + 2.6 * (utilization - 0.45) + 0.55 * late)
 
 
@@ -75,11 +75,11 @@ def generate(customers: int, applications: int, *, month: int = 0, seed: int = 7
     profiles = pa.table({
         ENTITY: pa.array(p_ids),
         "ts": _ts(p_time),
-        "income_k": pa.array((np.repeat(income0, snaps) * drift * rng.normal(1.0, 0.05, p_ids.size))
-                             .astype(np.float32)),
+        "income_10k": pa.array((np.repeat(income0, snaps) / 10.0 * drift * rng.normal(1.0, 0.05, p_ids.size))
+                               .astype(np.float32)),
         "debt_ratio": pa.array(np.clip(np.repeat(debt0, snaps) + rng.normal(0, 0.05, p_ids.size), 0, 1)
                                .astype(np.float32)),
-        "tenure_years": pa.array((np.repeat(tenure0, snaps) + month / 12.0).astype(np.float32)),
+        "tenure_decades": pa.array(((np.repeat(tenure0, snaps) + month / 12.0) / 10.0).astype(np.float32)),
     })
 
     reports = 4
@@ -99,7 +99,7 @@ def generate(customers: int, applications: int, *, month: int = 0, seed: int = 7
     when = offset + rng.integers(_MONTH_DAYS // 2 * _DAY_US, _MONTH_DAYS * _DAY_US, applications)
     features = _as_of(profiles, activity, who, when)
     logit = _risk(*(features[name] for name in FEATURES))
-    defaulted = (rng.random(applications) < 1.0 / (1.0 + np.exp(-3.0 * logit))).astype(np.int64)
+    defaulted = (rng.random(applications) < 1.0 / (1.0 + np.exp(-5.0 * logit))).astype(np.int64)
     apps = pa.table({
         "application_id": pa.array(np.arange(applications, dtype=np.int64) + month * 10_000_000),
         ENTITY: pa.array(who.astype(np.int64)),
@@ -110,7 +110,7 @@ def generate(customers: int, applications: int, *, month: int = 0, seed: int = 7
     return CreditBook(profiles, activity, apps)
 
 
-def _balanced_groups(rng: np.random.Generator, risk: np.ndarray, when: np.ndarray, bins: int = 20) -> np.ndarray:
+def _balanced_groups(rng: np.random.Generator, risk: np.ndarray, when: np.ndarray, bins: int = 4) -> np.ndarray:
     """Genders independent of risk and balanced at every risk level and time: within each slice of time,
     applicants ordered by risk form pairs and a coin decides which of each pair is which (so even a small,
     recent evaluation set is fair by construction rather than by luck)."""

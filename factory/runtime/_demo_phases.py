@@ -28,21 +28,21 @@ class Options:
     """Sizes and knobs of one demo run; ``quick()`` is the reduced but real version the tests run."""
 
     customers: int = 2000
-    applications: int = 6000
+    applications: int = 8000
     epochs: int = 3
     trials: int = 2
     rate: float = 60.0
     window_s: float = 3.0
-    min_requests: int = 20
+    min_requests: int = 30
+    min_compared: int = 100
     steps: tuple[float, ...] = (10.0, 50.0, 100.0)
-    corrupt_above: float = 0.75
-    accuracy_min: float = 0.7
+    corrupt_above: float = 0.7
+    accuracy_min: float = 0.75
     seed: int = 7
 
     @classmethod
     def quick(cls) -> Options:
-        return cls(customers=600, applications=2400, epochs=2, trials=2, window_s=2.0, min_requests=15,
-                   steps=(25.0, 100.0))
+        return cls(customers=1000, applications=4000, epochs=2, trials=2, window_s=2.0, steps=(25.0, 100.0))
 
 
 class Progress:
@@ -242,8 +242,8 @@ def roll_out(cycle: Cycle, candidate: str, incumbent: str, *, label: str, load, 
 
     opts = cycle.options
     config = RolloutConfig(steps=opts.steps, window_s=opts.window_s, min_requests=opts.min_requests,
-                           min_compared=opts.min_requests, min_outcomes=opts.min_requests,
-                           max_stage_s=max(opts.window_s * 20, 60.0), canary_shadow_percent=50.0)
+                           min_compared=opts.min_compared, max_stage_s=max(opts.window_s * 20, 60.0),
+                           canary_shadow_percent=50.0)
     bound = package_contract(cycle.store, candidate).resources.p99_latency_ms
     spec = RolloutSpec(model=MODEL, env="prod", candidate=candidate, incumbent=incumbent,
                        p99_bound_ms=max(bound, 2500.0), config=config)
