@@ -95,7 +95,7 @@ def generate(customers: int, applications: int, *, month: int = 0, seed: int = 7
         "late_payments_90d": pa.array(late.astype(np.float32)),
     })
 
-    who = rng.integers(0, customers, applications)
+    who = rng.choice(customers, size=applications, replace=applications > customers)  # independent rows
     when = offset + rng.integers(_MONTH_DAYS // 2 * _DAY_US, _MONTH_DAYS * _DAY_US, applications)
     features = _as_of(profiles, activity, who, when)
     logit = _risk(*(features[name] for name in FEATURES))

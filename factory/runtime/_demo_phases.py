@@ -27,7 +27,7 @@ INPUT = "features"
 class Options:
     """Sizes and knobs of one demo run; ``quick()`` is the reduced but real version the tests run."""
 
-    customers: int = 2000
+    customers: int = 8000
     applications: int = 8000
     epochs: int = 3
     trials: int = 2
@@ -42,7 +42,7 @@ class Options:
 
     @classmethod
     def quick(cls) -> Options:
-        return cls(customers=1000, applications=4000, epochs=2, trials=2, window_s=2.0, steps=(25.0, 100.0))
+        return cls(customers=4000, applications=4000, epochs=2, trials=2, window_s=2.0, steps=(25.0, 100.0))
 
 
 class Progress:
