@@ -83,11 +83,16 @@ def demo(
         written = write_report(cycle, out)
         console.print(f"\n[bold green]report[/bold green] {plain(written)}", highlight=False)
         if keep_serving:
+            cycle.made["load"].stop()  # the demo's own traffic ends; the endpoint stays
             console.print("serving until Ctrl-C ...")
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
 
+    import logging
+
+    for noisy in ("ray.serve", "ray.tune", "ray.train"):  # their INFO lines would break the progress view
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     console.print(f"[bold]factory demo[/bold]: the store is {plain(settings.home)}", highlight=False)
     cycle = run_demo(store, options, _RichProgress(), after=finish)
     console.print(f"\n[bold green]done[/bold green]: the whole demo took {cycle.timings['whole demo']:.1f} s; "

@@ -197,14 +197,32 @@ def sweep(cycle: Cycle, dataset: str):
         if "val_accuracy" in update:
             cycle.progress.note(f"trial {update.get('trial', '?')}: val_accuracy {update['val_accuracy']:.3f}")
 
-    result = tune(spec, store=cycle.store, progress=trial)
+    result = tune(spec, store=cycle.store, progress=_Unpickled(trial))
     cycle.progress.value("best trial", f"{result.best_trial} {result.params} -> {result.best.model[:19]}")
     return result
 
 
+class _Unpickled:
+    """A progress callback that Tune may pickle with its state: the copy is a no-op, the live one reports."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, update: dict[str, Any]) -> None:
+        if self.fn is not None:
+            self.fn(update)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fn": None}
+
+
 # -- gates -------------------------------------------------------------------------------------
-def gate(cycle: Cycle, model: str, *, evaluation: str, reference: str):
-    """The prod gate set on ``model``: every result signed, logged and recorded as an attestation."""
+def gate(cycle: Cycle, model: str, *, evaluation: str, reference: str, required: bool = True):
+    """The prod gate set on ``model``: every result signed, logged and recorded as an attestation.
+
+    ``required``: a failed gate stops the demo with ``AdmissionDeniedError`` naming each
+    failure (prod would refuse the package anyway); the remediation tickets stay open.
+    """
     from factory.gates import GateInputs, run_gate
 
     inputs = GateInputs(dataset=evaluation, label=LABEL, features=FEATURES, sensitive=SENSITIVE,
@@ -216,6 +234,13 @@ def gate(cycle: Cycle, model: str, *, evaluation: str, reference: str):
     cycle.progress.value("gates", f"{'passed' if result.passed else 'FAILED'} "
                                   f"({sum(o.passed for o in result.outcomes)}/{len(result.outcomes)}), "
                                   f"{len(result.outcomes)} attestations logged")
+    if required and not result.passed:
+        from factory.errors import AdmissionDeniedError
+
+        failures = "; ".join(f"{o.policy}: {o.result.reason}" for o in result.failed)
+        raise AdmissionDeniedError(f"{model} failed its prod gates ({failures}); see 'factory tickets --home "
+                                   f"{cycle.store.home}'", model, "prod",
+                                   tuple(o.predicate_type for o in result.failed))
     return result
 
 
