@@ -46,7 +46,7 @@ def make_package(store, seed=0, sample_rate=1.0, max_batch=8):
     return package(store, default_registry().build("mlp-classifier", CONFIG, seed=seed).eval(), contract)
 
 
-def allow(digest, env):
+def allow(store, digest, env):
     return True
 
 
@@ -236,5 +236,5 @@ def test_admission_refusal_names_what_is_missing_and_nothing_loads(store):
         missing = ("https://factory.dev/fairness/v1",)
 
     with pytest.raises(NotAdmittedError, match="not admitted to prod: missing https://factory.dev/fairness/v1"):
-        load_version(store, "prod", "sha256:" + "0" * 64, admit=lambda d, e: Decision())
-    require_admitted("sha256:" + "0" * 64, "dev", admit=lambda d, e: True)
+        load_version(store, "prod", "sha256:" + "0" * 64, admit=lambda s, d, e: Decision())
+    require_admitted(store, "sha256:" + "0" * 64, "dev", admit=lambda s, d, e: True)
