@@ -30,7 +30,7 @@ class Options:
     customers: int = 8000
     applications: int = 8000
     epochs: int = 3
-    trials: int = 2
+    learning_rates: tuple[float, ...] = (0.01, 0.03)  # the sweep's grid: one trial each
     rate: float = 60.0
     window_s: float = 3.0
     min_requests: int = 30
@@ -42,7 +42,7 @@ class Options:
 
     @classmethod
     def quick(cls) -> Options:
-        return cls(customers=4000, applications=4000, epochs=2, trials=2, window_s=2.0, steps=(25.0, 100.0))
+        return cls(customers=4000, applications=4000, epochs=2, window_s=2.0, steps=(25.0, 100.0))
 
 
 class Progress:
@@ -188,9 +188,9 @@ def sweep(cycle: Cycle, dataset: str):
 
     base = training_config(cycle, dataset, hidden=(32,))
     spec = SweepConfig.model_validate({
-        "train": base.model_dump(mode="json"), "num_samples": cycle.options.trials, "seed": cycle.options.seed,
+        "train": base.model_dump(mode="json"), "num_samples": 1, "seed": cycle.options.seed,
         "max_concurrent_trials": 2,
-        "space": {"hyperparameters.lr": {"choice": [0.01, 0.03]}, "architecture_config.hidden": {"choice": [[16], [32]]}},
+        "space": {"hyperparameters.lr": {"grid": list(cycle.options.learning_rates)}},
     })
 
     def trial(update: dict[str, Any]) -> None:
