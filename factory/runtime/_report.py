@@ -171,7 +171,8 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom:
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; display: block; }
-code { background: #f4f4f4; padding: 1px 4px; }
+code { background: #f4f4f4; padding: 1px 4px; word-break: break-all; }
+pre { white-space: pre-wrap; word-break: break-all; background: #f4f4f4; padding: 6px; }
 .pass { color: #2a7a2a; } .fail { color: #b22; }
 """
 
