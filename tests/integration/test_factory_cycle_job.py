@@ -45,7 +45,9 @@ def ray_head(tmp_path):
     temp = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))  # Ray's socket paths must stay short
     port, dashboard = free_port(), free_port()
     address = f"127.0.0.1:{port}"
+    # The job's `python` is the one on the head's PATH: this interpreter's, as a cluster image's would be.
     env = {**os.environ, "RAY_ADDRESS": address, "PYTHONPATH": str(REPO),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "factory.serve.proxy_middlewares"}
     argv = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--num-cpus", "2", "--object-store-memory", str(256 * 2**20), "--temp-dir", str(temp),
