@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 
 from factory.runtime._demo_phases import (
     INPUT,
@@ -96,7 +95,3 @@ def run_demo(store, options: Options, progress: Progress, *, after=None) -> Cycl
         load.stop()
     cycle.timings["whole demo"] = time.perf_counter() - started
     return cycle
-
-
-def report_path(home: Path) -> Path:
-    return home / "report.html"
