@@ -24,7 +24,7 @@ from factory.runtime._demo_cluster import free_port
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _wait_for(url: str, timeout: float) -> None:
