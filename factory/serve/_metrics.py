@@ -183,6 +183,25 @@ class RecorderSink:
             self.recorder.count("factory_outcome_abs_error", abs_error, tags)
 
 
+class FanOut:
+    """One sink that hands every record to several (in-process signals and an exporter, say)."""
+
+    def __init__(self, *sinks: Any):
+        self.sinks = sinks
+
+    def record_request(self, *args: Any, **kwargs: Any) -> None:
+        for sink in self.sinks:
+            sink.record_request(*args, **kwargs)
+
+    def record_comparison(self, *args: Any, **kwargs: Any) -> None:
+        for sink in self.sinks:
+            sink.record_comparison(*args, **kwargs)
+
+    def record_outcome(self, *args: Any, **kwargs: Any) -> None:
+        for sink in self.sinks:
+            sink.record_outcome(*args, **kwargs)
+
+
 class ServeMetrics:
     """What a model server records, named once here.
 
@@ -192,8 +211,6 @@ class ServeMetrics:
     """
 
     def __init__(self, model: str, recorder: Recorder, *, signals: tuple[Any, ...] = ()):
-        from factory.serve._signal_metrics import FanOut
-
         self.model = model
         self.recorder = recorder
         self.sink = FanOut(RecorderSink(recorder), *signals) if signals else RecorderSink(recorder)

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from factory.serve._metrics import METRICS, Recorder, RecorderSink
+from factory.serve._metrics import METRICS, FanOut, Recorder, RecorderSink  # FanOut: re-exported
 
 __all__ = ["SIGNAL_METRICS", "Recorder", "RecorderSink", "ClientRecorder", "FanOut"]
 
@@ -30,25 +30,6 @@ SIGNAL_METRICS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] =
         "factory_shadow_abs_diff", "factory_outcome_labels", "factory_outcome_correct", "factory_outcome_values",
         "factory_outcome_abs_error")
 }
-
-
-class FanOut:
-    """One sink that hands every record to several (in-process signals and an exporter, say)."""
-
-    def __init__(self, *sinks: Any):
-        self.sinks = sinks
-
-    def record_request(self, *args: Any, **kwargs: Any) -> None:
-        for sink in self.sinks:
-            sink.record_request(*args, **kwargs)
-
-    def record_comparison(self, *args: Any, **kwargs: Any) -> None:
-        for sink in self.sinks:
-            sink.record_comparison(*args, **kwargs)
-
-    def record_outcome(self, *args: Any, **kwargs: Any) -> None:
-        for sink in self.sinks:
-            sink.record_outcome(*args, **kwargs)
 
 
 class ClientRecorder:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from factory.train import _checkpoint as ckpt
-from factory.train import _data
+import factory.train._checkpoint as ckpt
+import factory.train._data as _data
 
 if TYPE_CHECKING:
     import torch

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from factory.errors import FactorySystemError
-from factory.train import _checkpoint as ckpt
+import factory.train._checkpoint as ckpt
 
 if TYPE_CHECKING:
     import torch

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from factory.train import _checkpoint as ckpt
+import factory.train._checkpoint as ckpt
 
 if TYPE_CHECKING:
     import torch

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory.contract import ModelPackageMeta
 from factory.errors import FactorySystemError
-from factory.train import _checkpoint as ckpt
+import factory.train._checkpoint as ckpt
 from factory.train._cluster import connect, report_interval, warm_up
 from factory.train._data import DataSpec
 from factory.train._loop import LoopSpec, train_loop

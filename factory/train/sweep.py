@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from factory.errors import FactorySystemError, InvalidInputError
-from factory.train import _checkpoint as ckpt
+import factory.train._checkpoint as ckpt
 from factory.train._cluster import connect, report_interval, warm_up
 from factory.train._record import RunRecord, record_inputs
 from factory.train._resources import cluster_nodes
