@@ -89,7 +89,7 @@ def log_requests(store: Store, digest: str, request_ids: list[str], *, at: datet
     """Log one inference row per request id as the model server does (its own table layout)."""
     from factory.contract import load
     from factory.serve import LogRecord, package_contract
-    from factory.serve._log import log_name, log_table
+    from factory.serve._log import InferenceLog, log_name
     from factory.store.features import FeatureLog
 
     contract = package_contract(store, digest)
@@ -101,4 +101,7 @@ def log_requests(store: Store, digest: str, request_ids: list[str], *, at: datet
         out = {k: v.numpy() for k, v in model.predict({"features": x}).items()}
         records.append(LogRecord(rid, digest, digest[7:19], contract, at + timedelta(milliseconds=i), 1.5,
                                  {"features": x}, out))
-    FeatureLog(store, log_name(MODEL)).append(log_table(records))
+    log = InferenceLog(FeatureLog(store, log_name(MODEL)).writer(flush_seconds=0.05))
+    for record in records:
+        log.submit(record)
+    log.writer.close()

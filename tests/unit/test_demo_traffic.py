@@ -20,10 +20,10 @@ def test_each_config_becomes_the_records_split_and_an_older_one_changes_nothing(
     inc, cand = incumbent[7:19], candidate[7:19]
     traffic.apply(TrafficConfig(model=MODEL, generation=2, weights={inc: 75.0, cand: 25.0}, shadows={cand: 50.0}))
     record = read_record(h.store, MODEL)[0]
-    assert record.traffic == {inc: 75.0, cand: 25.0} and candidate in record.versions
+    assert record.traffic.weights == {inc: 75.0, cand: 25.0} and candidate in record.versions
     assert traffic.current(MODEL).shadows == {cand: 50.0}
     traffic.apply(TrafficConfig(model=MODEL, generation=1, weights={inc: 100.0, cand: 0.0}))
-    assert read_record(h.store, MODEL)[0].traffic == {inc: 75.0, cand: 25.0}
+    assert read_record(h.store, MODEL)[0].traffic.weights == {inc: 75.0, cand: 25.0}
     traffic.apply(TrafficConfig(model=MODEL, generation=3, weights={inc: 100.0, cand: 0.0}))
-    assert read_record(h.store, MODEL)[0].traffic == {inc: 100.0}
+    assert read_record(h.store, MODEL)[0].traffic.weights == {inc: 100.0}
     assert [c.generation for _, c in traffic.applied] == [2, 3]

@@ -72,7 +72,7 @@ def test_tracking_records_the_experiment_and_its_samples(store, customers):
     with exp.track(store, "trial-1", params={"lr": 0.1}) as run:
         run.log_metrics({"loss": 0.5}, step=0)
     tracked = store.runs.list(kind="track")[-1]
-    assert tracked.config["params"]["experiment"] == "tracked"
+    assert tracked.config["experiment"] == "tracked"  # a tracked run's config is its params
     assert exp.datasets["customers"] in tracked.parents
 
 
