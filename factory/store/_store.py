@@ -93,6 +93,16 @@ class Store:
         self._claim = bind(self, self.bare_catalog)
         return self.bare_catalog
 
+    def __getstate__(self) -> dict:
+        # A store sent to a Ray worker or a Tune trial checks its identity again there: the
+        # claim (and the catalog it armed) belongs to this process, and holds its lock.
+        state = self.__dict__.copy()
+        if state.get("_claim") is not None:
+            for name in ("_claim", "catalog", "bare_catalog"):
+                state.pop(name, None)
+            state["_claim"] = None
+        return state
+
     def _before_first_blob(self) -> None:
         """Before a blob first lands in the home: the identity check, and a new store's claim."""
         self.catalog  # noqa: B018 (the check runs when the catalog is first used)

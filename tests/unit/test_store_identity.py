@@ -97,3 +97,14 @@ def test_a_store_opened_while_another_process_is_mid_claim_finishes_that_claim(s
     other.put_blob(b"second")
     info = other.catalog_info()
     assert info["store_id"] == "0" * 32 and info["matches"] is True and info["catalog_home"] == store.home
+
+
+def test_a_store_that_just_claimed_its_home_can_be_sent_to_a_worker(store):
+    """A new store pickled right after its first write (as Tune does with a trial's closure) arrives
+    whole on the other side and still matches its home there."""
+    import ray.cloudpickle as cloudpickle
+
+    store.put_blob(b"first")
+    copy = cloudpickle.loads(cloudpickle.dumps(store))
+    copy.put_blob(b"second")
+    assert copy.catalog_info()["matches"] is True
