@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,11 +43,14 @@ def _ray(*args: str, env: dict[str, str], timeout: float) -> subprocess.Complete
     return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def _wait_for_jobs_api(dashboard: str, env: dict[str, str], head: subprocess.Popen, timeout: float = 600) -> None:
+def _wait_for_jobs_api(dashboard: str, env: dict[str, str], head: subprocess.Popen, head_log: Path,
+                       timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if head.poll() is not None:
-            raise AssertionError(f"ray start exited with {head.returncode}")
+            log = Path(head_log)
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise AssertionError(f"ray start exited with {head.returncode}:\n{tail}")
         if _ray("job", "list", "--address", dashboard, env=env, timeout=120).returncode == 0:
             return
         time.sleep(2)
@@ -68,7 +73,7 @@ def _stop(head: subprocess.Popen) -> None:
 
 def test_the_example_trains_through_ray_job_submit(tmp_path):
     """`ray job submit --working-dir . -- python examples/train.py` trains and leaves a valid candidate package."""
-    gcs, dashboard_port, client, agent, agent_grpc, runtime_env = _free_ports(6)
+    gcs, dashboard_port, client, agent, agent_grpc, runtime_env, metrics = _free_ports(7)
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     env.update(
@@ -76,17 +81,21 @@ def test_the_example_trains_through_ray_job_submit(tmp_path):
         RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),  # Ray 2.60's jobs API wants a token
         RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="600",
     )
+    # Ray's socket paths live under --temp-dir and must stay under 108 bytes: pytest's tmp_path is too deep.
+    temp = tempfile.mkdtemp(prefix="rj-", dir="/tmp")
     head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+         "--dashboard-host", "127.0.0.1", "--metrics-export-port", str(metrics),
+         "--min-worker-port", "0", "--max-worker-port", "0",
          "--dashboard-port", str(dashboard_port), "--ray-client-server-port", str(client),
          "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
          "--runtime-env-agent-port", str(runtime_env), "--num-cpus", "2", "--object-store-memory", str(200 * 2**20),
-         "--temp-dir", str(tmp_path / "ray"), "--include-dashboard", "true", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+         "--temp-dir", temp, "--include-dashboard", "true", "--disable-usage-stats"],
+        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     home = tmp_path / "home"
     try:
-        _wait_for_jobs_api(dashboard, env, head)
+        _wait_for_jobs_api(dashboard, env, head, tmp_path / "head.log")
         job = _ray("job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
                    "python", "examples/train.py", "--home", str(home), "--rows", "600", "--epochs", "2",
                    "--workers", "2", "--cpus-per-worker", "0.25", env=env, timeout=1500)
@@ -94,6 +103,7 @@ def test_the_example_trains_through_ray_job_submit(tmp_path):
         assert "epoch 2/2" in job.stdout
     finally:
         _stop(head)
+        shutil.rmtree(temp, ignore_errors=True)
 
     store = Store(home, settings=Settings(home=str(home)))
     (candidate,) = store.refs.list("model/example-mlp/candidates/")
