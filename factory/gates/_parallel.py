@@ -6,13 +6,16 @@ a fresh ``python -m factory.gates._worker`` that reads its chunk from a pipe and
 the problems back. Fresh interpreters, not ``multiprocessing``: forking a process that
 holds threads (a Ray driver, say) can deadlock, and spawn re-imports the caller's main
 script, which breaks under ``python -`` and re-runs unguarded scripts. Workers get plain
-data (bytes and the trusted public keys) and return problems as tuples.
+data as JSON (the chunk, with bytes in base64, and the trusted public keys as their
+``to_dict``) and write their problems back as JSON: nothing crosses the pipe that could
+run code when read.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
-import pickle
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from factory.errors import FactorySystemError
-from factory.gates.keys import TrustedKeys
+from factory.gates.keys import TrustedKey, TrustedKeys
 
 __all__ = ["usable_cores", "check_envelopes", "check_notes", "POOL_THRESHOLD"]
 
@@ -48,6 +51,23 @@ def _worker_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
+def encode_job(name: str, chunk: Sequence[tuple[int, bytes | str]], trust: TrustedKeys, *args: str) -> bytes:
+    """One worker's job as JSON: the function's name, its chunk (bytes in base64), the keys, the rest."""
+    items = [[index, {"b64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value]
+             for index, value in chunk]
+    return json.dumps({"job": name, "items": items, "trust": [key.to_dict() for key in trust],
+                       "args": list(args)}).encode()
+
+
+def decode_job(data: bytes) -> tuple[str, tuple]:
+    """``encode_job``'s inverse: the function's name and its arguments."""
+    job = json.loads(data)
+    items = [(index, base64.b64decode(value["b64"]) if isinstance(value, dict) else value)
+             for index, value in job["items"]]
+    trust = TrustedKeys.of(*(TrustedKey.from_dict(key) for key in job["trust"]))
+    return job["job"], (items, trust, *job["args"])
+
+
 def _map(fn: Callable[..., list[R]], items: Sequence[T], *args: object, workers: int | None) -> list[R]:
     workers = usable_cores() if workers is None else max(1, workers)
     if workers == 1 or len(items) < POOL_THRESHOLD:
@@ -58,7 +78,7 @@ def _map(fn: Callable[..., list[R]], items: Sequence[T], *args: object, workers:
              for _ in _chunks(items, workers)]
     try:
         for proc, chunk in zip(procs, _chunks(items, workers), strict=True):
-            pickle.dump((fn.__name__, (chunk, *args)), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            proc.stdin.write(encode_job(fn.__name__, chunk, *args))
             proc.stdin.close()
         out: list[R] = []
         for proc in procs:
@@ -66,7 +86,7 @@ def _map(fn: Callable[..., list[R]], items: Sequence[T], *args: object, workers:
             if proc.wait() != 0 or not data:
                 raise FactorySystemError(f"a signature-checking worker failed (exit {proc.returncode}): "
                                          f"{err.decode(errors='replace').strip()[-500:]}")
-            out.extend(pickle.loads(data))
+            out.extend(tuple(problem) for problem in json.loads(data))
         return out
     finally:
         for proc in procs:

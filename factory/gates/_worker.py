@@ -1,9 +1,9 @@
-"""A signature-checking worker: ``python -m factory.gates._worker`` reads one pickled job from
-stdin, runs it and writes the pickled result to stdout (see ``_parallel``)."""
+"""A signature-checking worker: ``python -m factory.gates._worker`` reads one job as JSON from
+stdin, runs it and writes its problems as JSON to stdout (see ``_parallel``)."""
 
 from __future__ import annotations
 
-import pickle
+import json
 import sys
 
 from factory.gates import _parallel
@@ -12,10 +12,9 @@ _JOBS = {"_envelope_chunk": _parallel._envelope_chunk, "_note_chunk": _parallel.
 
 
 def main() -> None:
-    name, args = pickle.load(sys.stdin.buffer)
-    result = _JOBS[name](*args)
-    pickle.dump(result, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    sys.stdout.buffer.flush()
+    name, args = _parallel.decode_job(sys.stdin.buffer.read())
+    json.dump(_JOBS[name](*args), sys.stdout)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ class TrustedKey:
 
 @dataclass(frozen=True)
 class TrustedKeys:
-    """The trusted public keys, by key id. Plain data: it pickles to worker processes."""
+    """The trusted public keys, by key id. Plain data: it travels to worker processes as JSON."""
 
     keys: Mapping[str, TrustedKey]
 
