@@ -203,7 +203,8 @@ def test_traffic_changes_reach_every_replica_without_restarts_or_lost_requests(s
         for thread in threads:
             thread.join(60)
     assert len(replicas) == 2 and {r for _, _, r in answers} == replicas  # no replica restarted
-    assert len(answers) > 200 and [a for a in answers if a[0] != 200] == []
+    # Each phase above waited for 40 answers of its own; how many more came is the machine's speed, not ours.
+    assert [a for a in answers if a[0] != 200] == []
 
 
 def test_admission_and_protected_refs_decide_what_deploy_may_serve(store, mlp_package, serve_url):
