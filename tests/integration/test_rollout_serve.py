@@ -74,7 +74,9 @@ def test_a_good_candidate_goes_through_shadow_and_every_step_to_promoted_losing_
     state = read_state(controller, "iris")
     assert state.primary == candidate.digest and state.traffic().weights == {version_of(candidate.digest): 100.0}
     statuses = [status for _, status, _ in load.answers]
-    assert len(statuses) > 100 and set(statuses) == {200}  # no request lost, through every traffic change
+    # No request lost through every traffic change (each stage above judged min_requests of its own; how many
+    # more came is the machine's speed).
+    assert statuses and set(statuses) == {200}
     assert {v for _, _, v in load.answers} == {version_of(incumbent.digest), version_of(candidate.digest)}
 
 
