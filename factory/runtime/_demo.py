@@ -82,20 +82,21 @@ def run_demo(store, options: Options, progress: Progress, *, after=None) -> Cycl
             best = sweep(cycle, trained.digest).best
         with cycle.timed("candidate: prod gates"):
             gate(cycle, best.model, evaluation=evaluation.digest, reference=trained.digest)
-        faulty_job = beside.submit(_train_faulty, cycle.beside("faulty candidate"), data)
+        faulty_job = beside.submit(_train_faulty, cycle.beside("faulty candidate"), data) if options.faulty else None
         with cycle.timed("candidate: shadow, canary, promotion (the faulty candidate trains meanwhile)"):
             roll_out(cycle, best.model, baseline.model, label="candidate", load=load, traffic=traffic)
         cycle.timings["candidate: dataset version to 100 % production"] = time.perf_counter() - cycle_started
         cycle.made["candidate"] = best
 
-        with cycle.timed("faulty candidate: data with inverted labels, train (Ray Train, 2 workers)"):
-            faulty = faulty_job.result()
-        with cycle.timed("faulty candidate: prod gates"):
-            gate(cycle, faulty.model, evaluation=evaluation.digest, reference=trained.digest)
-        incumbent = store.refs.get(f"model/{MODEL}/prod")
-        with cycle.timed("faulty candidate: rollout"):
-            roll_out(cycle, faulty.model, incumbent, label="faulty candidate", load=load, traffic=traffic)
-        cycle.made["faulty"] = faulty
+        if faulty_job is not None:
+            with cycle.timed("faulty candidate: data with inverted labels, train (Ray Train, 2 workers)"):
+                faulty = faulty_job.result()
+            with cycle.timed("faulty candidate: prod gates"):
+                gate(cycle, faulty.model, evaluation=evaluation.digest, reference=trained.digest)
+            incumbent = store.refs.get(f"model/{MODEL}/prod")
+            with cycle.timed("faulty candidate: rollout"):
+                roll_out(cycle, faulty.model, incumbent, label="faulty candidate", load=load, traffic=traffic)
+            cycle.made["faulty"] = faulty
         if after is not None:
             after(cycle)
         load.stop()

@@ -44,10 +44,16 @@ class Options:
     cluster_cpus: int = 4
     accuracy_min: float = 0.75
     seed: int = 7
+    faulty: bool = True  # the deliberately worse candidate and its automatic rollback
 
     @classmethod
     def quick(cls) -> Options:
         return cls(customers=4000, applications=4000, epochs=2, window_s=2.0, steps=(25.0, 100.0))
+
+    @classmethod
+    def smoke(cls) -> Options:
+        """The cheapest whole path: quick's data, a one-trial sweep, one canary step, no faulty candidate."""
+        return dataclasses.replace(cls.quick(), learning_rates=(0.03,), steps=(100.0,), faulty=False)
 
 
 class Progress:
