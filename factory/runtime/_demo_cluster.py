@@ -52,7 +52,9 @@ def embedded_cluster(*, num_cpus: int = 2, object_store_mb: int = 256, dashboard
     address = f"{get_node_ip_address()}:{free_port()}"
     env = {"RAY_ADDRESS": address,
            "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "factory.serve.proxy_middlewares",
-           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+           # One local node is never preempted: no watcher process per training run.
+           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     head = {"num_cpus": num_cpus, "object_store_memory": object_store_mb * 2**20, "include_dashboard": dashboard,
             "gcs_server_port": int(address.rsplit(":", 1)[1]), "env_vars": env}
     if dashboard:

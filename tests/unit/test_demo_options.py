@@ -1,0 +1,57 @@
+"""The demo's sizes and how work beside a phase reports: pure logic, no Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from factory.runtime._demo_data import corrupt_labels, generate
+from factory.runtime._demo_phases import Cycle, Labelled, Options, Progress
+from factory.serve import RolloutConfig
+
+
+class Lines(Progress):
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def note(self, text):
+        self.lines.append(text)
+
+    def value(self, label, value):
+        self.lines.append(f"{label} = {value}")
+
+
+def test_smoke_is_the_quick_cycle_with_one_trial_one_step_and_no_faulty_candidate():
+    """The submitted-job test's variant still runs a sweep and a rollout, only the cheapest real ones."""
+    quick, smoke = Options.quick(), Options.smoke()
+    assert smoke.learning_rates == (0.03,) and smoke.steps == (100.0,) and not smoke.faulty
+    assert (smoke.customers, smoke.epochs, smoke.window_s) == (quick.customers, quick.epochs, quick.window_s)
+    assert Options().faulty and quick.faulty and len(Options().learning_rates) == 2
+
+
+def test_work_beside_a_phase_reports_labelled_lines_into_the_same_cycle():
+    """The faulty candidate's lines say whose they are, and what it makes lands in the one cycle."""
+    lines = Lines()
+    cycle = Cycle(store=None, options=Options.quick(), progress=lines)
+    beside = cycle.beside("faulty candidate")
+    beside.progress.note("epoch 1/2")
+    beside.progress.value("model", "sha256:ab")
+    beside.made["faulty"] = "x"
+    with beside.timed("train"):
+        pass
+    assert lines.lines == ["[faulty candidate] epoch 1/2", "[faulty candidate] model: sha256:ab"]
+    assert cycle.made["faulty"] == "x" and "train" in cycle.timings
+    assert isinstance(beside.progress, Labelled) and cycle.progress is lines
+
+
+def test_the_faulty_labels_differ_on_far_more_rows_than_the_rollout_tolerates():
+    """The worse candidate is told apart live: its labels flip well above the divergence bound (10 %)."""
+    book = generate(4000, 4000, month=1, seed=7)
+    activity = book.activity.to_pandas().groupby("customer_id")["utilization"].mean()
+    apps = book.applications.to_pandas()
+    import pyarrow as pa
+
+    table = pa.table({"utilization": activity.reindex(apps["customer_id"]).to_numpy(np.float32),
+                      "defaulted": apps["defaulted"].to_numpy()})
+    flipped = np.mean(corrupt_labels(table, above=Options().corrupt_above)["defaulted"].to_numpy()
+                      != table["defaulted"].to_numpy())
+    assert flipped > 2 * RolloutConfig().max_disagreement
