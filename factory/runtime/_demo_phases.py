@@ -42,6 +42,10 @@ class Options:
     # CPU by its contract yet uses a sliver; 4 logical CPUs on a 2-core machine let two serving
     # versions, the sweep's two trials at once and a training run beside a rollout be scheduled.
     cluster_cpus: int = 4
+    # Workers of each sweep trial. Nearly all of a Train run on 2 cores is process start-up (each
+    # worker imports torch and Ray Train): two trials of one worker each start half the processes
+    # of two 2-worker trials, while the baseline and the faulty candidate still train with 2 (DDP).
+    sweep_workers: int = 1
     accuracy_min: float = 0.75
     seed: int = 7
     faulty: bool = True  # the deliberately worse candidate and its automatic rollback
@@ -183,7 +187,8 @@ def training_set(cycle: Cycle, data: dict[str, Any], *, name: str = "credit-trai
 
 
 # -- training ----------------------------------------------------------------------------------
-def training_config(cycle: Cycle, dataset: str, *, lr: float = 0.02, hidden: tuple[int, ...] = (16,)):
+def training_config(cycle: Cycle, dataset: str, *, lr: float = 0.02, hidden: tuple[int, ...] = (16,),
+                    workers: int = 2):
     from factory.train import TrainingConfig
 
     return TrainingConfig.model_validate({
@@ -191,7 +196,7 @@ def training_config(cycle: Cycle, dataset: str, *, lr: float = 0.02, hidden: tup
         "architecture": "mlp-classifier@1",
         "architecture_config": {"in_features": len(FEATURES), "out_features": 2, "hidden": list(hidden)},
         "hyperparameters": {"lr": lr, "batch_size": 64},
-        "compute": {"workers": 2, "cpus_per_worker": 0.25},
+        "compute": {"workers": workers, "cpus_per_worker": 0.25},
         "epochs": cycle.options.epochs, "seed": cycle.options.seed,
     })
 
@@ -211,10 +216,10 @@ def train_model(cycle: Cycle, dataset: str, **overrides: Any):
 
 
 def sweep(cycle: Cycle, dataset: str):
-    """A small Ray Tune sweep (each trial a 2-worker Ray Train run); the best trial packaged."""
+    """A small Ray Tune sweep (each trial a Ray Train run of ``sweep_workers``); the best trial packaged."""
     from factory.train import SweepConfig, tune
 
-    base = training_config(cycle, dataset, hidden=(32,))
+    base = training_config(cycle, dataset, hidden=(32,), workers=cycle.options.sweep_workers)
     spec = SweepConfig.model_validate({
         "train": base.model_dump(mode="json"), "num_samples": 1, "seed": cycle.options.seed,
         # Both trials at once; each runs every epoch, so the best trial does not depend on which
