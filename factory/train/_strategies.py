@@ -151,6 +151,19 @@ def deepspeed_config(config: TrainingConfig, world: int) -> dict[str, Any]:
     return out
 
 
+# DeepSpeed's CPU backend compiles a C++ op (a shared-memory all-reduce) in every new
+# process that starts DeepSpeed, unless an identical build is cached: a minute or more of
+# both cores per node, and a compiler on every node. It serves ``inference_all_reduce``
+# only; training steps reduce through torch.distributed (gloo here).
+def skip_inference_comm_op() -> None:
+    """Tell DeepSpeed in this process that its inference-only shared-memory op is unavailable, so
+    ``init_distributed`` builds nothing (DeepSpeed keeps edits to ``__compatible_ops__``)."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+
+
 class DeepSpeed(Strategy):
     """A DeepSpeed engine with the config's ZeRO stage, checkpointing through DeepSpeed."""
 
@@ -160,6 +173,7 @@ class DeepSpeed(Strategy):
         import deepspeed
 
         super().__init__(module, config, rank, world, device)
+        skip_inference_comm_op()
         # Ray Train has already made the process group; DeepSpeed adopts it.
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
         client = None

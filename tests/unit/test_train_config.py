@@ -112,3 +112,13 @@ def test_overrides_replace_dotted_settings_and_are_validated():
         cfg.with_overrides({"seed.x": 1})
     with pytest.raises(InvalidInputError, match="hyperparameters.lr"):
         cfg.with_overrides({"hyperparameters.lr": -1})
+
+
+def test_a_deepspeed_worker_on_cpu_compiles_nothing():
+    """DeepSpeed on CPU workers starts without a C++ compiler or a minute of compiling on each new node."""
+    from deepspeed.comm.torch import build_shm_op
+
+    from factory.train._strategies import skip_inference_comm_op
+
+    skip_inference_comm_op()
+    assert build_shm_op() is None
