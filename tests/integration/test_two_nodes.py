@@ -21,15 +21,14 @@ WRITERS = 16
 
 
 @pytest.fixture(scope="module")
-def two_nodes(s3_server, tmp_path_factory, restart_shared_ray):
+def two_nodes(s3_server, tmp_path_factory):
     """A head and a second node (bounded CPUs and memory); tasks get FACTORY_HOME and FACTORY_CATALOG."""
     import ray
     from ray import cloudpickle
     from ray.cluster_utils import Cluster
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
-    was_running = ray.is_initialized()
-    ray.shutdown()  # this module needs a cluster of its own
+    ray.shutdown()  # this module needs a cluster of its own; the next module's ray_cluster starts the shared one
     home = f"s3://factory-tests/two-nodes-{uuid.uuid4().hex[:8]}"
     catalog = str(tmp_path_factory.mktemp("two-nodes") / "catalog.db")
     env = {**s3_server.env(), "FACTORY_HOME": home, "FACTORY_CATALOG": catalog}
@@ -53,7 +52,6 @@ def two_nodes(s3_server, tmp_path_factory, restart_shared_ray):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        restart_shared_ray(was_running)
 
 
 def _on(node_id: str):

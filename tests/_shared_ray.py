@@ -1,0 +1,34 @@
+"""The shared test cluster's settings, and the test plugins every Ray worker must import."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Test-only plugins (a deliberately faulty model architecture) that every Ray worker must import too.
+PLUGINS = Path(__file__).resolve().parent / "_plugins"
+
+
+def use_plugins() -> None:
+    """Put tests/_plugins on this process's path and on the path of every process it starts (Ray workers)."""
+    if str(PLUGINS) not in sys.path:
+        sys.path.insert(0, str(PLUGINS))
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(PLUGINS) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, str(PLUGINS)])
+
+
+# How the shared cluster starts; tests that need a cluster of their own (several nodes, a
+# cluster they kill parts of) shut it down and start it again with these (``restart_shared_ray``).
+SHARED_RAY = dict(
+    # "local": always a cluster of our own. Without it ray.init() joins the latest
+    # cluster started on this machine (another test run's, or a ray.cluster_utils head).
+    address="local",
+    num_cpus=2,
+    object_store_memory=256 * 1024 * 1024,
+    include_dashboard=False,
+    namespace="factory-tests",
+    log_to_driver=False,
+    configure_logging=False,
+)
