@@ -32,3 +32,22 @@ SHARED_RAY = dict(
     log_to_driver=False,
     configure_logging=False,
 )
+
+
+def two_node_cluster(head: dict, second: dict):
+    """A ``ray.cluster_utils.Cluster`` of a head and a second node: (cluster, the second node).
+
+    A raylet gets 30 s to register; a loaded 2-core machine can miss that once, so a start
+    that fails is shut down and tried once more.
+    """
+    from ray.cluster_utils import Cluster
+
+    for attempt in (1, 2):
+        cluster = Cluster()
+        try:
+            cluster.add_node(**head)
+            return cluster, cluster.add_node(**second)
+        except Exception:
+            cluster.shutdown()
+            if attempt == 2:
+                raise

@@ -207,12 +207,11 @@ def test_a_killed_driver_resumes_its_run_with_no_epoch_trained_twice(uninterrupt
 # ``ray_cluster`` starts the shared one again).
 def test_a_removed_node_does_not_stop_the_run(store, dataset, code, tmp_path):
     """Two nodes, one worker on each; the worker node is removed mid-run and the run still completes."""
-    from ray.cluster_utils import Cluster
+    from _shared_ray import two_node_cluster
 
     ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "object_store_memory": OBJECT_STORE, "include_dashboard": False})
-    node = cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE)
+    cluster, node = two_node_cluster(dict(num_cpus=1, object_store_memory=OBJECT_STORE, include_dashboard=False),
+                                     dict(num_cpus=1, object_store_memory=OBJECT_STORE))
     ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
     try:
         config = _config(dataset, compute={"workers": 2, "cpus_per_worker": 0.5, "placement": "spread"})
