@@ -13,11 +13,18 @@ import os
 import uuid
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from factory.settings import Settings
 
 CATALOG_BACKENDS = ("sqlite", "postgresql")
+
+# Hypothesis fails an example that takes over 200 ms by default: a timing check, which a loaded
+# 2-core machine trips (one example took 958 ms). Tests that bound their time (the fuzz tests)
+# set their own deadline, which this leaves as it is.
+hypothesis.settings.register_profile("factory", deadline=None)
+hypothesis.settings.load_profile("factory")
 
 
 def pytest_configure(config):
@@ -73,6 +80,53 @@ def store(store_settings):
     return Store(store_settings.home, settings=store_settings)
 
 
+@pytest.fixture(scope="module")
+def ray_cluster(_ray_session):
+    """The bounded local Ray cluster that the fault and integration tests share: started at first use and
+    kept from module to module (a start costs seconds of both cores), started again for a module that
+    follows one which needed a cluster of its own; shut down after the session (the unit tests, last,
+    shut it down first)."""
+    import ray
+
+    from _shared_ray import SHARED_RAY
+
+    if not ray.is_initialized():
+        ray.init(**SHARED_RAY)
+    return ray.get_runtime_context()
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    """What every process of the shared cluster inherits; shuts the cluster down at the end of the session."""
+    import ray
+
+    from _shared_ray import use_plugins
+    from factory.serve import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+    # Ray Train reports each epoch on this poll (2 s by default).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    # Serve's proxies retry model requests whose replica died (factory.serve._proxy).
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+    use_plugins()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def restart_shared_ray():
+    """Call it after a test's own cluster is gone: brings the shared one back at once if it was running.
+
+    A module whose own cluster is its last need not: the next module's ``ray_cluster`` starts it."""
+
+    def restart(was_running: bool) -> None:
+        import ray
+
+        from _shared_ray import SHARED_RAY
+
+        if was_running and not ray.is_initialized():
+            ray.init(**SHARED_RAY)
+
+    return restart
 
 
 @pytest.fixture(scope="session")
@@ -139,18 +193,36 @@ def mlp_package(store):
 
 
 @pytest.fixture(scope="module")
-def serve_http(ray_cluster):
-    """Ray Serve on a free loopback port for one test module; every application is deleted after each test."""
+def serve_http(ray_cluster, _serve_starts):
+    """Ray Serve on a free loopback port: started once for the session (like the cluster) and again
+    only after a test restarted the cluster; every application is deleted after each test."""
+    return _serve_starts()
+
+
+@pytest.fixture(scope="session")
+def _serve_starts(_ray_session):
+    """``ensure()``: the URL of Serve on the current shared cluster, starting it there if it is not running."""
     import socket
 
+    import ray
     from ray import serve
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    running: dict[str, str] = {}  # the shared cluster's head node (new at each start) -> Serve's URL on it
+
+    def ensure() -> str:
+        cluster = ray.get_runtime_context().get_node_id()
+        if cluster not in running:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            running.clear()
+            running[cluster] = f"http://127.0.0.1:{port}"
+        return running[cluster]
+
+    yield ensure
+    if running and ray.is_initialized():
+        serve.shutdown()
 
 
 @pytest.fixture

@@ -128,14 +128,27 @@ class DDP(Strategy):
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, meta))
 
 
-def deepspeed_config(config: TrainingConfig, world: int) -> dict[str, Any]:
-    """The DeepSpeed config for a training config: its batch split, optimiser, ZeRO stage and clipping."""
+# DeepSpeed's default gradient bucket (elements). ZeRO-1/2 allocate and free their reduce
+# buckets at every step, so a bucket far larger than the model costs more than the step on CPU.
+_DS_BUCKET = 500_000_000
+
+
+def deepspeed_config(config: TrainingConfig, world: int, parameters: int | None = None) -> dict[str, Any]:
+    """The DeepSpeed config for a training config: its batch split, optimiser, ZeRO stage and clipping.
+
+    With the model's ``parameters`` (a count) the reduce and all-gather buckets are no larger than
+    the model: one bucket per step, not two 2 GB buffers made and freed for a small model.
+    """
     hp = config.hyperparameters
+    zero: dict[str, Any] = {"stage": config.strategy.zero_stage}
+    if parameters is not None:
+        bucket = max(1, min(_DS_BUCKET, parameters))
+        zero.update(reduce_bucket_size=bucket, allgather_bucket_size=bucket)
     out: dict[str, Any] = {
         "train_batch_size": hp.batch_size,
         "train_micro_batch_size_per_gpu": hp.batch_size // world,
         "gradient_accumulation_steps": 1,
-        "zero_optimization": {"stage": config.strategy.zero_stage},
+        "zero_optimization": zero,
         "gradient_clipping": hp.grad_clip or 0.0,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
@@ -151,6 +164,19 @@ def deepspeed_config(config: TrainingConfig, world: int) -> dict[str, Any]:
     return out
 
 
+# DeepSpeed's CPU backend compiles a C++ op (a shared-memory all-reduce) in every new
+# process that starts DeepSpeed, unless an identical build is cached: a minute or more of
+# both cores per node, and a compiler on every node. It serves ``inference_all_reduce``
+# only; training steps reduce through torch.distributed (gloo here).
+def skip_inference_comm_op() -> None:
+    """Tell DeepSpeed in this process that its inference-only shared-memory op is unavailable, so
+    ``init_distributed`` builds nothing (DeepSpeed keeps edits to ``__compatible_ops__``)."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+
+
 class DeepSpeed(Strategy):
     """A DeepSpeed engine with the config's ZeRO stage, checkpointing through DeepSpeed."""
 
@@ -160,6 +186,7 @@ class DeepSpeed(Strategy):
         import deepspeed
 
         super().__init__(module, config, rank, world, device)
+        skip_inference_comm_op()
         # Ray Train has already made the process group; DeepSpeed adopts it.
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
         client = None
@@ -169,7 +196,7 @@ class DeepSpeed(Strategy):
             model=module,
             model_parameters=module.parameters(),
             optimizer=client,
-            config=deepspeed_config(config, world),
+            config=deepspeed_config(config, world, sum(p.numel() for p in module.parameters())),
         )
 
     def forward(self, x):

@@ -148,12 +148,16 @@ def trainer_for(spec: LoopSpec, *, name: str, storage_path: str, callbacks: Sequ
 
 def _report_queue() -> Any:
     """The queue the relay fills, held on the driver's own node: a queue anywhere else would die with
-    its node, and with it the driver's view of a run that Ray Train itself recovers."""
+    its node, and with it the driver's view of a run that Ray Train itself recovers.
+
+    Hard affinity: a soft one let a busy head place the queue on another node, which the fault
+    test then removed (ActorUnavailableError in the driver). It needs no CPU, so it always fits.
+    """
     import ray
     from ray.util.queue import Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
 

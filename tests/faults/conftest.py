@@ -1,8 +1,8 @@
-"""Fault-injection tests: kill, corrupt and tamper."""
+"""Fault-injection tests: kill, corrupt and tamper. Those on Ray use the session's shared cluster
+(``ray_cluster`` in tests/conftest.py) unless they need one of their own."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,19 +14,3 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.faults)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A bounded local Ray cluster for one module (the integration tests' one if it is already up)."""
-    import ray
-
-    if ray.is_initialized():
-        yield ray.get_runtime_context()
-        return
-    from factory.serve import PROXY_CALLBACK, PROXY_CALLBACK_ENV
-
-    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
-    yield ray.init(address="local", num_cpus=2, object_store_memory=256 * 1024 * 1024, include_dashboard=False,
-                   namespace="factory-tests", log_to_driver=False, configure_logging=False)
-    ray.shutdown()

@@ -23,7 +23,9 @@ def test_factory_train_prints_epochs_and_the_package_then_reuses_it(ray_cluster,
                         compute={"workers": 2, "cpus_per_worker": 0.25})
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    argv = [EXE, "train", str(path), "--home", store.home, "--address", ray_cluster.address_info["gcs_address"]]
+    import ray
+
+    argv = [EXE, "train", str(path), "--home", store.home, "--address", ray.get_runtime_context().gcs_address]
     env = {**os.environ, "COLUMNS": "250", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
     first = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1200)

@@ -155,7 +155,7 @@ def test_metrics_scrape_as_prometheus_text(iris, ray_cluster, serve_url):
                   ("ray_factory_serve_request_latency_ms_count", "", "")]
         return samples if all(samples.get(k, 0) > 0 for k in wanted) and samples[wanted[0]] >= 5 else None
 
-    samples = eventually(scrape, timeout=90, every=2)
+    samples = eventually(scrape, timeout=90, every=0.5)
     assert samples, "the model server's metrics never appeared on the node's metrics endpoint"
     assert samples[("ray_factory_serve_errors_total", "400", "")] >= 1
 

@@ -21,29 +21,20 @@ WRITERS = 16
 
 
 @pytest.fixture(scope="module")
-def two_nodes(s3_server, tmp_path_factory, restart_shared_ray):
+def two_nodes(s3_server, tmp_path_factory):
     """A head and a second node (bounded CPUs and memory); tasks get FACTORY_HOME and FACTORY_CATALOG."""
     import ray
+    from _shared_ray import two_node_cluster
     from ray import cloudpickle
-    from ray.cluster_utils import Cluster
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
-    was_running = ray.is_initialized()
-    ray.shutdown()  # this module needs a cluster of its own
+    ray.shutdown()  # this module needs a cluster of its own; the next module's ray_cluster starts the shared one
     home = f"s3://factory-tests/two-nodes-{uuid.uuid4().hex[:8]}"
     catalog = str(tmp_path_factory.mktemp("two-nodes") / "catalog.db")
     env = {**s3_server.env(), "FACTORY_HOME": home, "FACTORY_CATALOG": catalog}
     small = 80 * 1024 * 1024
-    for attempt in (1, 2):  # a raylet gets 30 s to register; a loaded CI machine can miss that once
-        cluster = Cluster()
-        try:
-            cluster.add_node(num_cpus=2, object_store_memory=small, include_dashboard=False)
-            second = cluster.add_node(num_cpus=2, object_store_memory=small)
-            break
-        except Exception:
-            cluster.shutdown()
-            if attempt == 2:
-                raise
+    cluster, second = two_node_cluster(dict(num_cpus=2, object_store_memory=small, include_dashboard=False),
+                                       dict(num_cpus=2, object_store_memory=small))
     try:
         ray.init(address=cluster.address, runtime_env={"env_vars": env}, namespace="factory-two-nodes",
                  log_to_driver=False, configure_logging=False)
@@ -53,7 +44,6 @@ def two_nodes(s3_server, tmp_path_factory, restart_shared_ray):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        restart_shared_ray(was_running)
 
 
 def _on(node_id: str):

@@ -112,3 +112,26 @@ def test_overrides_replace_dotted_settings_and_are_validated():
         cfg.with_overrides({"seed.x": 1})
     with pytest.raises(InvalidInputError, match="hyperparameters.lr"):
         cfg.with_overrides({"hyperparameters.lr": -1})
+
+
+def test_a_deepspeed_worker_on_cpu_compiles_nothing():
+    """DeepSpeed on CPU workers starts without a C++ compiler or a minute of compiling on each new node."""
+    from deepspeed.comm.torch import build_shm_op
+
+    from factory.train._strategies import skip_inference_comm_op
+
+    skip_inference_comm_op()
+    assert build_shm_op() is None
+
+
+def test_zero_buckets_are_no_larger_than_the_model():
+    """A small model under ZeRO on CPU steps without making and freeing two 2 GB gradient buffers each step."""
+    from factory.train._strategies import deepspeed_config
+
+    config = TrainingConfig.model_validate({
+        "name": "toy", "dataset": "sha256:" + "0" * 64, "label": "label", "features": ["a"],
+        "architecture": "mlp-classifier@1", "strategy": {"kind": "deepspeed", "zero_stage": 2}})
+    zero = deepspeed_config(config, 2, parameters=4_242)["zero_optimization"]
+    assert zero == {"stage": 2, "reduce_bucket_size": 4_242, "allgather_bucket_size": 4_242}
+    big = deepspeed_config(config, 2, parameters=10**10)["zero_optimization"]
+    assert big["reduce_bucket_size"] == big["allgather_bucket_size"] == 500_000_000
