@@ -83,8 +83,15 @@ def _cli_put_of_a_big_file(tmp_path, home, **popen) -> subprocess.Popen:
     with open(big, "wb") as f:
         f.truncate(8 << 30)
     exe = os.path.join(os.path.dirname(sys.executable), "factory")
-    return subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)],
+    return subprocess.Popen([exe, "store", "put", str(big), "--home", str(home)], preexec_fn=_interruptible,
                             stdout=subprocess.DEVNULL, **({"stderr": subprocess.DEVNULL} | popen))
+
+
+def _interruptible() -> None:
+    """In the child, before exec: SIGINT as a terminal's foreground job has it. A suite started in the
+    background (``make test &``) runs with SIGINT ignored, the child would inherit that, and Ctrl-C
+    would never reach it (the put then completed: five tests failed and left 8 GiB blobs behind)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_kill_9_of_the_cli_during_a_head_started_put(tmp_path):
