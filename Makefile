@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/factory demo
 
+# Two lanes (pytest-xdist): every Ray test in one, in order, sharing one cluster; the rest beside it.
 test: $(STAMP) services
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n 2 --dist loadgroup --durations=20
 
 unit: $(STAMP) services
 	$(PY) -m pytest tests/unit -q

@@ -10,6 +10,7 @@ for the session (see ``_postgres.py``). Other modules get SQLite only.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -29,6 +30,41 @@ hypothesis.settings.load_profile("factory")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "catalogs: run once against each catalog backend (SQLite, PostgreSQL)")
+    config.addinivalue_line("markers", "ray: uses a Ray cluster (the shared one or its own): runs in the Ray lane")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        # Each lane keeps Ray's files apart: `ray.init(address="auto")` (the CLI's connect) joins the
+        # latest cluster named in $RAY_TMPDIR/ray_current_cluster, which a ray.cluster_utils head of the
+        # other lane would otherwise be.
+        os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray-{worker}")
+
+
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): one lane takes every test that
+# uses Ray, in collection order, so they keep sharing one cluster and one Serve as in a serial run
+# (and never run two clusters at once); the other lane takes the rest, a whole module at a time
+# (module fixtures are built once). Ray tests mostly wait (process start-ups, rollout windows,
+# polls): the other lane's tests use that time.
+RAY_LANE = "ray"
+_USES_RAY = re.compile(r"\bimport ray\b|\bfrom ray\b|\bray\.|ray_cluster|serve_url|serve_http|ray start|\bray\b.*job")
+
+
+def _uses_ray(module: Path, cache: dict[Path, bool]) -> bool:
+    if module not in cache:
+        folder = module.parent.name  # integration: every module needs Ray; faults: those that say so
+        cache[module] = folder == "integration" or (folder == "faults" and bool(_USES_RAY.search(module.read_text())))
+    return cache[module]
+
+
+def pytest_collection_modifyitems(config, items):
+    cache: dict[Path, bool] = {}
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        ray_lane = item.get_closest_marker("ray") or "ray_cluster" in getattr(item, "fixturenames", ()) \
+            or _uses_ray(item.path, cache)
+        if ray_lane:
+            item.add_marker(pytest.mark.ray)
+        item.add_marker(pytest.mark.xdist_group(RAY_LANE if ray_lane else item.nodeid.split("::")[0]))
 
 
 def pytest_generate_tests(metafunc):
