@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from factory.runtime._demo_data import ACTIVITY, ENTITY, FEATURES, LABEL, PROFILE, SENSITIVE, TTL, corrupt_labels, generate
+from factory.runtime._demo_data import ACTIVITY, ENTITY, FEATURES, LABEL, PROFILE, SENSITIVE, TTL, generate
 
 __all__ = ["Options", "Cycle", "RolloutOutcome", "Progress", "Labelled"]
 
 MODEL = "credit-risk"
 INPUT = "features"
+VIEWS = ("customer-profile", "card-activity")
+HOLDOUT = 0.2  # the most recent fifth of the applications: the evaluation set the gates judge on
+CORRUPT = "factory.runtime._demo_data:corrupt_labels"
 
 
 @dataclass(frozen=True)
@@ -167,18 +170,14 @@ def training_set(cycle: Cycle, data: dict[str, Any], *, name: str = "credit-trai
     """
     import pyarrow.compute as pc
 
-    store = cycle.store
-    joined = store.features.get_historical_features(data["applications"].digest,
-                                                    ["customer-profile", "card-activity"], timestamp="ts",
-                                                    name=f"{name}-joined")
-    table = joined.table.sort_by([("ts", "ascending"), ("application_id", "ascending")])
-    cut = int(table.num_rows * 0.8)
-    train, holdout = table.slice(0, cut), table.slice(cut)
-    if corrupt:
-        train = corrupt_labels(train, above=cycle.options.corrupt_above)
-    parents = [joined.version.digest]
-    trained = store.datasets.add(train, name=name, key=["application_id"], parents=parents)
-    evaluation = store.datasets.add(holdout, name="credit-evaluation", key=["application_id"], parents=parents)
+    from factory.runtime._training_sets import point_in_time_set
+
+    made = point_in_time_set(cycle.store, data["applications"].digest, list(VIEWS), name=name, timestamp="ts",
+                             key=["application_id"], holdout=HOLDOUT, holdout_name="credit-evaluation",
+                             transform=CORRUPT if corrupt else None,
+                             transform_args={"above": cycle.options.corrupt_above} if corrupt else None)
+    trained, evaluation = made.dataset, made.holdout
+    train = cycle.store.datasets.read(trained, columns=[LABEL])
     rate = pc.mean(train[LABEL]).as_py()
     cycle.progress.value("training set", f"{trained.num_rows:,} rows, default rate {rate:.1%}, "
                                          f"{trained.digest[:19]}")
