@@ -55,3 +55,22 @@ def test_the_faulty_labels_differ_on_far_more_rows_than_the_rollout_tolerates():
     flipped = np.mean(corrupt_labels(table, above=Options().corrupt_above)["defaulted"].to_numpy()
                       != table["defaulted"].to_numpy())
     assert flipped > 2 * RolloutConfig().max_disagreement
+
+
+def test_the_demos_pipelines_pass_their_checks_at_load():
+    """The candidate, faulty and rollout pipelines the demo submits are valid as written (no step refused)."""
+    from factory.runtime._demo_pipelines import candidate_pipeline, faulty_pipeline, rollout_pipeline
+    from factory.runtime._step_types import PLACEHOLDER_DIGEST
+
+    cycle = Cycle(store=None, options=Options.quick())
+    candidate = candidate_pipeline(cycle).spec()
+    assert [s.name for s in candidate.steps] == ["ingest", "features", "tune", "evaluate", "gates", "rollout"]
+    assert candidate.step("rollout").config["allow_rollback"] is False
+    ingested = {"applications": PLACEHOLDER_DIGEST, "customer-profile": PLACEHOLDER_DIGEST,
+                "card-activity": PLACEHOLDER_DIGEST}
+    faulty = faulty_pipeline(cycle, ingested).spec()
+    assert faulty.step("features").config["transform"].endswith(":corrupt_labels")
+    assert faulty.step("train").config["compute"]["workers"] == 2
+    rollout = rollout_pipeline(cycle, PLACEHOLDER_DIGEST, name="r").spec()
+    assert rollout.step("rollout").config["allow_rollback"] is True
+    assert rollout.step("rollout").config["rollout"]["steps"] == list(Options.quick().steps)
