@@ -85,10 +85,13 @@ def run_demo(store, options: Options, progress: Progress, *, after=None) -> Cycl
         with cycle.timed("candidate pipeline: month 2 ingest, features, Tune sweep, evaluate, prod gates, "
                          "shadow, canary, promotion (the controller actor runs it)"):
             def step_done(step) -> None:
-                if step.name == "ingest" and options.faulty:
-                    faulty["ingested"] = dict(step.outputs)
+                if step.name in ("ingest", "features"):
+                    faulty[step.name] = dict(step.outputs)
+                if step.name == "evaluate":
+                    _show_evaluation(cycle, step.outputs["evaluation"])
                 if step.name == "gates" and options.faulty:  # the rollout starts: the faulty one trains meanwhile
-                    faulty["run"] = submit_pipeline(faulty_pipeline(cycle, faulty["ingested"]), store=store)
+                    pipeline = faulty_pipeline(cycle, faulty["ingest"], faulty["features"]["dataset"])
+                    faulty["run"] = submit_pipeline(pipeline, store=store)
                     faulty["followed"] = beside.submit(follow, cycle.beside("faulty candidate"), faulty["run"],
                                                        label="faulty candidate")
                 if step.name == "gates":
@@ -130,6 +133,12 @@ def run_on_controller(cycle: Cycle, pipeline, *, label: str, on_step=None):
     run_id = submit_pipeline(pipeline, store=cycle.store)
     cycle.progress.value("pipeline run", f"{run_id} ({pipeline.name})")
     return follow(cycle, run_id, label=label, on_step=on_step)
+
+
+def _show_evaluation(cycle: Cycle, digest: str) -> None:
+    measured = cycle.store.artifacts.get(digest).metadata
+    cycle.progress.value("evaluation", ", ".join(f"{k} {v:.3f}" for k, v in sorted(measured["metrics"].items()))
+                         + f" on {measured['rows']:,} holdout rows")
 
 
 def _record_gates(cycle: Cycle, step) -> None:

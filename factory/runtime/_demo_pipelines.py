@@ -53,12 +53,13 @@ def _features(p, cycle: Cycle, inputs: dict[str, Any], *, name: str, corrupt: bo
     return p.step("features", "features", inputs=inputs, config=config, resources=_SMALL)
 
 
-def _gates(p, cycle: Cycle, model, features, **kwargs: Any):
+def _gates(p, cycle: Cycle, model, features, *, reference=None):
+    """The prod gate set; the drift policy compares the holdout with ``reference`` (default: the training set)."""
     config = {"set": "prod", "label": LABEL, "features": list(FEATURES), "sensitive": SENSITIVE,
               "thresholds": {"accuracy": {"min": cycle.options.accuracy_min}}}
     holdout = features.output("holdout")
-    return p.step("gates", "gates", inputs={"model": model, "dataset": holdout, "reference": features.output("dataset"),
-                                            "current": holdout}, config=config, **kwargs)
+    return p.step("gates", "gates", inputs={"model": model, "dataset": holdout, "current": holdout,
+                                            "reference": reference or features.output("dataset")}, config=config)
 
 
 def _training(cycle: Cycle, **overrides: Any) -> dict[str, Any]:
@@ -98,8 +99,12 @@ def candidate_pipeline(cycle: Cycle):
     return p
 
 
-def faulty_pipeline(cycle: Cycle, ingested: dict[str, str]):
-    """The same month with the labels of high-utilisation customers inverted, trained with 2 workers, gated."""
+def faulty_pipeline(cycle: Cycle, ingested: dict[str, str], reference: str):
+    """The same month with the labels of high-utilisation customers inverted, trained with 2 workers, gated.
+
+    ``reference`` is the good candidate's training set: what the drift policy holds the data to
+    (the faulty labels are the fault the rollout is to catch live, not an input drift).
+    """
     from factory.runtime.pipeline import Pipeline
 
     p = Pipeline("credit-faulty", description="a candidate trained on faulty labels")
@@ -107,7 +112,7 @@ def faulty_pipeline(cycle: Cycle, ingested: dict[str, str]):
                          name="credit-training-faulty", corrupt=True)
     train = p.step("train", "train", inputs={"dataset": features.output("dataset")},
                    config=_training(cycle, hidden=(32,)))
-    _gates(p, cycle, train.output("model"), features)
+    _gates(p, cycle, train.output("model"), features, reference=reference)
     return p
 
 
@@ -150,15 +155,9 @@ def follow(cycle: Cycle, run_id: str, *, label: str, on_step=None, poll_s: float
     rollout, candidate, shown = None, None, 0
     while True:
         status = pipeline_status(store, run_id)
-        for step in status.steps:
-            if states.get(step.name) != step.state:
-                states[step.name] = step.state
-                if step.state != "pending":
-                    progress.note(_step_line(step))
-                if step.state in ("succeeded", "reused") and on_step is not None:
-                    on_step(step)
-            if step.name == "rollout" and step.state == "running" and candidate is None:
-                candidate = _rollout_candidate(store, status)
+        rollout_step = next((s for s in status.steps if s.name == "rollout"), None)
+        if candidate is None and rollout_step is not None and rollout_step.state != "pending":
+            candidate = _rollout_candidate(store, status)
         if candidate is not None:
             rollout = rollout or _rollout_of(store, candidate, started)
             if rollout is not None:
@@ -167,6 +166,13 @@ def follow(cycle: Cycle, run_id: str, *, label: str, on_step=None, poll_s: float
                     if details.get("event"):
                         progress.note(describe_event(details))
                 shown = len(events)
+        for step in status.steps:
+            if states.get(step.name) != step.state:
+                states[step.name] = step.state
+                if step.state != "pending":
+                    progress.note(_step_line(step))
+                if step.state in ("succeeded", "reused") and on_step is not None:
+                    on_step(step)
         if status.ended:
             break
         time.sleep(poll_s)

@@ -68,7 +68,7 @@ def test_the_demos_pipelines_pass_their_checks_at_load():
     assert candidate.step("rollout").config["allow_rollback"] is False
     ingested = {"applications": PLACEHOLDER_DIGEST, "customer-profile": PLACEHOLDER_DIGEST,
                 "card-activity": PLACEHOLDER_DIGEST}
-    faulty = faulty_pipeline(cycle, ingested).spec()
+    faulty = faulty_pipeline(cycle, ingested, PLACEHOLDER_DIGEST).spec()
     assert faulty.step("features").config["transform"].endswith(":corrupt_labels")
     assert faulty.step("train").config["compute"]["workers"] == 2
     rollout = rollout_pipeline(cycle, PLACEHOLDER_DIGEST, name="r").spec()
