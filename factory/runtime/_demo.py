@@ -22,6 +22,7 @@ this module orders them. Serve's controller and proxy start while the baseline t
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -59,6 +60,8 @@ def run_demo(store, options: Options, progress: Progress, *, after=None) -> Cycl
             cycle.cluster = stack.enter_context(embedded_cluster(num_cpus=options.cluster_cpus))
         progress.value("dashboard", cycle.cluster.dashboard_url or "-")
         beside = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="demo-beside"))
+        leaving = threading.Event()  # set first on the way out: a pipeline followed beside stops being waited on
+        stack.callback(leaving.set)
 
         with cycle.timed("baseline: month 1 data, features"):
             data = ingest(cycle, month=0)
@@ -93,7 +96,7 @@ def run_demo(store, options: Options, progress: Progress, *, after=None) -> Cycl
                     pipeline = faulty_pipeline(cycle, faulty["ingest"], faulty["features"]["dataset"])
                     faulty["run"] = submit_pipeline(pipeline, store=store)
                     faulty["followed"] = beside.submit(follow, cycle.beside("faulty candidate"), faulty["run"],
-                                                       label="faulty candidate")
+                                                       label="faulty candidate", stop=leaving)
                 if step.name == "gates":
                     _record_gates(cycle, step)
 

@@ -144,9 +144,10 @@ def _step_line(step) -> str:
     return line
 
 
-def follow(cycle: Cycle, run_id: str, *, label: str, on_step=None, poll_s: float = 0.25):
+def follow(cycle: Cycle, run_id: str, *, label: str, on_step=None, poll_s: float = 0.25, stop=None):
     """Show ``run_id``'s steps as their states change, and its rollout's events as they are recorded, until
-    it ends; ``on_step(step)`` sees each step that succeeded. The rollout becomes one of ``cycle.rollouts``."""
+    it ends; ``on_step(step)`` sees each step that succeeded. The rollout becomes one of ``cycle.rollouts``.
+    ``stop`` (an event) ends the watch early with ``InterruptedError`` (the run goes on in the controller)."""
     from factory.runtime._status import pipeline_status
 
     store, progress = cycle.store, cycle.progress
@@ -175,7 +176,10 @@ def follow(cycle: Cycle, run_id: str, *, label: str, on_step=None, poll_s: float
                     on_step(step)
         if status.ended:
             break
-        time.sleep(poll_s)
+        if stop is not None and stop.wait(poll_s):
+            raise InterruptedError(f"stopped following pipeline run {run_id}; the controller runs it on")
+        if stop is None:
+            time.sleep(poll_s)
     status.require()
     if rollout is None and candidate is not None:
         rollout = _rollout_of(store, candidate, started)
