@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cycle = run_demo(store, options, Lines(), after=finish)
     outcomes = {o.label: o.state for o in cycle.rollouts}
+    console.print(f"done: the whole cycle took {cycle.timings['whole demo']:.1f} s; one candidate from dataset "
+                  f"version to 100 % production {cycle.timings['candidate: dataset version to 100 % production']:.1f} s",
+                  highlight=False)
     console.print(f"CYCLE {outcomes} in {cycle.timings['whole demo']:.1f} s", highlight=False)
     ray.shutdown()
     expected = {"candidate": "promoted", **({"faulty candidate": "rolled-back"} if options.faulty else {})}

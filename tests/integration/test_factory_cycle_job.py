@@ -104,7 +104,8 @@ def test_the_submitted_cycle_promotes_the_candidate_and_rolls_the_faulty_one_bac
     assert code == 0, out[-5000:]
     assert "CYCLE {'candidate': 'promoted', 'faulty candidate': 'rolled-back'}" in out, out[-5000:]
     assert "rollout            promoted" in out and "rollout            rolled-back" in out
-    assert "6 attestations logged" in out and "one candidate from dataset version to 100 % production" in out
+    assert out.count("6 attestations logged") == 3, out[-5000:]  # the baseline, the candidate, the faulty one
+    assert "one candidate from dataset version to 100 % production" in out
     assert (home / "report.html").read_text().count("<svg") == 3  # two rollouts' traffic, the lineage
 
 
