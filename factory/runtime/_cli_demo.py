@@ -24,11 +24,13 @@ _MARK = ".factory-demo"  # written into a demo home: only a folder holding it is
 
 
 def _fresh_home(home: Path) -> None:
-    """Empty ``home`` for a new demo: a folder an earlier demo made, or an empty one; anything else is refused."""
+    """Empty ``home`` for a new demo: the default home, a folder an earlier demo made, or an empty one; anything
+    else is refused."""
     if home.exists() and not home.is_dir():
         fail(f"--home {home} is a file: give a folder for the demo's store and report (it is wiped first)")
     if home.is_dir() and any(home.iterdir()):
-        made_by_demo = (home / _MARK).exists() or {p.name for p in home.iterdir()} == {"store", "report.html"}
+        made_by_demo = ((home / _MARK).exists() or home.resolve() == Path(_DEFAULT_HOME).resolve()
+                        or {p.name for p in home.iterdir()} == {"store", "report.html"})
         if not made_by_demo:
             fail(f"--home {home} holds files that no demo made, and the demo wipes its home first: give an empty "
                  f"or new folder (or {_DEFAULT_HOME})")

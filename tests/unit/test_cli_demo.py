@@ -24,7 +24,8 @@ def _demo_app():
 
 
 def test_the_options_reach_the_run_and_the_home_is_made(tmp_path, monkeypatch):
-    """--quick, --port and --home choose the quick sizes, Serve's port and a fresh store acting as the controller."""
+    """--quick, --port and --home choose the quick sizes, Serve's port and a fresh store acting as the controller;
+    the next demo with the same home starts from an empty store."""
     import factory.runtime._demo as demo_module
 
     seen = {}
@@ -44,6 +45,10 @@ def test_the_options_reach_the_run_and_the_home_is_made(tmp_path, monkeypatch):
     assert (settings.actor, settings.serve_port, settings.home) == ("factory-controller", 18123,
                                                                    str((home / "store").resolve()))
     assert "the whole demo took 1.0 s" in done.output
+    (home / "store" / "stale").write_text("from the last demo")
+    again = CliRunner().invoke(_demo_app(), ["--quick", "--home", str(home)])
+    assert again.exit_code == 0, again.output
+    assert not (home / "store" / "stale").exists()  # a home the demo made is wiped for the next one
 
 
 def test_a_home_with_files_no_demo_made_is_refused_and_kept(tmp_path):
