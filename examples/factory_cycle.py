@@ -5,14 +5,18 @@ Send it to a running cluster (``ray start --head``, or KubeRay) from the reposit
     RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python examples/factory_cycle.py --home /shared/factory-cycle
 
-It runs the same phases as ``factory demo`` (``factory/runtime/_demo_phases.py``) on the
-cluster the job belongs to: Ray Train and Tune trials, gate policies and Serve replicas
-are scheduled there and show in the dashboard beside the job. The store is ``--home``
+It runs what ``factory demo`` runs on the cluster the job belongs to: the baseline's phases
+(``factory/runtime/_demo_phases.py``), then the candidates as pipelines submitted to the
+store's controller actor (``factory/runtime/_demo_pipelines.py``), which runs their steps as
+Ray tasks and hosts their rollouts on Serve's traffic control and measured signals. The
+controller (class ``ControllerActor``, namespace ``factory``, detached: it outlives the job),
+Ray Train and Tune trials and Serve replicas all show in the dashboard beside the job. The
+store is ``--home``
 (default ``$FACTORY_HOME``; on a multi-node cluster, object storage with a PostgreSQL
 catalog: see cluster/README.md). It prints the summary and writes the HTML report into
-the home. ``--quick`` runs the reduced version ``factory demo --quick`` runs; ``--smoke``
-the cheapest whole path (one trial, one canary step, no faulty candidate), which the
-submitted-job test uses.
+the home. ``--quick`` runs the reduced version (what the submitted-job test runs, the faulty
+candidate included); ``--smoke`` the cheapest whole path (one trial, one canary step, no
+faulty candidate).
 """
 
 from __future__ import annotations
@@ -77,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cycle = run_demo(store, options, Lines(), after=finish)
     outcomes = {o.label: o.state for o in cycle.rollouts}
+    console.print(f"done: the whole cycle took {cycle.timings['whole demo']:.1f} s; one candidate from dataset "
+                  f"version to 100 % production {cycle.timings['candidate: dataset version to 100 % production']:.1f} s",
+                  highlight=False)
     console.print(f"CYCLE {outcomes} in {cycle.timings['whole demo']:.1f} s", highlight=False)
     ray.shutdown()
     expected = {"candidate": "promoted", **({"faulty candidate": "rolled-back"} if options.faulty else {})}

@@ -40,6 +40,7 @@ __all__ = [
     "PolicySet",
     "PolicySpec",
     "evaluate",
+    "measure_quality",
     "sign_results",
     "EnvironmentPolicy",
     "Admission",
@@ -135,6 +136,7 @@ _WHERE = {
     "PolicySet": "policy_sets",
     "PolicySpec": "policy_sets",
     "evaluate": "evaluation",
+    "measure_quality": "policies.quality",
     "sign_results": "evaluation",
     "EnvironmentPolicy": "admission",
     "Admission": "admission",
@@ -252,6 +254,7 @@ if TYPE_CHECKING:
         predicate_type_of,
         remediation_of,
     )
+    from factory.gates.policies.quality import measure_quality
     from factory.gates.policy_sets import BUILTIN_SETS, GateInputs, PolicySet, PolicySpec, builtin_set, policy_set
     from factory.gates.runs import (
         GATE_RUN_KIND,

@@ -1,9 +1,9 @@
 """``factory demo``: the whole factory cycle on the embedded Ray cluster (what ``make demo`` runs).
 
 Generated data to dataset versions and feature views, a point-in-time training set, a
-2-worker training run and a Tune sweep, the prod gates, a deployment under steady traffic,
-a candidate promoted through shadow and canary steps and a faulty one rolled back; then a
-summary (digests, gates, the rollout timeline, velocity metrics, the live endpoint) and an
+2-worker training run, the prod gates and a deployment under steady traffic; then the
+candidates' pipelines on the controller actor: a Tune sweep's best trial promoted through
+shadow and canary steps, and a faulty one rolled back; then a summary (digests, gates, the rollout timeline, velocity metrics, the live endpoint) and an
 HTML report with pictures. Each phase is timed; progress shows throughout.
 """
 
@@ -17,9 +17,26 @@ from pathlib import Path
 
 import typer
 
-from factory.runtime._cli_common import console, plain
+from factory.runtime._cli_common import console, fail, plain
 
 _DEFAULT_HOME = ".factory/demo"
+_MARK = ".factory-demo"  # written into a demo home: only a folder holding it is wiped by the next demo
+
+
+def _fresh_home(home: Path) -> None:
+    """Empty ``home`` for a new demo: the default home, a folder an earlier demo made, or an empty one; anything
+    else is refused."""
+    if home.exists() and not home.is_dir():
+        fail(f"--home {home} is a file: give a folder for the demo's store and report (it is wiped first)")
+    if home.is_dir() and any(home.iterdir()):
+        made_by_demo = ((home / _MARK).exists() or home.resolve() == Path(_DEFAULT_HOME).resolve()
+                        or {p.name for p in home.iterdir()} == {"store", "report.html"})
+        if not made_by_demo:
+            fail(f"--home {home} holds files that no demo made, and the demo wipes its home first: give an empty "
+                 f"or new folder (or {_DEFAULT_HOME})")
+        shutil.rmtree(home)
+    (home / "store").mkdir(parents=True, exist_ok=True)
+    (home / _MARK).write_text("made by 'factory demo': the next demo with this --home wipes this folder\n")
 
 
 class _RichProgress:
@@ -69,9 +86,7 @@ def demo(
     from factory.settings import Settings
     from factory.store import Store
 
-    if home.exists():
-        shutil.rmtree(home)
-    (home / "store").mkdir(parents=True)
+    _fresh_home(home)
     settings = dataclasses.replace(Settings.from_env(), home=str((home / "store").resolve()), catalog=None,
                                    actor="factory-controller", serve_port=serve_port or free_port())
     store = Store(settings.home, settings=settings)

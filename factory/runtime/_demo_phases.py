@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from factory.runtime._demo_data import ACTIVITY, ENTITY, FEATURES, LABEL, PROFILE, SENSITIVE, TTL, corrupt_labels, generate
+from factory.runtime._demo_data import ACTIVITY, ENTITY, FEATURES, LABEL, PROFILE, SENSITIVE, TTL, generate
 
 __all__ = ["Options", "Cycle", "RolloutOutcome", "Progress", "Labelled"]
 
 MODEL = "credit-risk"
 INPUT = "features"
+VIEWS = ("customer-profile", "card-activity")
+HOLDOUT = 0.2  # the most recent fifth of the applications: the evaluation set the gates judge on
+CORRUPT = "factory.runtime._demo_data:corrupt_labels"  # the faulty candidate's features transform
 
 
 @dataclass(frozen=True)
@@ -131,54 +134,54 @@ class Cycle:
 
 
 # -- data ------------------------------------------------------------------------------------
-def ingest(cycle: Cycle, month: int) -> dict[str, Any]:
-    """One month of the book stored as new versions of its three datasets, and the feature views moved to them."""
+def book_until(customers: int, applications: int, *, month: int, seed: int):
+    """The book of months 0 to ``month``: each month's rows after the earlier ones (a month more grows it)."""
+    import pyarrow as pa
+
+    months = [generate(customers, applications, month=m, seed=seed) for m in range(month + 1)]
+    if len(months) == 1:
+        return months[0]
+    return type(months[0])(*(pa.concat_tables(parts) for parts in
+                             zip(*((b.profiles, b.activity, b.applications) for b in months), strict=True)))
+
+
+def store_book(store, book) -> dict[str, Any]:
+    """The book's three tables stored as new versions of their datasets, and the feature views moved to them."""
     from factory.store.features import FeatureView
 
-    store, opts = cycle.store, cycle.options
-    book = generate(opts.customers, opts.applications, month=month, seed=opts.seed)
-    earlier = cycle.made.get("book")
-    if earlier is not None:  # a month more: the datasets grow, the earlier rows stay
-        import pyarrow as pa
-
-        book = type(book)(*(pa.concat_tables([old, new]) for old, new in
-                            zip((earlier.profiles, earlier.activity, earlier.applications),
-                                (book.profiles, book.activity, book.applications), strict=True)))
-    cycle.made["book"] = book
     profiles = store.datasets.add(book.profiles, name="customer-profiles", key=[ENTITY, "ts"])
     activity = store.datasets.add(book.activity, name="card-activity", key=[ENTITY, "ts"])
     apps = store.datasets.add(book.applications, name="applications", key=["application_id"])
     views = [store.features.register(FeatureView(name=name, entities=(ENTITY,), timestamp="ts", ttl=TTL,
                                                  features=features, source=source.digest))
-             for name, features, source in (("customer-profile", PROFILE, profiles),
-                                            ("card-activity", ACTIVITY, activity))]
-    for version in (profiles, activity, apps):
-        cycle.progress.value(f"dataset {version.name}", f"v{version.version} {version.num_rows:,} rows "
-                                                        f"{version.digest[:19]}")
+             for name, features, source in ((VIEWS[0], PROFILE, profiles), (VIEWS[1], ACTIVITY, activity))]
     return {"profiles": profiles, "activity": activity, "applications": apps, "views": views}
 
 
-def training_set(cycle: Cycle, data: dict[str, Any], *, name: str = "credit-training", corrupt: bool = False):
+def ingest(cycle: Cycle, month: int) -> dict[str, Any]:
+    """The book up to ``month`` stored as new versions of its three datasets, and the feature views moved to them."""
+    opts = cycle.options
+    made = store_book(cycle.store, book_until(opts.customers, opts.applications, month=month, seed=opts.seed))
+    for version in (made["profiles"], made["activity"], made["applications"]):
+        cycle.progress.value(f"dataset {version.name}", f"v{version.version} {version.num_rows:,} rows "
+                                                        f"{version.digest[:19]}")
+    return made
+
+
+def training_set(cycle: Cycle, data: dict[str, Any], *, name: str = "credit-training"):
     """The labelled applications joined point-in-time against the feature views: a dataset version.
 
     The most recent fifth of the applications is held out as the evaluation set the
-    gates judge on; ``corrupt`` inverts the labels of high-utilisation rows in the
-    training part (the worse candidate's faulty data).
+    gates judge on (as the ``features`` step of the candidates' pipelines does).
     """
     import pyarrow.compute as pc
 
-    store = cycle.store
-    joined = store.features.get_historical_features(data["applications"].digest,
-                                                    ["customer-profile", "card-activity"], timestamp="ts",
-                                                    name=f"{name}-joined")
-    table = joined.table.sort_by([("ts", "ascending"), ("application_id", "ascending")])
-    cut = int(table.num_rows * 0.8)
-    train, holdout = table.slice(0, cut), table.slice(cut)
-    if corrupt:
-        train = corrupt_labels(train, above=cycle.options.corrupt_above)
-    parents = [joined.version.digest]
-    trained = store.datasets.add(train, name=name, key=["application_id"], parents=parents)
-    evaluation = store.datasets.add(holdout, name="credit-evaluation", key=["application_id"], parents=parents)
+    from factory.runtime._training_sets import point_in_time_set
+
+    made = point_in_time_set(cycle.store, data["applications"].digest, list(VIEWS), name=name, timestamp="ts",
+                             key=["application_id"], holdout=HOLDOUT, holdout_name="credit-evaluation")
+    trained, evaluation = made.dataset, made.holdout
+    train = cycle.store.datasets.read(trained, columns=[LABEL])
     rate = pc.mean(train[LABEL]).as_py()
     cycle.progress.value("training set", f"{trained.num_rows:,} rows, default rate {rate:.1%}, "
                                          f"{trained.digest[:19]}")
@@ -215,44 +218,8 @@ def train_model(cycle: Cycle, dataset: str, **overrides: Any):
     return result
 
 
-def sweep(cycle: Cycle, dataset: str):
-    """A small Ray Tune sweep (each trial a Ray Train run of ``sweep_workers``); the best trial packaged."""
-    from factory.train import SweepConfig, tune
-
-    base = training_config(cycle, dataset, hidden=(32,), workers=cycle.options.sweep_workers)
-    spec = SweepConfig.model_validate({
-        "train": base.model_dump(mode="json"), "num_samples": 1, "seed": cycle.options.seed,
-        # Both trials at once; each runs every epoch, so the best trial does not depend on which
-        # trial reported first (ASHA stops a trial by the reports that came before it).
-        "max_concurrent_trials": 2, "grace_period": cycle.options.epochs,
-        "space": {"hyperparameters.lr": {"grid": list(cycle.options.learning_rates)}},
-    })
-
-    def trial(update: dict[str, Any]) -> None:
-        if "val_accuracy" in update:
-            cycle.progress.note(f"trial {update.get('trial', '?')}: val_accuracy {update['val_accuracy']:.3f}")
-
-    result = tune(spec, store=cycle.store, progress=_Unpickled(trial))
-    cycle.progress.value("best trial", f"{result.best_trial} {result.params} -> {result.best.model[:19]}")
-    return result
-
-
 def _only_latency_failed(result) -> bool:
     return bool(result.failed) and all(o.policy == "contract" and "p99" in o.result.reason for o in result.failed)
-
-
-class _Unpickled:
-    """A progress callback that Tune may pickle with its state: the copy is a no-op, the live one reports."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, update: dict[str, Any]) -> None:
-        if self.fn is not None:
-            self.fn(update)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"fn": None}
 
 
 # -- gates -------------------------------------------------------------------------------------
@@ -308,45 +275,7 @@ def holdout_rows(cycle: Cycle, evaluation: str) -> tuple[np.ndarray, np.ndarray]
     return rows.astype(np.float32), table[LABEL].to_numpy()
 
 
-def roll_out(cycle: Cycle, candidate: str, incumbent: str, *, label: str, load, traffic) -> RolloutOutcome:
-    """Shadow, then canary steps, each judged on the live signals, to promoted or rolled back."""
-    from factory.serve import Rollout, RolloutConfig, RolloutSpec, drive, package_contract
-
-    opts = cycle.options
-    config = RolloutConfig(steps=opts.steps, window_s=opts.window_s, min_requests=opts.min_requests,
-                           min_compared=opts.min_compared, max_stage_s=max(opts.window_s * 20, 60.0),
-                           canary_shadow_percent=100.0)
-    bound = package_contract(cycle.store, candidate).resources.p99_latency_ms
-    spec = RolloutSpec(model=MODEL, env="prod", candidate=candidate, incumbent=incumbent,
-                       p99_bound_ms=max(bound, 2500.0), config=config)
-    traffic.add(candidate, incumbent)
-    started = time.time()
-    rollout = Rollout.begin(cycle.store, spec, traffic=traffic, signals=load.signals)
-    seen: list[int] = [0]
-
-    def tick(r) -> None:
-        events = [e.details for e in r.run.events()]
-        for details in events[seen[0]:]:
-            event = details.get("event")
-            if event:
-                cycle.progress.note(_describe(details))
-        seen[0] = len(events)
-
-    state = drive(rollout, tick_s=0.5, on_tick=tick)
-    ended = time.time()
-    events = [dict(e.details, state=e.state) for e in rollout.run.refresh().events()]
-    outcome = RolloutOutcome(
-        label=label, run=rollout.run.id, candidate=candidate, incumbent=incumbent,
-        state=state.outcome or ("paused: " + (state.blocked or state.note) if state.paused or state.blocked else "running"),
-        events=events, applied=[(t, dict(c.weights), dict(c.shadows)) for t, c in traffic.applied if t >= started - 1],
-        seconds=load.timeline(started - 2, ended + 2), started=started, ended=ended,
-        reason=next((e.get("reason", "") for e in reversed(events) if e.get("event") == "rolled-back"), ""))
-    cycle.rollouts.append(outcome)
-    cycle.progress.value("rollout", f"{outcome.state} (run {outcome.run})")
-    return outcome
-
-
-def _describe(details: dict[str, Any]) -> str:
+def describe_event(details: dict[str, Any]) -> str:
     event = details.get("event", "?")
     parts = [event]
     for key in ("stage", "weight", "reason"):

@@ -1,9 +1,9 @@
 """The step types a pipeline can use: what each takes (config, inputs), what it makes (outputs),
 where it runs and what it holds by default.
 
-``ingest``, ``sample``, ``train``, ``tune``, ``gates``, ``package`` and ``user`` steps run as Ray
-tasks (``_steps_*`` hold their code); a ``rollout`` step runs in
-the controller, which hosts the rollout it starts. Each config is checked here, when the
+``ingest``, ``sample``, ``features``, ``train``, ``tune``, ``evaluate``, ``gates``, ``package`` and
+``user`` steps run as Ray tasks (``_steps_*`` hold their code); a ``rollout`` step runs in the
+controller, which hosts the rollout it starts. Each config is checked here, when the
 pipeline is loaded, so a bad setting is refused before anything runs.
 """
 
@@ -48,6 +48,40 @@ class SampleConfig(_Frozen):
         if (self.fraction is None) == (self.rows is None):
             raise ValueError("give fraction or rows (one of them)")
         return self
+
+
+class FeaturesConfig(_Frozen):
+    """A point-in-time training set: input ``dataset`` (labelled entity rows with a timestamp) joined against
+    every other input (a feature view each: a digest, ``ref:feature-view/NAME`` or another step's output)."""
+
+    dataset: str = Field(min_length=1, max_length=128, description="the training set's dataset name")
+    timestamp: str = Field("event_timestamp", min_length=1, description="the rows' time column")
+    key: tuple[str, ...] = Field((), description="the columns identifying a row (the versions' key)")
+    holdout: float | None = Field(None, gt=0, lt=1, description="the most recent share of rows held out")
+    holdout_dataset: str | None = Field(None, min_length=1, max_length=128,
+                                        description="the holdout's dataset name (default DATASET-holdout)")
+    transform: str | None = Field(None, pattern=_FUNCTION,
+                                  description="module:function(table, **transform_args) applied to the training part")
+    transform_args: dict[str, Any] = Field(default_factory=dict)
+    allow_backfill: bool = False
+
+    @model_validator(mode="after")
+    def _pairs(self) -> FeaturesConfig:
+        if self.holdout_dataset is not None and self.holdout is None:
+            raise ValueError("holdout_dataset names the holdout, but holdout (the share of rows, e.g. 0.2) is unset")
+        if self.transform_args and self.transform is None:
+            raise ValueError("transform_args are given but no transform (module:function) takes them")
+        return self
+
+
+class EvaluateConfig(_Frozen):
+    """The metrics of the input ``model`` on the input ``dataset`` (what the quality gate judges), recorded."""
+
+    label: str = Field(min_length=1, description="the column holding the true value")
+    features: tuple[str, ...] | None = Field(None, min_length=1,
+                                             description="columns stacked into the model's one input, in order")
+    output: str | None = Field(None, min_length=1, description="the output to judge (default 'label', else the first)")
+    name: str | None = Field(None, min_length=1, max_length=128, description="the evaluation's name")
 
 
 class GatesConfig(_Frozen):
@@ -139,11 +173,11 @@ class StepType:
             wanted = set(self.required)
             missing = sorted(wanted - set(inputs))
             if missing:
-                raise ValueError(f"a {self.name} step needs input(s) {', '.join(missing)}")
+                raise ValueError(f"{_article(self.name)} {self.name} step needs input(s) {', '.join(missing)}")
             unknown = sorted(set(inputs) - wanted - set(self.optional))
             if unknown:
                 known = sorted(wanted | set(self.optional))
-                raise ValueError(f"a {self.name} step takes no input {', '.join(map(repr, unknown))} "
+                raise ValueError(f"{_article(self.name)} {self.name} step takes no input {', '.join(map(repr, unknown))} "
                                  f"(it reads: {', '.join(known) or 'none'})")
         self._cross_check(normalized, inputs)
         return normalized
@@ -152,6 +186,11 @@ class StepType:
         if self.name == "ingest" and (config.get("generate") is None) == ("source" not in inputs):
             raise ValueError("an ingest step reads input 'source' (a file:... or a digest) or config 'generate' "
                              "(module:function), one of them")
+        if self.name == "features":
+            views = [name for name in inputs if name != "dataset"]
+            if "dataset" not in inputs or not views:
+                raise ValueError("a features step reads input 'dataset' (the labelled rows) and at least one feature "
+                                 "view, each as another input (e.g. customer-profile: ref:feature-view/customer-profile)")
         if self.name == "package" and (config.get("builder") is None) == ("model" not in inputs):
             raise ValueError("a package step takes input 'model' (a packaged model) or config 'builder' "
                              "(module:function), one of them")
@@ -159,6 +198,10 @@ class StepType:
             both = ", ".join(sorted(set(config) & set(inputs)))
             raise ValueError(f"{both} is both an input and a config entry: a user function gets both as keyword "
                              "arguments, so rename one")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def explain(exc: ValidationError, prefix: str) -> str:
@@ -179,6 +222,10 @@ def _fixed(*names: str) -> Callable[[Mapping[str, Any]], frozenset[str]]:
     return lambda config: frozenset(names)
 
 
+def _features_outputs(config: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(("dataset", "holdout") if config.get("holdout") is not None else ("dataset",))
+
+
 _MODEL_OUTPUTS = ("model", "config", "code", "environment")
 
 STEP_TYPES: dict[str, StepType] = {t.name: t for t in (
@@ -192,6 +239,11 @@ STEP_TYPES: dict[str, StepType] = {t.name: t for t in (
     StepType("tune", "a Ray Tune sweep on the input dataset; the best trial packaged", _sweep,
              ("dataset",), (), _fixed(*_MODEL_OUTPUTS), "factory.runtime._steps_model:tune", cpus=0.0,
              is_model=False),
+    StepType("features", "a point-in-time training set: the input rows joined against feature views",
+             lambda: FeaturesConfig, None, (), _features_outputs, "factory.runtime._steps_data:features"),
+    StepType("evaluate", "the input model's metrics on the input dataset, recorded as an evaluation",
+             lambda: EvaluateConfig, ("model", "dataset"), (), _fixed("evaluation"),
+             "factory.runtime._steps_model:evaluate"),
     StepType("gates", "a gate set run on a candidate: signed, logged; fails when a policy fails",
              lambda: GatesConfig, ("model",), ("dataset", "reference", "current"), _fixed("gate"),
              "factory.runtime._steps_model:gates", cpus=0.0),

@@ -1,5 +1,5 @@
-"""The data steps: ``ingest`` (a file or a generated table stored as a dataset version) and ``sample``
-(a deterministic sample of a dataset version)."""
+"""The data steps: ``ingest`` (a file or a generated table stored as a dataset version), ``sample``
+(a deterministic sample of a dataset version) and ``features`` (a point-in-time training set)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from factory.runtime._task import StepContext
     from factory.store import Store
 
-__all__ = ["ingest", "sample"]
+__all__ = ["ingest", "sample", "features"]
 
 
 def ingest(ctx: StepContext) -> dict[str, str]:
@@ -65,3 +65,24 @@ def sample(ctx: StepContext) -> dict[str, str]:
     ctx.log_metrics({"rows": version.num_rows})
     ctx.details.update(dataset=version.ref)
     return {"dataset": version.digest}
+
+
+def features(ctx: StepContext) -> dict[str, str]:
+    """The input ``dataset`` joined point-in-time against the other inputs (feature views): a training set."""
+    from factory.runtime._training_sets import point_in_time_set
+
+    config = ctx.config
+    inputs = ctx.inputs
+    views = [digest for name, digest in sorted(inputs.items()) if name != "dataset"]
+    made = point_in_time_set(ctx.store, inputs["dataset"], views, name=config["dataset"],
+                             timestamp=config.get("timestamp", "event_timestamp"), key=config.get("key") or (),
+                             holdout=config.get("holdout"), holdout_name=config.get("holdout_dataset"),
+                             transform=config.get("transform"), transform_args=config.get("transform_args"),
+                             allow_backfill=bool(config.get("allow_backfill")))
+    ctx.log_metrics({"rows": made.dataset.num_rows, **({"holdout_rows": made.holdout.num_rows} if made.holdout else {})})
+    ctx.details.update(dataset=made.dataset.ref, joined=made.joined)
+    outputs = {"dataset": made.dataset.digest}
+    if made.holdout is not None:
+        ctx.details.update(holdout=made.holdout.ref)
+        outputs["holdout"] = made.holdout.digest
+    return outputs

@@ -1,5 +1,5 @@
 """The model steps: ``train`` and ``tune`` (Ray Train / Tune on the input dataset, packaged as a
-candidate), ``gates`` (a built-in gate set on the input model) and ``package`` (a model taken as
+candidate), ``evaluate`` (the input model's metrics on a dataset, recorded), ``gates`` (a built-in gate set on the input model) and ``package`` (a model taken as
 built, or built by a function, validated against its contract and registered as a candidate)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from factory.runtime._task import StepContext
     from factory.train import TrainResult
 
-__all__ = ["train", "tune", "gates", "package"]
+__all__ = ["train", "tune", "evaluate", "gates", "package"]
 
 
 def _outputs(ctx: StepContext, result: TrainResult) -> dict[str, str]:
@@ -40,6 +40,22 @@ def tune(ctx: StepContext) -> dict[str, str]:
     result = tune_models(SweepConfig.model_validate(config), store=ctx.store)
     ctx.details.update(best_trial=result.best_trial, params=result.params, trials=len(result.trials))
     return _outputs(ctx, result.best)
+
+
+def evaluate(ctx: StepContext) -> dict[str, str]:
+    """The input ``model``'s metrics on the input ``dataset``: an ``evaluation`` artifact whose parents are both."""
+    from factory.gates import measure_quality
+
+    config = ctx.config
+    model = ctx.store.artifacts.resolve(ctx.inputs["model"])
+    measured = measure_quality(ctx.store, model, ctx.inputs["dataset"], label=config["label"],
+                               features=config.get("features"), output=config.get("output"))
+    metadata = {"model": model, "label": config["label"], **measured}
+    evaluation = ctx.store.artifacts.add("evaluation", metadata=metadata, parents=[model, measured["dataset"]],
+                                         name=config.get("name") or f"evaluation of {model[:19]}")
+    ctx.log_metrics(measured["metrics"])
+    ctx.details.update(metrics=measured["metrics"], rows=measured["rows"])
+    return {"evaluation": evaluation.digest}
 
 
 def gates(ctx: StepContext) -> dict[str, str]:

@@ -95,3 +95,16 @@ def test_every_client_finds_the_one_controller_and_cancel_goes_through_it(contro
     assert status.state == "cancelled" and status.error == "not needed"
     assert [s.state for s in status.steps] == ["cancelled", "skipped"]
     assert pipeline_kit.calls(calls, "next") == 0
+
+
+def test_features_and_evaluate_steps_run_as_ray_tasks_through_the_controller(controller, store):
+    """On the cluster: a point-in-time training set with its holdout, and the model's metrics on it, recorded."""
+    from gates_kit import fair_package
+
+    pipeline_kit.point_in_time_book(store)
+    model = fair_package(store).digest
+    status = run_pipeline(pipeline_kit.point_in_time_pipeline(model, runtime_env=ENV), store=store, timeout_s=300)
+    assert status.ran() == ["features", "evaluate"]
+    holdout = status.outputs("features")["holdout"]
+    evaluation = store.artifacts.get(status.outputs("evaluate")["evaluation"])
+    assert set(evaluation.parents) == {model, holdout} and evaluation.metadata["metrics"]["accuracy"] == 1.0

@@ -9,10 +9,11 @@ RMSE and R².
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from factory.errors import InvalidInputError
 from factory.gates.policies._base import ConfiguredPolicy
 from factory.gates.policies._data import EvaluationData, is_classifier, predict_dataset
 from factory.gates.policy import PolicyContext, PolicyResult
@@ -20,7 +21,7 @@ from factory.gates.policy import PolicyContext, PolicyResult
 if TYPE_CHECKING:
     from factory.contract import PackageView
 
-__all__ = ["QualityPolicy", "Threshold", "CLASSIFICATION_METRICS", "REGRESSION_METRICS"]
+__all__ = ["QualityPolicy", "Threshold", "CLASSIFICATION_METRICS", "REGRESSION_METRICS", "measure_quality"]
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro")
 REGRESSION_METRICS = ("mae", "rmse", "r2")
@@ -71,6 +72,27 @@ def compute_metrics(y_true, y_pred, classification: bool) -> dict[str, float]:
         "rmse": float(np.sqrt(m.mean_squared_error(y_true, y_pred))),
         "r2": float(m.r2_score(y_true, y_pred)),
     }
+
+
+def measure_quality(store, model: str, dataset: str, *, label: str, features=None, output=None) -> dict[str, Any]:
+    """The metrics the quality policy judges, of package ``model`` on dataset version ``dataset``, unjudged.
+
+    Returns the metrics by name plus ``rows``, ``output`` (the output judged), ``task``
+    (classification or regression) and ``dataset`` (the version's digest).
+    """
+    from factory.contract import open_package
+
+    view = open_package(store, model)
+    data = EvaluationData(dataset=dataset, label=label, features=tuple(features) if features else None, output=output)
+    predictions = predict_dataset(view, store, data)
+    y_true = predictions.table.column(label).to_numpy(zero_copy_only=False)
+    if len(y_true) == 0:
+        raise InvalidInputError(f"dataset {predictions.dataset.ref} has no rows to evaluate {model} on: give a "
+                                "dataset version with rows")
+    classification = is_classifier(view.contract, predictions.output)
+    return {"metrics": compute_metrics(y_true, predictions.y_pred, classification), "rows": len(y_true),
+            "output": predictions.output, "task": "classification" if classification else "regression",
+            "dataset": predictions.dataset.digest}
 
 
 class QualityPolicy(ConfiguredPolicy):
