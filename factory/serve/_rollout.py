@@ -10,9 +10,11 @@ the rollout pauses itself and says why). Pause, resume, manual promotion and man
 rollback are methods, and each is recorded with who and why.
 
 The rollout is a run (``store.runs``) and every transition is one of its events,
-written before the change takes effect. ``Rollout.open`` rebuilds the machine from
-them; before anything else a rebuilt machine sets traffic back to the last passed
-stage's weight, so a host killed mid-stage never leaves the candidate above it.
+written before the change takes effect, except the two that end it: a promotion's or a
+rollback's traffic is set first, since a run that ended is never taken over.
+``Rollout.open`` rebuilds the machine from them; before anything else a rebuilt machine
+sets traffic back to the last passed stage's weight, so a host killed mid-stage never
+leaves the candidate above it.
 """
 
 from __future__ import annotations
@@ -269,9 +271,12 @@ class Rollout:
     def _promoted(self, *, by: str, reason: str, seq: int | None, command: int | None = None) -> None:
         config = self._only(self.spec.candidate_version)
         extra = {"command": command} if command is not None else {}
+        # Traffic first, as for a rollback: an ended run is never taken over, so a host killed between
+        # the two would leave the incumbent loaded beside the candidate for good. Killed before the
+        # record, the next host finds the ref moved already and ends the same promotion.
+        self._apply(config)
         self._finish("succeeded", "promoted", by=by, reason=reason, ref=self.spec.env_ref, ref_seq=seq,
                      **self._traffic(config), **extra)
-        self._apply(config)
 
     def _roll_back(self, analysis: Analysis | None, *, by: str, reason: str, automatic: bool,
                    command: int | None = None) -> None:

@@ -141,6 +141,35 @@ def world_run_id(store) -> str:
     return run.id
 
 
+class _HostKilled(BaseException):
+    """The host process dying where it is (a BaseException: nothing on the way catches it)."""
+
+
+def test_a_host_killed_as_it_promotes_leaves_the_next_host_to_send_all_traffic_to_the_candidate(host, monkeypatch):
+    """Killed after the ref moved but before the candidate serves alone: the next host ends the promotion with
+    every request on the candidate and the incumbent unloaded, as an undisturbed rollout does; prod moved once."""
+    rollout, world, candidate, incumbent = _start(host, Behaviour())
+    apply = world.traffic.apply
+
+    def dies_serving_one_version(config):
+        if len(config.weights) == 1:
+            raise _HostKilled
+        apply(config)
+
+    monkeypatch.setattr(world.traffic, "apply", dies_serving_one_version)
+    with pytest.raises(_HostKilled):
+        world.run(rollout, 200)
+    monkeypatch.undo()
+    assert host.refs.get(ENV_REF) == candidate and world.traffic.current(MODEL).weight(version_of(incumbent)) == 0
+
+    reopened = Rollout.open(host, host.runs.get(rollout.run.id), traffic=world.traffic, signals=world.signals,
+                            clock=world.clock)
+    world.run(reopened, 20)
+    assert reopened.state.outcome == "promoted" and _events(reopened).count("promoted") == 1
+    assert world.traffic.current(MODEL).weights == {version_of(candidate): 100.0}
+    assert [(m.old, m.new) for m in host.refs.history(ENV_REF)] == [(None, incumbent), (incumbent, candidate)]
+
+
 def test_a_crash_before_any_step_passed_recovers_to_shadow_only(host):
     """Dying in the shadow stage recovers to 0 % with the shadow on, never to a canary weight."""
     rollout, world, candidate, _ = _start(host, Behaviour())
