@@ -81,7 +81,7 @@ class RolloutHost:
 
     def adopt(self, run: Run) -> _Hosted:
         """Host the rollout of ``run``: the one hosted here already, an ended one as it is, else taken over."""
-        from factory.serve import Rollout, RolloutSpec, take_over
+        from factory.serve import MemorySignals, MemoryTraffic, Rollout, RolloutSpec, take_over
 
         with self._lock:
             hosted = self._hosted.get(run.id)
@@ -89,7 +89,9 @@ class RolloutHost:
                 return hosted
             spec = RolloutSpec.model_validate(run.config)
             if run.refresh().state in ("succeeded", "failed", "cancelled"):
-                ended = _Hosted(Rollout.open(self.store, run, **self.parts(self.store, spec)))
+                # An ended rollout is only read (a step resumed after it ended): no serving connection, so a
+                # deployment deleted since cannot fail a step whose promotion succeeded.
+                ended = _Hosted(Rollout.open(self.store, run, traffic=MemoryTraffic(), signals=MemorySignals()))
                 ended.done.set()
                 return ended
             return self._host(take_over(self.store, run, **self.parts(self.store, spec)))

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 from rollout_kit import FAST, Behaviour, Clock, World
 
-from factory.errors import AdmissionDeniedError, RefConflictError
+from factory.errors import AdmissionDeniedError, NotFoundError, RefConflictError
 from factory.runtime import CONTROLLER_ACTOR, Controller, Pipeline, resolve, wait_pipeline
 from factory.runtime._promotion import PromotionRules
 from factory.runtime._rollouts import RolloutHost
@@ -123,6 +123,24 @@ def test_a_good_candidate_is_rolled_out_to_promoted_by_the_hosted_rollout(host, 
     assert world.traffic.current("iris").weights == {version_of(candidate): 100.0}
     assert len(host.runs.list(kind="rollout")) == 1
     assert set(status.outputs("ship")) == {"model", "rollout"}
+
+
+def test_an_ended_rollout_is_adopted_without_reaching_serving(host, models):
+    """A step resumed after its rollout ended reads the outcome even when the deployment is gone since."""
+    candidate, incumbent = models
+    host.refs.set(ENV_REF, incumbent, reason="first")
+    ctl, _ = _controller(host, {version_of(incumbent): Behaviour(), version_of(candidate): Behaviour()})
+    try:
+        assert _run(ctl, host, _rollout_pipeline(candidate), "one").succeeded
+    finally:
+        ctl.stop()
+
+    def gone(store, spec):
+        raise NotFoundError("deployment 'iris' is not deployed")
+
+    (run,) = host.runs.list(kind="rollout")
+    adopted = RolloutHost(host, gone).adopt(run)
+    assert adopted.done.is_set() and adopted.rollout.state.outcome == "promoted"
 
 
 def test_a_bad_candidate_is_rolled_back_and_fails_the_step(host, models):
