@@ -48,3 +48,31 @@ def faulty_package(store):
         return pkg
 
     return make
+
+
+@pytest.fixture
+def serve_url(serve_http):
+    """The Serve base URL for one test; the applications the test started are deleted after it.
+
+    What ran before the test stays: a module's shared deployment (``served`` in test_serve.py),
+    and the ``/v2`` root app, which holds no state and cost each test seconds to start again.
+    """
+    from ray import serve
+
+    from factory.serve._record import ROOT_APP
+
+    before = set(serve.status().applications) | {ROOT_APP}
+    yield serve_http
+    for name in set(serve.status().applications) - before:
+        serve.delete(name)
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A head node started with ``ray start --head`` (dashboard, jobs API, token), shared by the session's tests
+    that submit to a real cluster: a ``_ray_head.RayHead`` (``address``, ``dashboard``, ``env``, ``ray(...)``)."""
+    from _ray_head import RayHead
+
+    head = RayHead.start(tmp_path_factory.mktemp("ray-head"))
+    yield head
+    head.stop()
