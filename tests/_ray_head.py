@@ -38,6 +38,10 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+class _Exited(AssertionError):
+    """``ray start`` exited before its jobs API answered."""
+
+
 @dataclass
 class RayHead:
     """A running head: ``address`` (its GCS, for ``--address``), ``dashboard`` (the jobs API's URL) and ``env``
@@ -52,7 +56,19 @@ class RayHead:
 
     @classmethod
     def start(cls, folder: Path, timeout: float = 600) -> RayHead:
-        """Start a head logging to ``folder/head.log`` and return once its jobs API answers."""
+        """Start a head logging to ``folder/head.log`` and return once its jobs API answers.
+
+        A loaded 2-core machine can make ``ray start`` miss its own node's registration
+        (``Failed to get node info ... Deadline Exceeded``, exit 1): a head that exits while
+        starting is tried once more, on new ports.
+        """
+        try:
+            return cls._start(folder, timeout)
+        except _Exited:
+            return cls._start(folder, timeout)
+
+    @classmethod
+    def _start(cls, folder: Path, timeout: float) -> RayHead:
         gcs, dashboard_port, client, agent, agent_grpc, runtime_env, metrics = _free_ports(7)
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
         env.update(
@@ -71,7 +87,7 @@ class RayHead:
              "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
              "--runtime-env-agent-port", str(runtime_env), "--num-cpus", "2", "--object-store-memory", str(200 * 2**20),
              "--temp-dir", temp, "--include-dashboard", "true", "--disable-usage-stats"],
-            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=open(log, "a"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         head = cls(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard_port}", env, process, temp, log)
         try:
@@ -90,7 +106,7 @@ class RayHead:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-                raise AssertionError(f"ray start exited with {self.process.returncode}:\n{tail}")
+                raise _Exited(f"ray start exited with {self.process.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     json.load(response)
