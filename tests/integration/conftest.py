@@ -59,7 +59,7 @@ def serve_url(serve_http):
     """
     from ray import serve
 
-    from factory.serve._record import ROOT_APP
+    from factory.serve import ROOT_APP
 
     before = set(serve.status().applications) | {ROOT_APP}
     yield serve_http
