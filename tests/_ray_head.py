@@ -121,12 +121,13 @@ class RayHead:
         return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, env=self.env, timeout=timeout)
 
     def stop(self) -> None:
-        """End the head: SIGTERM to ``ray start --block`` and its process group, SIGKILL to what is left after 10 s.
+        """End the head: SIGTERM to ``ray start --block`` and its process group, SIGKILL to what is left after 3 s.
 
-        A head that ran jobs takes half a minute to stop in order; its processes that left the
-        group are found by the command line naming its own temp dir (no other Ray's is that).
+        A head that ran jobs takes 10 to 30 s to stop in order, for nothing the tests need: its
+        state dies with it and its temp dir is removed. Its processes that left the group are
+        found by the command line naming its own temp dir (no other Ray's is that).
         """
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30)):
+        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 30)):
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:
