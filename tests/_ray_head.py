@@ -128,6 +128,8 @@ class RayHead:
         found by the command line naming its own temp dir (no other Ray's is that).
         """
         for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 30)):
+            if self.process.returncode is not None:  # stopped already: its pid may be another process's by now
+                break
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:

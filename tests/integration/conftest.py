@@ -67,12 +67,29 @@ def serve_url(serve_http):
         serve.delete(name)
 
 
+_RAY_HEAD = pytest.StashKey()
+
+
 @pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
+def ray_head(request, tmp_path_factory):
     """A head node started with ``ray start --head`` (dashboard, jobs API, token), shared by the session's tests
-    that submit to a real cluster: a ``_ray_head.RayHead`` (``address``, ``dashboard``, ``env``, ``ray(...)``)."""
+    that submit to a real cluster: a ``_ray_head.RayHead`` (``address``, ``dashboard``, ``env``, ``ray(...)``).
+
+    It is stopped after the last test that uses it (``pytest_runtest_teardown`` below), not at the
+    end of the session: idle, a head costs about 5 % of a core, which the tests after it would pay.
+    """
     from _ray_head import RayHead
 
     head = RayHead.start(tmp_path_factory.mktemp("ray-head"))
+    request.config.stash[_RAY_HEAD] = head
     yield head
     head.stop()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    head = item.config.stash.get(_RAY_HEAD, None)
+    if head is None or "ray_head" not in item.fixturenames:
+        return
+    later = item.session.items[item.session.items.index(item) + 1:]
+    if not any("ray_head" in other.fixturenames for other in later):
+        head.stop()  # the fixture's own teardown, at the end of the session, finds it stopped
