@@ -19,6 +19,23 @@ def gate(store, digest: str, env: str) -> None:
     assert decision.allowed, decision.explain()
 
 
+def package_mlp(store, *, seed: int = 0, name: str = "iris", cpus: float = 0.1, max_batch_size: int = 8,
+                sample_rate: float = 1.0, admit_to: str | None = "dev", **resources):
+    """The built-in MLP classifier (4 features, 3 classes) packaged into ``store`` and gated for ``admit_to``:
+    what the ``mlp_package`` fixture makes, for a store that fixture does not reach (a module's own)."""
+    from factory.contract import Contract, Observability, Resources, default_registry, package
+
+    config = {"in_features": 4, "out_features": 3, "hidden": [8]}
+    signature = default_registry().get("mlp-classifier").expected(config)
+    contract = Contract(name=name, inputs=signature.inputs, outputs=signature.outputs,
+                        resources=Resources(cpus=cpus, memory_mb=256, max_batch_size=max_batch_size, **resources),
+                        observability=Observability(sample_rate=sample_rate))
+    pkg = package(store, default_registry().build("mlp-classifier", config, seed=seed).eval(), contract)
+    if admit_to is not None:
+        gate(store, pkg.digest, admit_to)
+    return pkg
+
+
 def admit_as_dev(store, env: str, *digests: str) -> None:
     """Make ``env`` require what dev does (contract and security), then gate ``digests`` so that ``env`` admits them.
 

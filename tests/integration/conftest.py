@@ -48,3 +48,48 @@ def faulty_package(store):
         return pkg
 
     return make
+
+
+@pytest.fixture
+def serve_url(serve_http):
+    """The Serve base URL for one test; the applications the test started are deleted after it.
+
+    What ran before the test stays: a module's shared deployment (``served`` in test_serve.py),
+    and the ``/v2`` root app, which holds no state and cost each test seconds to start again.
+    """
+    from ray import serve
+
+    from factory.serve import ROOT_APP
+
+    before = set(serve.status().applications) | {ROOT_APP}
+    yield serve_http
+    for name in set(serve.status().applications) - before:
+        serve.delete(name)
+
+
+_RAY_HEAD = pytest.StashKey()
+
+
+@pytest.fixture(scope="session")
+def ray_head(request, tmp_path_factory):
+    """A head node started with ``ray start --head`` (dashboard, jobs API, token), shared by the session's tests
+    that submit to a real cluster: a ``_ray_head.RayHead`` (``address``, ``dashboard``, ``env``, ``ray(...)``).
+
+    It is stopped after the last test that uses it (``pytest_runtest_teardown`` below), not at the
+    end of the session: idle, a head costs about 5 % of a core, which the tests after it would pay.
+    """
+    from _ray_head import RayHead
+
+    head = RayHead.start(tmp_path_factory.mktemp("ray-head"))
+    request.config.stash[_RAY_HEAD] = head
+    yield head
+    head.stop()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    head = item.config.stash.get(_RAY_HEAD, None)
+    if head is None or "ray_head" not in item.fixturenames:
+        return
+    later = item.session.items[item.session.items.index(item) + 1:]
+    if not any("ray_head" in other.fixturenames for other in later):
+        head.stop()  # the fixture's own teardown, at the end of the session, finds it stopped

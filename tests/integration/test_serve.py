@@ -46,15 +46,39 @@ def iris(store, mlp_package, serve_url):
     return done, pkg
 
 
-def test_tritonclient_gets_the_packages_own_outputs(iris, store, serve_url):
+# The model the tests that only send requests share: its own name, so the tests that deploy 'iris' never touch it.
+SHARED = "shared-iris"
+
+
+@pytest.fixture(scope="module")
+def served(serve_http, tmp_path_factory):
+    """The iris classifier, named ``SHARED``, served in dev from a store of the module's: (store, deployed, package).
+
+    For the tests that only send it requests: each deploy starts a replica (seconds on
+    2 cores), so they share one. Its application is deleted after the module.
+    """
+    from ray import serve
+
+    from factory.settings import Settings
+    from factory.store import Store
+    from serve_kit import package_mlp
+
+    home = tmp_path_factory.mktemp("served") / "home"
+    store = Store(home, settings=Settings(home=str(home), catalog=str(home / "catalog.db")))
+    pkg = package_mlp(store, name=SHARED)
+    yield store, deploy(store, pkg.digest, "dev", timeout_s=180), pkg
+    serve.delete(SHARED)
+
+
+def test_tritonclient_gets_the_packages_own_outputs(served, serve_http):
     """A standard OIP client works unchanged: health, metadata, and outputs equal to in-process ones."""
     import tritonclient.http as triton
 
-    done, pkg = iris
-    client = triton.InferenceServerClient(url=serve_url.removeprefix("http://"))
-    assert client.is_server_live() and client.is_model_ready("iris", done.version)
+    store, done, pkg = served
+    client = triton.InferenceServerClient(url=serve_http.removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready(SHARED, done.version)
     assert eventually(client.is_server_ready)
-    meta = client.get_model_metadata("iris")
+    meta = client.get_model_metadata(SHARED)
     assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
     assert meta["versions"] == [done.version]
     expected = load(store, pkg.digest).predict({"features": X})
@@ -62,33 +86,33 @@ def test_tritonclient_gets_the_packages_own_outputs(iris, store, serve_url):
         tensor = triton.InferInput("features", list(X.shape), "FP32")
         tensor.set_data_from_numpy(X, binary_data=binary)
         outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("probabilities", "label")]
-        result = client.infer("iris", [tensor], outputs=outputs, request_id=f"triton-{binary}")
+        result = client.infer(SHARED, [tensor], outputs=outputs, request_id=f"triton-{binary}")
         assert np.array_equal(result.as_numpy("probabilities"), expected["probabilities"].numpy())
         assert np.array_equal(result.as_numpy("label"), expected["label"].numpy())
         assert result.get_response()["id"] == f"triton-{binary}"
 
 
-def test_plain_json_and_bad_requests(iris, serve_url):
+def test_plain_json_and_bad_requests(served, serve_http):
     """curl-style JSON works with an assigned id; bad input is a 4xx naming it; unknown models are 404."""
-    done, _ = iris
-    with httpx.Client(base_url=serve_url, timeout=30) as http:
-        ok = http.post("/v2/models/iris/infer", json=infer_body())
+    _, done, _ = served
+    with httpx.Client(base_url=serve_http, timeout=30) as http:
+        ok = http.post(f"/v2/models/{SHARED}/infer", json=infer_body())
         assert ok.status_code == 200
         assert ok.json()["id"] == ok.headers["x-request-id"] and ok.json()["model_version"] == done.version
-        bad = http.post("/v2/models/iris/infer", json={"inputs": [
+        bad = http.post(f"/v2/models/{SHARED}/infer", json={"inputs": [
             {"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1.0, "2", 3.0, 4.0]}]})
         assert bad.status_code == 400 and "input 'features' is FP32" in bad.json()["error"]
         missing = http.post("/v2/models/nope/infer", json=infer_body())
         assert missing.status_code == 404 and "no model named 'nope'" in missing.json()["error"]
-        assert "'iris'" in missing.json()["error"]
-        big = http.post("/v2/models/iris/infer", content=b"0" * (17 * 2**20))
+        assert f"'{SHARED}'" in missing.json()["error"]
+        big = http.post(f"/v2/models/{SHARED}/infer", content=b"0" * (17 * 2**20))
         assert big.status_code == 413
         assert http.get("/v2").json()["extensions"] == ["binary_tensor_data"]
 
 
-def test_a_curl_from_deploy_works(iris):
+def test_a_curl_from_deploy_works(served):
     """The curl that deploy prints is a request the server answers."""
-    done, _ = iris
+    _, done, _ = served
     argv = shlex.split(done.curl)
     body = argv[argv.index("-d") + 1]
     reply = httpx.post(done.url + "/infer", content=body, headers={"content-type": "application/json"}, timeout=30)
@@ -117,29 +141,28 @@ def test_a_new_version_and_a_split_reach_the_replica_without_a_restart(iris, sto
     assert read_record(store, "iris")[0].traffic
 
 
-def test_a_logged_request_reads_back_by_its_id(iris, store, serve_url):
+def test_a_logged_request_reads_back_by_its_id(served, serve_http):
     """A sampled request is found in the model's feature log by its request id, with digest and outputs."""
     from factory.store import FeatureLog
 
-    done, pkg = iris
-    reply = httpx.post(f"{serve_url}/v2/models/iris/infer", json=infer_body(X[:3], id="trace-me"), timeout=30)
+    store, done, pkg = served
+    reply = httpx.post(f"{serve_http}/v2/models/{SHARED}/infer", json=infer_body(X[:3], id="trace-me"), timeout=30)
     assert reply.status_code == 200
-    feature_log = FeatureLog(store, "inference-iris")
+    feature_log = FeatureLog(store, f"inference-{SHARED}")
     rows = eventually(lambda: feature_log.read("request_id = 'trace-me'").to_pylist(), timeout=60)
     assert [r["row"] for r in rows] == [0, 1, 2] and {r["model"] for r in rows} == {pkg.digest}
     assert np.allclose(rows[2]["features"], X[2])
 
 
-def test_metrics_scrape_as_prometheus_text(iris, ray_cluster, serve_url):
+def test_metrics_scrape_as_prometheus_text(served, ray_cluster, serve_http):
     """Requests, errors by code, latency, batch rows and logged rows per model and version, over HTTP."""
     import ray
     from prometheus_client.parser import text_string_to_metric_families
 
-    done, _ = iris
-    with httpx.Client(base_url=serve_url, timeout=30) as http:
+    with httpx.Client(base_url=serve_http, timeout=30) as http:
         for _ in range(5):
-            http.post("/v2/models/iris/infer", json=infer_body())
-        http.post("/v2/models/iris/infer", content=b"{")
+            http.post(f"/v2/models/{SHARED}/infer", json=infer_body())
+        http.post(f"/v2/models/{SHARED}/infer", content=b"{")
     port = ray.nodes()[0]["MetricsExportPort"]
 
     def scrape():
@@ -147,7 +170,7 @@ def test_metrics_scrape_as_prometheus_text(iris, ray_cluster, serve_url):
         samples = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                if s.labels.get("model") == "iris":
+                if s.labels.get("model") == SHARED:
                     key = (s.name, s.labels.get("code", ""), s.labels.get("le", ""))
                     samples[key] = samples.get(key, 0) + s.value
         wanted = [("ray_factory_serve_requests_total", "200", ""), ("ray_factory_serve_errors_total", "400", ""),

@@ -1,9 +1,10 @@
 """`factory tune`: a Ray Tune sweep with ASHA, every trial a Ray Train run, the best one packaged behind its contract.
 
-The sweep runs through the CLI in a process of its own, on a cluster of its own that has the dashboard
-(Ray Train inside Tune needs the State API). The shared test cluster runs beside it, so
-the machine has several Ray instances, as a user's often has: ASHA's stopped trials must
-still free their placement groups, or the later trials never start.
+The sweep runs through the CLI in a process of its own, on a head started with ``ray start --head``
+(the session's ``ray_head``: it has the dashboard, and Ray Train inside Tune needs the State API).
+The shared test cluster runs beside it, so the machine has several Ray instances, as a user's
+often has: ASHA's stopped trials must still free their placement groups, or the later trials
+never start.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
 
@@ -21,10 +21,10 @@ from factory.settings import Settings
 from factory.store import Store
 from factory.train._synthetic import classification_table, mlp_config
 
-DRIVER = Path(__file__).with_name("_tune_driver.py")
+EXE = os.path.join(os.path.dirname(sys.executable), "factory")
 
 
-def test_four_trials_with_asha_on_two_cpus_package_the_best(ray_cluster, tmp_path):
+def test_four_trials_with_asha_on_two_cpus_package_the_best(ray_cluster, ray_head, tmp_path):
     """`factory tune` runs 4 trials on 2 CPUs, each finished or stopped by ASHA; the best by val_loss becomes a
     valid package traced to the dataset, code and environment, recorded as a sweep run with a child run per trial."""
     home = str(tmp_path / "home")
@@ -38,13 +38,12 @@ def test_four_trials_with_asha_on_two_cpus_package_the_best(ray_cluster, tmp_pat
                        "architecture_config.hidden": {"choice": [[8], [16]]}}}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-    env.update(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="600")
-    res = subprocess.run([sys.executable, str(DRIVER), home, str(path), str(tmp_path / "ray")],
-                         capture_output=True, text=True, env=env, timeout=1500)
-    lines = [line for line in res.stdout.splitlines() if line.startswith("RESULT ")]
-    assert res.returncode == 0 and lines, res.stderr[-3000:]
-    result = json.loads(lines[0].removeprefix("RESULT "))
+    # Nothing in the environment tells Ray's processes which cluster is theirs: `tune` must.
+    res = subprocess.run([EXE, "tune", str(path), "--home", home, "--address", ray_head.address,
+                          "--storage", str(tmp_path / "ray"), "--json"],
+                         capture_output=True, text=True, env=ray_head.env, timeout=1500)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(res.stdout)
 
     trials = result["trials"]
     assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)
