@@ -9,6 +9,7 @@ for the session (see ``_postgres.py``). Other modules get SQLite only.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import uuid
@@ -206,25 +207,11 @@ def mlp_package(store):
     """Packages a built-in MLP classifier (4 features, 3 classes) into ``store``; contract fields as given.
 
     The package is gated for ``admit_to`` (by default dev: contract and security), so that
-    environment admits it.
+    environment admits it (``serve_kit.package_mlp``).
     """
-    from factory.contract import Contract, Observability, Resources, default_registry, package
+    from serve_kit import package_mlp
 
-    def make(*, seed: int = 0, name: str = "iris", cpus: float = 0.1, max_batch_size: int = 8,
-             sample_rate: float = 1.0, admit_to: str | None = "dev", **resources):
-        config = {"in_features": 4, "out_features": 3, "hidden": [8]}
-        signature = default_registry().get("mlp-classifier").expected(config)
-        contract = Contract(name=name, inputs=signature.inputs, outputs=signature.outputs,
-                            resources=Resources(cpus=cpus, memory_mb=256, max_batch_size=max_batch_size, **resources),
-                            observability=Observability(sample_rate=sample_rate))
-        pkg = package(store, default_registry().build("mlp-classifier", config, seed=seed).eval(), contract)
-        if admit_to is not None:
-            from serve_kit import gate
-
-            gate(store, pkg.digest, admit_to)
-        return pkg
-
-    return make
+    return functools.partial(package_mlp, store)
 
 
 
@@ -263,11 +250,18 @@ def _serve_starts(_ray_session):
 
 @pytest.fixture
 def serve_url(serve_http):
-    """The Serve base URL for one test; the test's applications are deleted after it."""
+    """The Serve base URL for one test; the applications the test started are deleted after it.
+
+    What ran before the test stays: a module's shared deployment (``served`` in test_serve.py),
+    and the ``/v2`` root app, which holds no state and cost each test seconds to start again.
+    """
     from ray import serve
 
+    from factory.serve import ROOT_APP
+
+    before = set(serve.status().applications) | {ROOT_APP}
     yield serve_http
-    for name in list(serve.status().applications):
+    for name in set(serve.status().applications) - before:
         serve.delete(name)
 
 

@@ -50,23 +50,6 @@ def faulty_package(store):
     return make
 
 
-@pytest.fixture
-def serve_url(serve_http):
-    """The Serve base URL for one test; the applications the test started are deleted after it.
-
-    What ran before the test stays: a module's shared deployment (``served`` in test_serve.py),
-    and the ``/v2`` root app, which holds no state and cost each test seconds to start again.
-    """
-    from ray import serve
-
-    from factory.serve import ROOT_APP
-
-    before = set(serve.status().applications) | {ROOT_APP}
-    yield serve_http
-    for name in set(serve.status().applications) - before:
-        serve.delete(name)
-
-
 _RAY_HEAD = pytest.StashKey()
 
 
