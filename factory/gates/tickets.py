@@ -71,8 +71,24 @@ class Ticket:
 
     @classmethod
     def _from_metadata(cls, digest: str, meta: Mapping[str, Any]) -> Ticket:
+        if meta.get("format") == ROLLBACK_TICKET_FORMAT:
+            meta = _rollback_fields(meta)
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in meta.items() if k in names and k != "digest"}, digest=digest)
+
+
+# Serving's rollouts open a ticket when they roll a candidate back (factory.serve's StoreTickets)
+# under the same ``ticket/`` refs, in their own format: read here as a ticket of policy "rollout",
+# so `factory tickets` lists and closes both, and a gate run after a rollback reads them.
+ROLLBACK_TICKET_FORMAT = "factory.ticket/v0"
+
+
+def _rollback_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
+    evidence = meta.get("evidence")
+    return {**meta, "id": meta.get("id", ""), "state": meta.get("state", "open"), "subject": meta.get("subject", ""),
+            "subject_name": meta.get("model", ""), "policy": "rollout", "predicate_type": "",
+            "failure": meta.get("title", ""), "suggestion": meta.get("body", ""),
+            "evidence": {"rollout": evidence} if isinstance(evidence, str) else dict(evidence or {})}
 
 
 def _now(store: Store) -> str:

@@ -157,3 +157,22 @@ def test_asking_for_ray_without_a_cluster_is_refused_before_any_run_is_recorded(
     with pytest.raises(InvalidInputError, match="needs a Ray cluster"):
         run_gate(store, digest, FAST, parallel=True)
     assert store.runs.list(kind="gate") == []
+
+
+def test_a_rollback_ticket_is_listed_beside_gate_tickets_and_does_not_break_the_next_gate_run(tmp_path):
+    """After a rollout rolled a candidate back (serve's ticket), the next gate run works and lists both kinds."""
+    from factory.serve import StoreTickets, TicketRequest
+
+    store = gated_store(tmp_path)
+    digest = fair_package(store).digest
+    evidence = store.artifacts.add("rollout-evidence", metadata={"why": "errors"}).digest
+    StoreTickets(store).open(TicketRequest(ticket_id="rollback-1", title="iris rolled back in prod",
+                                           body="5 % errors at the 10 % stage", subject=digest, evidence=evidence,
+                                           run_id="rollout-1", model="iris", env="prod"))
+    assert run_gate(store, digest, FAST).passed
+    (ticket,) = list_tickets(store)
+    assert (ticket.id, ticket.policy, ticket.subject, ticket.subject_name) == ("rollback-1", "rollout", digest, "iris")
+    assert ticket.failure == "iris rolled back in prod" and "5 % errors" in ticket.suggestion
+    assert ticket.evidence == {"rollout": evidence} and ticket.run == "rollout-1"
+    closed = close_ticket(store, "rollback-1", reason="fixed the feature")
+    assert not closed.is_open and get_ticket(store, "rollback-1").closed_reason == "fixed the feature"
