@@ -85,8 +85,8 @@ def run_demo(store, options: Options, progress: Progress, *, after=None) -> Cycl
 
         cycle_started = time.perf_counter()
         faulty: dict[str, Any] = {}
-        with cycle.timed("candidate pipeline: month 2 ingest, features, Tune sweep, evaluate, prod gates, "
-                         "shadow, canary, promotion (the controller actor runs it)"):
+        with cycle.timed("candidate pipeline: month 2 ingest, features, Tune sweep, prod gates, "
+                         "shadow, canary, promotion, evaluation (the controller actor runs it)"):
             def step_done(step) -> None:
                 if step.name in ("ingest", "features"):
                     faulty[step.name] = dict(step.outputs)

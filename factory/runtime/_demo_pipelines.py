@@ -1,6 +1,6 @@
 """The demo's candidate cycles as pipelines, run by the store's controller actor.
 
-``candidate_pipeline``: month-2 ingest -> features -> tune -> (evaluate, gates) -> rollout.
+``candidate_pipeline``: month-2 ingest -> features -> tune -> gates -> (rollout, evaluate beside it).
 ``faulty_pipeline``: features with inverted labels -> train -> gates; its rollout is a pipeline
 of its own (``rollout_pipeline``, ``allow_rollback``), submitted once the candidate's rollout has
 ended, since a model has one live rollout per environment. Each step is a Ray task (the
@@ -92,9 +92,12 @@ def candidate_pipeline(cycle: Cycle):
              "seed": opts.seed, "max_concurrent_trials": 2, "grace_period": opts.epochs,
              "space": {"hyperparameters.lr": {"grid": list(opts.learning_rates)}}}
     tune = p.step("tune", "tune", inputs={"dataset": features.output("dataset")}, config=sweep)
-    p.step("evaluate", "evaluate", inputs={"model": tune.output("model"), "dataset": features.output("holdout")},
-           config={"label": LABEL, "features": list(FEATURES), "name": "credit-candidate"}, resources=_SMALL)
     gates = _gates(p, cycle, tune.output("model"), features)
+    # The evaluation is a record, not a decision (the quality gate decides): it runs while the
+    # rollout waits for its windows, not beside the gates, whose first run in a fresh worker it slowed.
+    p.step("evaluate", "evaluate", inputs={"model": tune.output("model"), "dataset": features.output("holdout")},
+           config={"label": LABEL, "features": list(FEATURES), "name": "credit-candidate"}, resources=_SMALL,
+           after=[gates])
     _rollout(p, cycle, tune.output("model"), allow_rollback=False, after=[gates])
     return p
 

@@ -64,7 +64,7 @@ def test_the_demos_pipelines_pass_their_checks_at_load():
 
     cycle = Cycle(store=None, options=Options.quick())
     candidate = candidate_pipeline(cycle).spec()
-    assert [s.name for s in candidate.steps] == ["ingest", "features", "tune", "evaluate", "gates", "rollout"]
+    assert [s.name for s in candidate.steps] == ["ingest", "features", "tune", "gates", "evaluate", "rollout"]
     assert candidate.step("rollout").config["allow_rollback"] is False
     ingested = {"applications": PLACEHOLDER_DIGEST, "customer-profile": PLACEHOLDER_DIGEST,
                 "card-activity": PLACEHOLDER_DIGEST}
