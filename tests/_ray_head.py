@@ -55,7 +55,8 @@ class RayHead:
     log: Path
 
     @classmethod
-    def start(cls, folder: Path, timeout: float = 600) -> RayHead:
+    def start(cls, folder: Path, timeout: float = 600, *, num_cpus: int = 2,
+              head_env: dict[str, str] | None = None) -> RayHead:
         """Start a head logging to ``folder/head.log`` and return once its jobs API answers.
 
         A loaded 2-core machine can make ``ray start`` miss its own node's registration
@@ -63,12 +64,12 @@ class RayHead:
         starting is tried once more, on new ports.
         """
         try:
-            return cls._start(folder, timeout)
+            return cls._start(folder, timeout, num_cpus, head_env or {})
         except _Exited:
-            return cls._start(folder, timeout)
+            return cls._start(folder, timeout, num_cpus, head_env or {})
 
     @classmethod
-    def _start(cls, folder: Path, timeout: float) -> RayHead:
+    def _start(cls, folder: Path, timeout: float, num_cpus: int, head_env: dict[str, str]) -> RayHead:
         gcs, dashboard_port, client, agent, agent_grpc, runtime_env, metrics = _free_ports(7)
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
         env.update(
@@ -76,6 +77,7 @@ class RayHead:
             RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
             RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.1", RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="600",
         )
+        env.update(head_env)
         # Ray's socket paths live under --temp-dir and must stay under 108 bytes: pytest's tmp_path is too deep.
         temp = tempfile.mkdtemp(prefix="rj-", dir="/tmp")
         log = folder / "head.log"
@@ -85,7 +87,7 @@ class RayHead:
              "--min-worker-port", "0", "--max-worker-port", "0",
              "--dashboard-port", str(dashboard_port), "--ray-client-server-port", str(client),
              "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
-             "--runtime-env-agent-port", str(runtime_env), "--num-cpus", "2", "--object-store-memory", str(200 * 2**20),
+             "--runtime-env-agent-port", str(runtime_env), "--num-cpus", str(num_cpus), "--object-store-memory", str(200 * 2**20),
              "--temp-dir", temp, "--include-dashboard", "true", "--disable-usage-stats"],
             stdout=open(log, "a"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
@@ -116,9 +118,28 @@ class RayHead:
             time.sleep(0.25)
         raise AssertionError(f"the jobs API at {self.dashboard} never answered (last: {last})")
 
-    def ray(self, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    def ray(self, *args: str, timeout: float, cwd: str | Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run the ``ray`` CLI as a client of this head."""
-        return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, env={**self.env, **(env or {})},
+                              timeout=timeout, cwd=cwd)
+
+    def submit(self, *args: str, timeout: float, cwd: str | Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """``ray job submit --address DASHBOARD ARGS``, waiting for the result. The jobs API answers before the
+        head's job agent has registered; a submission in between is refused with "No available agent to
+        submit job, please try again later" (seen under load): it is tried again, for up to a minute."""
+        deadline = time.monotonic() + 60
+        while True:
+            done = self.ray("job", "submit", "--address", self.dashboard, *args, timeout=timeout, cwd=cwd, env=env)
+            if done.returncode == 0 or "No available agent" not in done.stderr + done.stdout \
+                    or time.monotonic() > deadline:
+                return done
+            time.sleep(1)
+
+    def auth(self) -> dict[str, str]:
+        """The header the dashboard's HTTP APIs need (token authentication)."""
+        return {"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"}
 
     def stop(self) -> None:
         """End the head: SIGTERM to ``ray start --block`` and its process group, SIGKILL to what is left after 3 s.

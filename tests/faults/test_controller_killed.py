@@ -181,7 +181,10 @@ def test_controller_killed_mid_rollout_resumes_it_and_promotes_exactly_once(ray_
     (rollout_run,) = store.runs.list(kind="rollout")
     events = _rollout_events(store, rollout_run.id)
     recovered = [i for i, e in enumerate(events) if e["event"] == "recovered"]
-    assert len(recovered) == 2 and [e["event"] for e in events].count("started") == 1  # taken over, not begun again
+    # Taken over, not begun again: after the first kill always; after the second only when the kill came
+    # before the rollout recorded its end (the test sees prod move a few ms late under load, by which time
+    # the end may be recorded: then the next controller reads the ended rollout and only its step resumes).
+    assert len(recovered) in (1, 2) and [e["event"] for e in events].count("started") == 1
     before = replay(events[:recovered[0]])
     stages = config.stages()
     assert before.passed >= 0 and events[recovered[0]]["weight"] == stages[before.passed]

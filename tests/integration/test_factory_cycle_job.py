@@ -5,96 +5,49 @@ pipelines on the controller actor. The module checks what `factory demo` promise
 and rolled back, attestations, the report's pictures, trace and metrics on the home) and
 what the cluster shows (the job, the controller actor and the job's actors in the dashboard).
 
-The head runs on loopback with its own temporary folder, ports and a bounded object store,
-and is stopped by its own process group (never `ray stop`, which stops every Ray on the
-machine). The client sets RAY_AUTH_MODE=token, as Ray 2.60 requires.
+The head (tests/_ray_head.py) runs on loopback with its own temporary folder, ports and a
+bounded object store, and is stopped by its own process group (never `ray stop`, which stops
+every Ray on the machine). The client sets RAY_AUTH_MODE=token, as Ray 2.60 requires.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from factory.runtime._demo_cluster import free_port
-
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = [sys.executable, "-m", "factory.runtime._entry"]
-RAY = str(Path(sys.executable).with_name("ray"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-def _wait_for(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """`ray start --head --block` in its own session; its address and dashboard URL; killed by process group."""
-    tmp_path = tmp_path_factory.mktemp("head")
-    temp = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))  # Ray's socket paths must stay short
-    port, dashboard = free_port(), free_port()
-    address = f"127.0.0.1:{port}"
-    # The job's `python` is the one on the head's PATH: this interpreter's, as a cluster image's would be.
-    env = {**os.environ, "RAY_ADDRESS": address, "PYTHONPATH": str(REPO),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "factory.serve.proxy_middlewares"}
-    argv = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-            "--num-cpus", "4", "--object-store-memory", str(256 * 2**20), "--temp-dir", str(temp),
-            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-            "--ray-client-server-port", str(free_port()), "--min-worker-port", "0", "--max-worker-port", "0",
-            "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
-    head = subprocess.Popen(argv, env=env, start_new_session=True, stdout=open(tmp_path / "head.log", "w"),
-                            stderr=subprocess.STDOUT)
+def cycle_head(tmp_path_factory):
+    """A head of its own (``_ray_head.RayHead``) with the 4 logical CPUs the demo's cluster declares (an idle replica
+    reserves a whole CPU by its contract), Serve's proxies retrying requests of lost replicas."""
+    from _ray_head import RayHead
+
+    head = RayHead.start(tmp_path_factory.mktemp("head"), num_cpus=4, head_env={
+        "PYTHONPATH": str(REPO), "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "factory.serve.proxy_middlewares"})
     try:
-        _wait_for(f"http://127.0.0.1:{dashboard}/api/version", 240)
-        yield address, f"http://127.0.0.1:{dashboard}"
+        yield head
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:  # a head that still serves takes half a minute to stop in order: its leftovers are killed below
-            head.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
-        time.sleep(2)
-        with_leftovers = subprocess.run(["pgrep", "-f", str(temp)], capture_output=True, text=True).stdout.split()
-        for pid in with_leftovers:  # processes of this head only: their command line names its temp folder
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        shutil.rmtree(temp, ignore_errors=True)
+        head.stop()
 
 
 @pytest.fixture(scope="module")
-def cycle_job(ray_head, tmp_path_factory):
-    """The quick cycle (the faulty candidate included) submitted as a job; its output, home and dashboard."""
-    address, dashboard = ray_head
+def cycle_job(cycle_head, tmp_path_factory):
+    """The quick cycle (the faulty candidate included) submitted as a job; its output, home and head."""
     home = tmp_path_factory.mktemp("job") / "home"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": dashboard, "COLUMNS": "200"}
-    argv = [RAY, "job", "submit", "--address", dashboard, "--working-dir", ".",
-            "--runtime-env-json", '{"excludes": [".factory", ".git", "*.lance"]}',
-            "--", "python", "examples/factory_cycle.py", "--quick", "--home", str(home)]
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
-    return done.stdout + done.stderr, done.returncode, home, dashboard
+    done = cycle_head.submit("--working-dir", ".", "--runtime-env-json", '{"excludes": [".factory", ".git", "*.lance"]}',
+                             "--", "python", "examples/factory_cycle.py", "--quick", "--home", str(home),
+                             timeout=1500, cwd=REPO, env={"COLUMNS": "200"})
+    return done.stdout + done.stderr, done.returncode, home, cycle_head
 
 
 def test_the_submitted_cycle_promotes_the_candidate_and_rolls_the_faulty_one_back(cycle_job):
@@ -112,14 +65,14 @@ def test_the_submitted_cycle_promotes_the_candidate_and_rolls_the_faulty_one_bac
 def test_the_controller_the_job_and_its_actors_show_in_the_dashboard(cycle_job):
     """The Jobs API lists the job as succeeded; the State API shows the controller actor (namespace factory)
     beside the job's training and serving actors."""
-    out, code, _, dashboard = cycle_job
+    out, code, _, head = cycle_job
     assert code == 0, out[-3000:]
-    jobs = httpx.get(f"{dashboard}/api/jobs/", timeout=30, headers=_auth_header()).json()
+    jobs = httpx.get(f"{head.dashboard}/api/jobs/", timeout=30, headers=head.auth()).json()
     assert any(j.get("status") == "SUCCEEDED" and "factory_cycle.py" in j.get("entrypoint", "") for j in jobs), jobs
     for actor_class in ("ControllerActor", "TrainController", "ServeController"):
-        found = _actors(dashboard, actor_class)
+        found = _actors(head, actor_class)
         assert found, (actor_class, found)
-    controller = _actors(dashboard, "ControllerActor")[0]
+    controller = _actors(head, "ControllerActor")[0]
     assert controller["ray_namespace"] == "factory" and controller["name"].startswith("factory-controller-")
     assert controller["state"] == "ALIVE"  # detached: it outlives the job that created it
 
@@ -145,13 +98,8 @@ def test_the_jobs_home_answers_trace_and_metrics(cycle_job):
     assert v["in_production"] == 2 and v["rolled_back_after_gates"] == 1 and v["gated_rollouts"] == 2
 
 
-def _actors(dashboard: str, actor_class: str) -> list[dict]:
-    found = httpx.get(f"{dashboard}/api/v0/actors", timeout=60, headers=_auth_header(),
+def _actors(head, actor_class: str) -> list[dict]:
+    found = httpx.get(f"{head.dashboard}/api/v0/actors", timeout=60, headers=head.auth(),
                       params={"filter_keys": "class_name", "filter_predicates": "=",
                               "filter_values": actor_class, "detail": "true"}).json()
     return found["data"]["result"]["result"]
-
-
-def _auth_header() -> dict[str, str]:
-    token = Path.home() / ".ray" / "auth_token"
-    return {"Authorization": f"Bearer {token.read_text().strip()}"} if token.exists() else {}

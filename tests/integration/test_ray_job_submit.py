@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_example_trains_through_ray_job_submit(ray_head, tmp_path):
     """`ray job submit --working-dir . -- python examples/train.py` trains and leaves a valid candidate package."""
     home = tmp_path / "home"
-    job = ray_head.ray("job", "submit", "--address", ray_head.dashboard, "--working-dir", str(ROOT), "--",
-                       "python", "examples/train.py", "--home", str(home), "--rows", "600", "--epochs", "2",
-                       "--workers", "2", "--cpus-per-worker", "0.25", timeout=1500)
+    job = ray_head.submit("--working-dir", str(ROOT), "--",
+                          "python", "examples/train.py", "--home", str(home), "--rows", "600", "--epochs", "2",
+                          "--workers", "2", "--cpus-per-worker", "0.25", timeout=1500)
     assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
     assert "epoch 2/2" in job.stdout
 
