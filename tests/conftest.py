@@ -40,11 +40,13 @@ def pytest_configure(config):
         os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray-{worker}")
 
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): one lane takes every test that
-# uses Ray, in collection order, so they keep sharing one cluster and one Serve as in a serial run
-# (and never run two clusters at once); the other lane takes the rest, a whole module at a time
-# (module fixtures are built once). Ray tests mostly wait (process start-ups, rollout windows,
-# polls): the other lane's tests use that time.
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`): one
+# lane takes every test that uses the shared Ray cluster, in collection order, so they keep sharing
+# one cluster and one Serve as in a serial run; the other lane takes the rest, a whole module at a
+# time (module fixtures are built once), in collection order, so the one module whose Ray cluster
+# is a head of its own (the submitted cycle job, its own group) starts early and overlaps the
+# shared lane. Ray tests mostly wait (process start-ups, rollout windows, polls): the other lane's
+# tests use that time.
 RAY_LANE = "ray"
 _USES_RAY = re.compile(r"\bimport ray\b|\bfrom ray\b|\bray\.|ray_cluster|serve_url|serve_http|ray start|\bray\b.*job")
 

@@ -23,7 +23,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = [sys.executable, "-m", "factory.runtime._entry"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# A cluster of its own (a `ray start` head): under `make test` it runs beside the shared cluster's lane,
+# not in it (tests/conftest.py), so its few minutes overlap the other Ray tests.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.xdist_group("cycle-job")]
 
 
 @pytest.fixture(scope="module")
