@@ -20,7 +20,7 @@ demo: $(STAMP)
 # Two lanes (pytest-xdist): every test on the shared Ray cluster in one, in order; the rest beside it
 # (tests/conftest.py).
 test: $(STAMP) services
-	$(PY) -m pytest tests -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=20
+	$(PY) -m pytest tests -q -n 2 --dist loadgroup --durations=20
 
 unit: $(STAMP) services
 	$(PY) -m pytest tests/unit -q

@@ -31,7 +31,8 @@ hypothesis.settings.load_profile("factory")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "catalogs: run once against each catalog backend (SQLite, PostgreSQL)")
-    config.addinivalue_line("markers", "ray: uses a Ray cluster (the shared one or its own): runs in the Ray lane")
+    config.addinivalue_line("markers", "ray: uses the shared Ray cluster: runs in the Ray lane under make test")
+    config.addinivalue_line("markers", "own_cluster: starts a Ray cluster of its own: runs beside the Ray lane")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         # Each lane keeps Ray's files apart: `ray.init(address="auto")` (the CLI's connect) joins the
@@ -40,39 +41,47 @@ def pytest_configure(config):
         os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray-{worker}")
 
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`): one
-# lane takes every test that uses the shared Ray cluster, in collection order, so they keep sharing
-# one cluster and one Serve as in a serial run; the other lane takes the rest, a whole module at a
-# time (module fixtures are built once), in collection order, so the one module whose Ray cluster
-# is a head of its own (the submitted cycle job, its own group) starts early and overlaps the
-# shared lane. Ray tests mostly wait (process start-ups, rollout windows, polls): the other lane's
-# tests use that time.
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`, scheduled by ``Lanes`` below):
+# one lane takes every test on the shared Ray cluster, in collection order, so they keep sharing one
+# cluster and one Serve as in a serial run; the other lane takes the rest, a whole module at a time
+# (module fixtures are built once), in collection order, so a module whose cluster is a head of
+# its own (``own_cluster``: the submitted cycle job) starts early and overlaps the shared lane.
+# Ray tests mostly wait (process start-ups, rollout windows, polls): the other lane's tests use that time.
 RAY_LANE = "ray"
 _USES_RAY = re.compile(r"\bimport ray\b|\bfrom ray\b|\bray\.|ray_cluster|serve_url|serve_http|ray start|\bray\b.*job")
+_OWN_CLUSTER = "pytest.mark.own_cluster"
 
 
-def _uses_ray(module: Path, cache: dict[Path, bool]) -> bool:
+def _lane(module: Path, cache: dict[Path, str]) -> str:
+    """``RAY_LANE`` for a module on the shared cluster, else the module's own scope."""
     if module not in cache:
         folder = module.parent.name  # integration: every module needs Ray; faults: those that say so
-        cache[module] = folder == "integration" or (folder == "faults" and bool(_USES_RAY.search(module.read_text())))
+        text = module.read_text() if module.suffix == ".py" and module.exists() else ""
+        shared = _OWN_CLUSTER not in text and (folder == "integration" or (folder == "faults" and _USES_RAY.search(text)))
+        cache[module] = RAY_LANE if shared else str(module)
     return cache[module]
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Schedules by lane (see above). xdist's own ``loadgroup`` reads ``xdist_group`` marks into the test ids,
+    which pytest 9 no longer lets a plugin rewrite, so the lanes are decided here, from the test ids."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    cache: dict[Path, str] = {}
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _lane(Path(config.rootpath, nodeid.split("::", 1)[0]), cache)
+
+    config.option.loadscopereorder = False  # collection order: the shared lane's modules keep their order
+    return Lanes(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    cache: dict[Path, bool] = {}
+    cache: dict[Path, str] = {}
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        ray_lane = item.get_closest_marker("ray") or "ray_cluster" in getattr(item, "fixturenames", ()) \
-            or _uses_ray(item.path, cache)
-        if ray_lane:
+        if item.get_closest_marker("ray") or _lane(item.path, cache) == RAY_LANE:
             item.add_marker(pytest.mark.ray)
-        item.add_marker(pytest.mark.xdist_group(RAY_LANE if ray_lane else item.nodeid.split("::")[0]))
-
-
-def pytest_generate_tests(metafunc):
-    if "catalog_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("catalogs"):
-        metafunc.parametrize("catalog_backend", CATALOG_BACKENDS)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ ENTRY = [sys.executable, "-m", "factory.runtime._entry"]
 
 # A cluster of its own (a `ray start` head): under `make test` it runs beside the shared cluster's lane,
 # not in it (tests/conftest.py), so its few minutes overlap the other Ray tests.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.xdist_group("cycle-job")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.own_cluster]
 
 
 @pytest.fixture(scope="module")
