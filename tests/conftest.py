@@ -84,6 +84,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.ray)
 
 
+def pytest_generate_tests(metafunc):
+    if "catalog_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("catalogs"):
+        metafunc.parametrize("catalog_backend", CATALOG_BACKENDS)
+
+
 @pytest.fixture
 def catalog_backend() -> str:
     """The catalog backend of this test: SQLite unless the module is marked ``catalogs``."""
