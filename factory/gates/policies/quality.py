@@ -82,17 +82,23 @@ def measure_quality(store, model: str, dataset: str, *, label: str, features=Non
     """
     from factory.contract import open_package
 
-    view = open_package(store, model)
     data = EvaluationData(dataset=dataset, label=label, features=tuple(features) if features else None, output=output)
-    predictions = predict_dataset(view, store, data)
-    y_true = predictions.table.column(label).to_numpy(zero_copy_only=False)
-    if len(y_true) == 0:
+    predictions, rows, classification, computed = _measure(open_package(store, model), store, data)
+    if computed is None:
         raise InvalidInputError(f"dataset {predictions.dataset.ref} has no rows to evaluate {model} on: give a "
                                 "dataset version with rows")
+    return {"metrics": computed, "rows": rows, "output": predictions.output,
+            "task": "classification" if classification else "regression", "dataset": predictions.dataset.digest}
+
+
+def _measure(view: PackageView, store, data: EvaluationData):
+    """``view``'s predictions on ``data``'s dataset, its row count, whether it classifies, and the metrics
+    (None when the dataset has no rows): what the quality policy and ``measure_quality`` share."""
+    predictions = predict_dataset(view, store, data)
+    y_true = predictions.table.column(data.label).to_numpy(zero_copy_only=False)
     classification = is_classifier(view.contract, predictions.output)
-    return {"metrics": compute_metrics(y_true, predictions.y_pred, classification), "rows": len(y_true),
-            "output": predictions.output, "task": "classification" if classification else "regression",
-            "dataset": predictions.dataset.digest}
+    computed = compute_metrics(y_true, predictions.y_pred, classification) if len(y_true) else None
+    return predictions, len(y_true), classification, computed
 
 
 class QualityPolicy(ConfiguredPolicy):
@@ -107,12 +113,9 @@ class QualityPolicy(ConfiguredPolicy):
 
     def evaluate(self, package: PackageView, context: PolicyContext) -> PolicyResult:
         cfg = self.config
-        predictions = predict_dataset(package, context.store, cfg)
-        y_true = predictions.table.column(cfg.label).to_numpy(zero_copy_only=False)
-        classification = is_classifier(package.contract, predictions.output)
-        if len(y_true) == 0:
+        predictions, rows, classification, computed = _measure(package, context.store, cfg)
+        if computed is None:
             return self.judge([f"dataset {predictions.dataset.ref} has no rows to evaluate on"], passed="")
-        computed = compute_metrics(y_true, predictions.y_pred, classification)
         failures = []
         for name, bound in sorted(cfg.thresholds.items()):
             value = computed.get(name)
@@ -125,7 +128,7 @@ class QualityPolicy(ConfiguredPolicy):
                 failures.append(f"{name} {value:.4g} < {bound.min:g}")
             elif bound.max is not None and value > bound.max:
                 failures.append(f"{name} {value:.4g} > {bound.max:g}")
-        figures = {**{k: round(v, 6) for k, v in computed.items()}, "rows": len(y_true)}
+        figures = {**{k: round(v, 6) for k, v in computed.items()}, "rows": rows}
         for name, claimed in package.metrics.items():
             if name in computed:
                 figures[f"claimed.{name}"] = claimed
