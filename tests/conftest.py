@@ -44,8 +44,10 @@ def pytest_configure(config):
 # `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`, scheduled by ``Lanes`` below):
 # one lane takes every test on the shared Ray cluster, in collection order, so they keep sharing one
 # cluster and one Serve as in a serial run; the other lane takes the rest, a whole module at a time
-# (module fixtures are built once), in collection order, so a module whose cluster is a head of
-# its own (``own_cluster``: the submitted cycle job) starts early and overlaps the shared lane.
+# (module fixtures are built once). ``pytest_collection_modifyitems`` puts the shared lane first, so
+# the first worker takes it at once, then the modules whose cluster is one of their own (``own_cluster``:
+# the submitted cycle job, `ray start --head` clients, two-node clusters), the longest work of the other
+# lane, so that it starts early and overlaps the shared lane, then the rest.
 # Ray tests mostly wait (process start-ups, rollout windows, polls): the other lane's tests use that time.
 RAY_LANE = "ray"
 _USES_RAY = re.compile(r"\bimport ray\b|\bfrom ray\b|\bray\.|ray_cluster|serve_url|serve_http|ray start|\bray\b.*job")
@@ -82,6 +84,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("ray") or _lane(item.path, cache) == RAY_LANE:
             item.add_marker(pytest.mark.ray)
+
+    def lane_order(item) -> int:
+        if _lane(item.path, cache) == RAY_LANE:
+            return 0
+        return 1 if item.get_closest_marker("own_cluster") else 2
+
+    items.sort(key=lane_order)  # stable: collection order within each part (see the lanes above)
 
 
 def pytest_generate_tests(metafunc):

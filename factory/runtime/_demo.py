@@ -106,7 +106,7 @@ def run_demo(store, options: Options, progress: Progress, *, after=None) -> Cycl
 
         if options.faulty:
             with cycle.timed("faulty candidate pipeline: features with inverted labels, train (Ray Train, "
-                             "2 workers), prod gates: the rest after the rollout"):
+                             f"{options.faulty_workers} worker(s)), prod gates: the rest after the rollout"):
                 trained_faulty = faulty["followed"].result()
                 model = trained_faulty.outputs("train")["model"]
                 _record_gates(cycle, trained_faulty.step("gates"))

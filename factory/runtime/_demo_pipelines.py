@@ -103,7 +103,7 @@ def candidate_pipeline(cycle: Cycle):
 
 
 def faulty_pipeline(cycle: Cycle, ingested: dict[str, str], reference: str):
-    """The same month with the labels of high-utilisation customers inverted, trained with 2 workers, gated.
+    """The same month with the labels of high-utilisation customers inverted, trained (``faulty_workers``), gated.
 
     ``reference`` is the good candidate's training set: what the drift policy holds the data to
     (the faulty labels are the fault the rollout is to catch live, not an input drift).
@@ -114,7 +114,7 @@ def faulty_pipeline(cycle: Cycle, ingested: dict[str, str], reference: str):
     features = _features(p, cycle, {"dataset": ingested["applications"], **{v: ingested[v] for v in VIEWS}},
                          name="credit-training-faulty", corrupt=True)
     train = p.step("train", "train", inputs={"dataset": features.output("dataset")},
-                   config=_training(cycle, hidden=(32,)))
+                   config=_training(cycle, hidden=(32,), workers=cycle.options.faulty_workers))
     _gates(p, cycle, train.output("model"), features, reference=reference)
     return p
 

@@ -1,10 +1,8 @@
-"""Training survives lost workers, lost nodes and a lost driver.
+"""Training survives lost workers and a lost driver.
 
-A SIGKILLed worker, a node removed mid-run, and the driver itself SIGKILLed and started
-again. The killed worker and the killed driver are on the session's shared cluster (2 CPUs;
-the driver is a ``factory train`` process of its own connected to it); the removed node
-needs a ``ray.cluster_utils.Cluster`` of two nodes, for which the shared cluster is shut
-down (the next module that uses it starts it again).
+A SIGKILLed worker, and the driver itself SIGKILLed and started again, both on the session's
+shared cluster (2 CPUs; the driver is a ``factory train`` process of its own connected to it).
+A node removed mid-run is in test_train_node_loss.py: it needs a cluster of its own.
 """
 
 from __future__ import annotations
@@ -14,9 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import yaml
 
@@ -24,61 +20,30 @@ import psutil
 import pytest
 import ray
 
-from factory.settings import Settings
+from train_kit import after_first_checkpoint, code_in, config, dataset_of, store_in, train_env
+
 from factory.store import Store
-from factory.train import TrainingConfig, train
-from factory.train import _checkpoint as ckpt
-from factory.train._synthetic import classification_table, mlp_config
-
-OBJECT_STORE = 150 * 2**20
-
-
-def _config(dataset: str, **settings) -> TrainingConfig:
-    defaults = {"name": "faulty", "epochs": 5, "seed": 5, "max_failures": 3,
-                "architecture_config": {"in_features": 8, "out_features": 2, "hidden": [64, 64], "dropout": 0.1},
-                "hyperparameters": {"lr": 0.003, "batch_size": 16}}
-    return mlp_config(dataset, features=8, **{**defaults, **settings})
-
-
-def _store(folder: Path) -> Store:
-    return Store(folder / "home", settings=Settings(home=str(folder / "home")))
-
-
-def _code(folder: Path) -> dict:
-    """The runs' code: one script outside any repository, so its digest is stable."""
-    script = folder / "train.py"
-    script.write_text("# the training script\n")
-    return {"code_root": str(folder), "entry": (str(script),)}
-
-
-def _dataset(store: Store) -> str:
-    return store.datasets.add(classification_table(6000, features=8, seed=2), name="faulty", key=["id"]).digest
+from factory.train import train
 
 
 @pytest.fixture
 def store(tmp_path):
-    return _store(tmp_path)
+    return store_in(tmp_path)
 
 
 @pytest.fixture
 def code(tmp_path):
-    return _code(tmp_path)
+    return code_in(tmp_path)
 
 
 @pytest.fixture
 def dataset(store):
-    return _dataset(store)
-
-
-def _train_env(monkeypatch) -> None:
-    """Short report polls; patience for worker start-up on a loaded 2-core machine."""
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
-    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    return dataset_of(store)
 
 
 @pytest.fixture(autouse=True)
-def train_env(monkeypatch):
-    _train_env(monkeypatch)
+def fault_env(monkeypatch):
+    train_env(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -86,27 +51,12 @@ def uninterrupted(ray_cluster, tmp_path_factory) -> str:
     """The weights digest of the fault tests' config trained with no fault, in a store of its own: what the
     killed worker's and the killed driver's runs must end with (the same config and data give the same weights)."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    store = _store(folder)
+    store = store_in(folder)
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _train_env(monkeypatch)
-        clean = train(_config(_dataset(store)), store=store, **_code(folder), storage_path=str(folder / "ray"))
+        train_env(monkeypatch)
+        clean = train(config(dataset_of(store)), store=store, **code_in(folder), storage_path=str(folder / "ray"))
     assert clean.restarts == 0
     return clean.weights
-
-
-def _after_first_checkpoint(storage: Path, action, timeout: float = 900.0) -> threading.Thread:
-    """Run ``action`` as soon as a whole checkpoint (every rank's share, verified) is in storage (on a thread)."""
-    def watch():
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(ckpt.verify(folder) is None for folder in storage.glob("*/checkpoint-*")):
-                action()
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def _train_workers() -> list[psutil.Process]:
@@ -131,7 +81,6 @@ def _resumed_from(store: Store, run_id: str) -> list[int]:
 
 def test_a_killed_worker_resumes_to_the_same_weights(uninterrupted, store, dataset, code, tmp_path):
     """A worker SIGKILLed mid-run: the run completes with exactly the uninterrupted run's weights."""
-    config = _config(dataset)
     killed: list[int] = []
 
     def kill_one() -> None:
@@ -139,8 +88,8 @@ def test_a_killed_worker_resumes_to_the_same_weights(uninterrupted, store, datas
         killed.append(victim.pid)
         victim.send_signal(signal.SIGKILL)
 
-    watcher = _after_first_checkpoint(tmp_path / "killed", kill_one)
-    again = train(config, store=store, **code, force=True, storage_path=str(tmp_path / "killed"))
+    watcher = after_first_checkpoint(tmp_path / "killed", kill_one)
+    again = train(config(dataset), store=store, **code, force=True, storage_path=str(tmp_path / "killed"))
     watcher.join(timeout=5)
     assert killed, "the worker was never killed"
     assert again.restarts >= 1
@@ -172,7 +121,7 @@ def test_a_killed_driver_resumes_its_run_with_no_epoch_trained_twice(uninterrupt
     its checkpoints: each epoch is in the record once, and the weights equal an uninterrupted run's."""
     # The drivers are processes of their own on the shared cluster: Ray ends a killed driver's workers.
     path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(_config(dataset).model_dump(mode="json")))
+    path.write_text(yaml.safe_dump(config(dataset).model_dump(mode="json")))
     address = ray.get_runtime_context().gcs_address
     argv = [EXE, "train", str(path), "--home", store.home, "--address", address, "--json"]
     env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
@@ -201,27 +150,3 @@ def test_a_killed_driver_resumes_its_run_with_no_epoch_trained_twice(uninterrupt
     resumed_from = [e.details["resumed_from_step"] for e in record.events() if "resumed_from_step" in e.details]
     assert resumed_from and resumed_from[0] >= first_step
     assert any(e.details.get("resumed") for e in record.events())
-
-
-# Last in the module: it shuts the shared cluster down for a cluster of its own (the next module's
-# ``ray_cluster`` starts the shared one again).
-def test_a_removed_node_does_not_stop_the_run(store, dataset, code, tmp_path):
-    """Two nodes, one worker on each; the worker node is removed mid-run and the run still completes."""
-    from _shared_ray import two_node_cluster
-
-    ray.shutdown()
-    cluster, node = two_node_cluster(dict(num_cpus=1, object_store_memory=OBJECT_STORE, include_dashboard=False),
-                                     dict(num_cpus=1, object_store_memory=OBJECT_STORE))
-    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-    try:
-        config = _config(dataset, compute={"workers": 2, "cpus_per_worker": 0.5, "placement": "spread"})
-        watcher = _after_first_checkpoint(tmp_path / "ray", lambda: cluster.remove_node(node, allow_graceful=False))
-        result = train(config, store=store, **code, storage_path=str(tmp_path / "ray"))
-        watcher.join(timeout=5)
-        assert node not in cluster.worker_nodes, "the node was never removed"
-        assert result.restarts >= 1
-        assert [h["epoch"] for h in result.history] == [1.0, 2.0, 3.0, 4.0, 5.0]
-        assert result.metrics["val_accuracy"] > 0.6
-    finally:
-        ray.shutdown()
-        cluster.shutdown()

@@ -1,4 +1,5 @@
-"""`factory train` end to end on the shared cluster: epoch lines while it runs, the table, then reuse."""
+"""`factory train` end to end on a cluster started with `ray start --head` (the session's ``ray_head``):
+epoch lines while it runs, the table, then reuse."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from factory.contract import validate
@@ -14,8 +16,10 @@ from factory.train._synthetic import classification_table, mlp_config
 
 EXE = os.path.join(os.path.dirname(sys.executable), "factory")
 
+pytestmark = pytest.mark.own_cluster  # the session's `ray start --head`, not the shared cluster
 
-def test_factory_train_prints_epochs_and_the_package_then_reuses_it(ray_cluster, store, tmp_path):
+
+def test_factory_train_prints_epochs_and_the_package_then_reuses_it(ray_head, store, tmp_path):
     """A config trains through the CLI into a valid package traced to its dataset, config, code and environment;
     the same config again is reused, not retrained."""
     version = store.datasets.add(classification_table(300, features=4, seed=4), name="cli", key=["id"])
@@ -23,10 +27,8 @@ def test_factory_train_prints_epochs_and_the_package_then_reuses_it(ray_cluster,
                         compute={"workers": 2, "cpus_per_worker": 0.25})
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    import ray
-
-    argv = [EXE, "train", str(path), "--home", store.home, "--address", ray.get_runtime_context().gcs_address]
-    env = {**os.environ, "COLUMNS": "250", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+    argv = [EXE, "train", str(path), "--home", store.home, "--address", ray_head.address]
+    env = {**ray_head.env, "COLUMNS": "250", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
     first = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1200)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from factory.contract import validate
 from factory.settings import Settings
 from factory.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.own_cluster  # the session's `ray start --head`, not the shared cluster
 
 
 def test_the_example_trains_through_ray_job_submit(ray_head, tmp_path):

@@ -133,10 +133,13 @@ def test_prometheus_scrapes_the_model_servers_and_answers_the_rollouts_promql(st
 
     if not os.path.exists(PROMETHEUS):
         pytest.fail(f"{PROMETHEUS} is missing: run 'make services' to install Debian's prometheus")
-    first, second = mlp_package(), mlp_package(seed=1)
+    # A model name of its own: the node still exports the series of earlier tests' replicas of the iris
+    # model (the same package digests give the same version labels), which this test's counts must not meet.
+    name = "iris-promql"
+    first, second = mlp_package(name=name), mlp_package(seed=1, name=name)
     done = deploy(store, first.digest, "dev", timeout_s=180)
     versions = [version_of(first.digest), version_of(second.digest)]
-    set_traffic(store, "iris", dict.fromkeys(versions, 50.0), versions=(second.digest,), reason="two versions")
+    set_traffic(store, name, dict.fromkeys(versions, 50.0), versions=(second.digest,), reason="two versions")
     body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}]}
     answered = dict.fromkeys(versions, 0)
 
@@ -149,7 +152,7 @@ def test_prometheus_scrapes_the_model_servers_and_answers_the_rollouts_promql(st
 
     def settled() -> dict[str, list[tuple[float, float]]] | None:
         """Each version's samples once the last one shows every request it answered (the edges are samples)."""
-        series = {v: _samples(server.url, f'ray_factory_serve_requests_total{{model="iris",version="{v}",code="200"}}')
+        series = {v: _samples(server.url, f'ray_factory_serve_requests_total{{model="{name}",version="{v}",code="200"}}')
                   for v in versions}
         return series if all(s and s[-1][1] == answered[v] for v, s in series.items()) else None
 
@@ -166,7 +169,7 @@ def test_prometheus_scrapes_the_model_servers_and_answers_the_rollouts_promql(st
         end = max(min(t for t, value in s if value == answered[v]) for v, s in after.items())
         promql = PrometheusSignals(server.url)
         try:
-            figures = promql.figures("iris", versions, start, end)
+            figures = promql.figures(name, versions, start, end)
         finally:
             promql.close()
     finally:

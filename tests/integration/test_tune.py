@@ -2,9 +2,9 @@
 
 The sweep runs through the CLI in a process of its own, on a head started with ``ray start --head``
 (the session's ``ray_head``: it has the dashboard, and Ray Train inside Tune needs the State API).
-The shared test cluster runs beside it, so the machine has several Ray instances, as a user's
-often has: ASHA's stopped trials must still free their placement groups, or the later trials
-never start.
+Under `make test` the shared test cluster runs beside it (the other lane), so the machine has
+several Ray instances, as a user's often has: ASHA's stopped trials must still free their
+placement groups, or the later trials never start.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from factory.contract import validate
@@ -23,8 +24,10 @@ from factory.train._synthetic import classification_table, mlp_config
 
 EXE = os.path.join(os.path.dirname(sys.executable), "factory")
 
+pytestmark = pytest.mark.own_cluster  # the session's `ray start --head`, not the shared cluster
 
-def test_four_trials_with_asha_on_two_cpus_package_the_best(ray_cluster, ray_head, tmp_path):
+
+def test_four_trials_with_asha_on_two_cpus_package_the_best(ray_head, tmp_path):
     """`factory tune` runs 4 trials on 2 CPUs, each finished or stopped by ASHA; the best by val_loss becomes a
     valid package traced to the dataset, code and environment, recorded as a sweep run with a child run per trial."""
     home = str(tmp_path / "home")

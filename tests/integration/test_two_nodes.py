@@ -15,7 +15,7 @@ import pytest
 
 from factory.store import Store
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]  # beside the shared lane under make test
 
 WRITERS = 16
 
@@ -28,7 +28,7 @@ def two_nodes(s3_server, tmp_path_factory):
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
-    ray.shutdown()  # this module needs a cluster of its own; the next module's ray_cluster starts the shared one
+    ray.shutdown()  # a cluster of its own (a serial run's next module's ray_cluster starts the shared one again)
     home = f"s3://factory-tests/two-nodes-{uuid.uuid4().hex[:8]}"
     catalog = str(tmp_path_factory.mktemp("two-nodes") / "catalog.db")
     env = {**s3_server.env(), "FACTORY_HOME": home, "FACTORY_CATALOG": catalog}

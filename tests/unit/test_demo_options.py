@@ -70,7 +70,7 @@ def test_the_demos_pipelines_pass_their_checks_at_load():
                 "card-activity": PLACEHOLDER_DIGEST}
     faulty = faulty_pipeline(cycle, ingested, PLACEHOLDER_DIGEST).spec()
     assert faulty.step("features").config["transform"].endswith(":corrupt_labels")
-    assert faulty.step("train").config["compute"]["workers"] == 2
+    assert faulty.step("train").config["compute"]["workers"] == cycle.options.faulty_workers
     rollout = rollout_pipeline(cycle, PLACEHOLDER_DIGEST, name="r").spec()
     assert rollout.step("rollout").config["allow_rollback"] is True
     assert rollout.step("rollout").config["rollout"]["steps"] == list(Options.quick().steps)
