@@ -29,9 +29,10 @@ def random_events(rng, n, keys):
     })
 
 
+@pytest.mark.parametrize("partitions", [5, None], ids=["shuffled", "broadcast"])
 @pytest.mark.parametrize("allow_backfill", [False, True])
-def test_ray_engine_equals_local_on_random_data(ray_cluster, allow_backfill):
-    """Partitioned by entity over Ray Data, every row's features equal the in-process join's, in order."""
+def test_ray_engine_equals_local_on_random_data(ray_cluster, allow_backfill, partitions):
+    """Partitioned by entity over Ray Data, or against the whole view, every row's features equal the in-process join's, in order."""
     import ray.data
 
     rng = np.random.default_rng(21)
@@ -43,7 +44,7 @@ def test_ray_engine_equals_local_on_random_data(ray_cluster, allow_backfill):
     # Shuffled blocks: storage order must not matter.
     shuffled = features.take(rng.permutation(features.num_rows))
     distributed = _pit_ray.join(rows, ray.data.from_arrow(shuffled).repartition(4), spec,
-                                allow_backfill=allow_backfill, partitions=5)
+                                allow_backfill=allow_backfill, partitions=partitions)
     assert distributed.equals(local)
     assert local.column("x").null_count < rows.num_rows
 

@@ -4,8 +4,12 @@
 digest for the same rows (and key) with the driver's memory bounded by a few batches:
 
 1. the workers normalize each block and append its canonical row key
-   (``_row_key.canonical_row_key``, bytes that sort like the canonical order);
-2. Ray Data sorts the rows by that key across the cluster;
+   (``_row_key.canonical_row_key``, bytes that sort like the canonical order); the
+   keyed blocks are computed once and kept in the object store (the driver holds
+   references only);
+2. the rows are sorted by that key: by one task when the keyed blocks are small
+   (``_ONE_TASK_BYTES``; a distributed sort's shuffle costs seconds of start-up), by Ray
+   Data's sort across the cluster otherwise;
 3. the driver streams the sorted batches into a new Lance dataset
    (``lance.write_dataset`` reads a ``RecordBatchReader``), so the stored rows are in
    canonical order;
@@ -30,6 +34,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from factory.errors import InvalidInputError, NotFoundError, SchemaChangeError
@@ -64,6 +69,8 @@ _KEY = "__factory_row_key"
 _BATCH_ROWS = 64 * 1024
 # Rows per block of the sorted dataset, the unit the driver fetches from the object store.
 _BLOCK_ROWS = 256 * 1024
+# Keyed rows up to this size are sorted by one task rather than by a distributed sort.
+_ONE_TASK_BYTES = 64 * 2**20
 
 
 def arrow_schema(dataset: ray.data.Dataset) -> pa.Schema:
@@ -153,26 +160,41 @@ def _keyed(batch: pa.Table, *, schema: pa.Schema, key: tuple[str, ...]) -> pa.Ta
 
 def _write_sorted(dataset: ray.data.Dataset, schema: pa.Schema, key: tuple[str, ...], uri: str,
                   storage_options: Mapping[str, str] | None) -> tuple[int, int]:
-    """Sort the rows canonically on the cluster and stream them into a new Lance dataset: (version, rows)."""
+    """Sort the rows canonically on the cluster and stream them into a new Lance dataset: (version, rows).
+
+    The keyed rows are computed once and kept in the object store; the driver holds
+    only references to them. Up to ``_ONE_TASK_BYTES`` they are sorted by one task (a
+    distributed sort's shuffle costs seconds of fixed start-up), beyond by Ray Data's sort.
+    """
     import lance
+    import ray
 
     keyed = dataset.map_batches(_keyed, batch_format="pyarrow", fn_kwargs={"schema": schema, "key": key})
-    # The sort makes as many output blocks as it is given: small ones keep the driver's share small.
-    ordered = keyed.repartition(target_num_rows_per_block=_BLOCK_ROWS).sort(_KEY)
-    rows = 0
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        nonlocal rows
-        for batch in ordered.iter_batches(batch_size=_BATCH_ROWS, batch_format="pyarrow", prefetch_batches=1):
-            if batch.num_rows:
-                rows += batch.num_rows
-                yield from batch.drop_columns([_KEY]).cast(schema).to_batches()
-
-    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    # The sort makes as many partitions as it is given blocks: bounded ones keep each task's share small.
+    keyed = keyed.repartition(target_num_rows_per_block=_BLOCK_ROWS).materialize()
+    rows = keyed.count()  # known from the blocks' metadata, runs nothing
+    batches: Iterator[pa.RecordBatch]
+    if keyed.size_bytes() <= _ONE_TASK_BYTES:
+        ordered = ray.remote(_sort_blocks).options(num_cpus=0.5).remote(schema, *keyed.to_arrow_refs())
+        batches = iter(ray.get(ordered).to_batches(max_chunksize=_BATCH_ROWS))
+    else:
+        batches = (batch for table in keyed.sort(_KEY).iter_batches(
+                       batch_size=_BATCH_ROWS, batch_format="pyarrow", prefetch_batches=1)
+                   for batch in table.drop_columns([_KEY]).cast(schema).to_batches())
+    reader = pa.RecordBatchReader.from_batches(schema, (b for b in batches if b.num_rows))
     written = lance.write_dataset(reader, uri, schema=schema, mode="create", storage_options=storage_options)
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("streamed %d rows to %s:\n%s", rows, uri, ordered.stats())
+        log.debug("streamed %d rows to %s:\n%s", rows, uri, keyed.stats())
     return written.version, rows
+
+
+def _sort_blocks(schema: pa.Schema, *blocks: pa.Table) -> pa.Table:
+    """On a worker: keyed blocks as one table in canonical order, without the key."""
+    tables = [b for b in blocks if b.num_rows]
+    if not tables:
+        return schema.empty_table()
+    table = pa.concat_tables(tables)
+    return table.take(pc.sort_indices(table, [(_KEY, "ascending")])).drop_columns([_KEY]).cast(schema)
 
 
 def _read_column(uri: str, column: str, schema: pa.Schema,

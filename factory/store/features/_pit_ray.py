@@ -1,22 +1,27 @@
 """The point-in-time join on Ray Data, for inputs larger than one process's memory.
 
-Both sides are tagged with a partition number (a hash of the entity key, equal for
-equal keys whatever their integer width or string layout), unioned into one dataset,
-and hash-repartitioned on it: each partition holds every entity row and every feature
-row of its entities, and runs the in-process kernel (``_pit.join``) on them. Since the
-rule depends only on an entity's own rows and their content (ties are broken by
-content, never by position), the result equals the in-process join row for row.
+A view small enough to hold whole (``BROADCAST_ROWS``, ``BROADCAST_BYTES``) is gathered
+once into one table in the object store, and each batch of entity rows is joined
+against it where the batch is: no shuffle, one pass over the entity rows. A larger view
+is shuffled with the entity rows: both sides are tagged with a partition number (a hash
+of the entity key, equal for equal keys whatever their integer width or string layout),
+unioned into one dataset, and hash-repartitioned on it, so each partition holds every
+entity row and every feature row of its entities. Either way the in-process kernel
+(``_pit.join``) sees every view row of the entities it joins; since the rule depends
+only on an entity's own rows and their content (ties are broken by content, never by
+position), the result equals the in-process join row for row.
 
 ``join_dataset`` takes the entity rows as a Ray Dataset and returns one: the entity
-rows travel through the shuffle with all their columns, so nothing is collected in the
+rows travel through the join with all their columns, so nothing is collected in the
 driver (``FeatureStore.get_historical_features`` then records the result with
 ``DatasetStore.add_ray``). ``join`` takes them as a table and returns the features in
-input order (each row carries its position through the shuffle).
+input order (each row carries its position through the join).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,7 +35,7 @@ import factory.store.features._pit as _pit
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = ["Plan", "join", "join_dataset", "partition_of"]
+__all__ = ["BROADCAST_BYTES", "BROADCAST_ROWS", "Plan", "broadcasts", "join", "join_dataset", "partition_of"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,14 @@ _SIDE, _ROW, _PART = "__side", "__row", "__part"
 # columns of the same name on both sides never meet.
 _Q, _F = "__q.", "__f."
 _M = np.uint64(0x100000001B3)
+# A view of up to this many rows, and about this many bytes, is handed whole to every batch
+# of entity rows (a broadcast join: no shuffle); a larger one is hash-partitioned with the
+# entity rows. Two million rows is also the share of one partition of the shuffle.
+BROADCAST_ROWS = 2_000_000
+BROADCAST_BYTES = 128 * 2**20
+# Entity rows per call of the kernel on the broadcast path: each call sorts the view once, so
+# small blocks are bundled into batches of about this size.
+_BROADCAST_BATCH = 1 << 20
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -166,21 +179,63 @@ class Plan:
             return self.output.empty_table()
         view = self.view_columns[len(spec.entities):]
         features = part.filter(pc.equal(side, 0))
-        features = features.select([*spec.entities, *(_F + c for c in view)]).rename_columns([*spec.entities, *view])
-        rows = queries.select([*spec.entities, _Q + self.timestamp]).rename_columns([*spec.entities, self.timestamp])
-        joined = _pit.join(rows, features, spec, timestamp=self.timestamp, allow_backfill=allow_backfill,
+        features = features.select([*spec.entities, *(_F + c for c in view)]).rename_columns(list(self.view_columns))
+        names = self.entity_schema.names
+        queries = queries.select([c if c in spec.entities else _Q + c for c in names]).rename_columns(names)
+        return self.match(queries, features, allow_backfill=allow_backfill, assume_utc=assume_utc)
+
+    def view_table(self, tables: Sequence[pa.Table]) -> pa.Table:
+        """The view's rows (blocks of its source) as the kernel sees them: its columns, the keys widened."""
+        types = [self.shuffled.field(c if c in self.spec.entities else _F + c).type for c in self.view_columns]
+        schema = pa.schema([pa.field(c, t) for c, t in zip(self.view_columns, types, strict=True)])
+        parts = [pa.Table.from_arrays([t.column(c).cast(schema.field(c).type) for c in self.view_columns], schema=schema)
+                 for t in tables if t.num_rows]
+        return pa.concat_tables(parts).combine_chunks() if parts else schema.empty_table()
+
+    def match(self, rows: pa.Table, features: pa.Table, *, allow_backfill: bool, assume_utc: bool) -> pa.Table:
+        """Entity rows (their own columns) with their features from ``features`` (``view_table``'s layout).
+
+        ``features`` must hold every row of the entities of ``rows``; other entities' rows
+        change nothing, so it may be the whole view.
+        """
+        spec = self.spec
+        keys = [rows.column(e).cast(self.shuffled.field(e).type) for e in spec.entities]
+        at = rows.column(self.timestamp).cast(self.entity_schema.field(self.timestamp).type)
+        queries = pa.Table.from_arrays([*keys, at], names=[*spec.entities, self.timestamp])
+        joined = _pit.join(queries, features, spec, timestamp=self.timestamp, allow_backfill=allow_backfill,
                            assume_utc=assume_utc)
-        columns = [queries.column(c if c in spec.entities else _Q + c).cast(self.entity_schema.field(c).type)
-                   for c in self.entity_schema.names]
+        columns = [rows.column(f.name).cast(f.type) for f in self.entity_schema]
         columns += [joined.column(f) for f in spec.features]
         return pa.Table.from_arrays(columns, schema=self.output)
 
 
+def broadcasts(view_rows: int, columns: pa.Schema) -> bool:
+    """Whether a view of ``view_rows`` rows of ``columns`` is joined without a shuffle (see ``join_dataset``)."""
+    width = sum(max(f.type.bit_width // 8, 1) if pa.types.is_primitive(f.type) else 32 for f in columns)
+    return view_rows <= BROADCAST_ROWS and view_rows * width <= BROADCAST_BYTES
+
+
 def _unmatched(batch: pa.Table, *, plan: Plan) -> pa.Table:
     """Entity rows against a view without rows: every feature null."""
+    if batch.num_rows == 0:  # an empty input comes as one block without columns
+        return plan.output.empty_table()
     columns = [batch.column(c).cast(plan.entity_schema.field(c).type) for c in plan.entity_schema.names]
     columns += [pa.nulls(batch.num_rows, f.type) for f in list(plan.output)[len(columns):]]
     return pa.Table.from_arrays(columns, schema=plan.output)
+
+
+def _gather(plan: Plan, *tables: pa.Table) -> pa.Table:
+    """On a worker: the view's blocks as one table in the kernel's layout."""
+    return plan.view_table(tables)
+
+
+def _broadcast(batch: pa.Table, *, plan: Plan, view: list, allow_backfill: bool, assume_utc: bool) -> pa.Table:
+    """On a worker: a batch of entity rows joined against the whole view (held in the object store)."""
+    import ray
+
+    if batch.num_rows == 0:  # an empty input comes as one block without columns
+        return plan.output.empty_table()
+    return plan.match(batch, ray.get(view[0]), allow_backfill=allow_backfill, assume_utc=assume_utc)
 
 
 def _tag(batch: pa.Table, *, plan: Plan, side: int, partitions: int) -> pa.Table:
@@ -221,6 +276,7 @@ def join_dataset(
     entity_schema: pa.Schema | None = None,
     view_schema: pa.Schema | None = None,
     num_rows: int | None = None,
+    view_rows: int | None = None,
     partitions: int | None = None,
 ) -> tuple[ray.data.Dataset, pa.Schema]:
     """The point-in-time join of one view, on the cluster: every entity row (any order) with its features.
@@ -228,23 +284,39 @@ def join_dataset(
     Returns the joined rows, lazily, and their schema: the entity rows' columns, then
     ``spec.features`` under ``names`` (feature -> output name; default their own names).
     Nothing is collected in the driver, and bad input is refused before anything runs.
-    ``entity_schema`` and ``num_rows`` (the entity rows' schema and count) spare running
-    the entity rows to learn them, which matters when they are themselves a join;
-    ``view_schema`` gives the view's, which an empty Ray Dataset does not know.
-    ``partitions`` defaults to two per CPU, or more so that each holds about two million rows.
+    ``entity_schema``, ``num_rows`` and ``view_rows`` (the entity rows' schema and count,
+    the view's count) spare running either side to learn them, which matters when the
+    entity rows are themselves a join; ``view_schema`` gives the view's, which an empty Ray
+    Dataset does not know.
+
+    A view of up to ``BROADCAST_ROWS`` rows (and about ``BROADCAST_BYTES``) is gathered into one table in the object store
+    and every batch of entity rows is joined against it where it is (no shuffle, and the
+    entity rows are never counted). A larger view, or any view when ``partitions`` is
+    given, is hash-partitioned with the entity rows into ``partitions`` partitions: by
+    default two per CPU, or more so that each holds about two million rows.
     """
     import ray
 
-    plan = Plan.make(spec, entity_schema or _arrow_schema(entity_rows), view_schema or _arrow_schema(features),
-                     timestamp=timestamp, assume_utc=assume_utc, names=names)
+    view_schema = view_schema or _arrow_schema(features)
+    plan = Plan.make(spec, entity_schema or _arrow_schema(entity_rows), view_schema, timestamp=timestamp,
+                     assume_utc=assume_utc, names=names)
+    view_rows = features.count() if view_rows is None else view_rows
+    if view_rows == 0:
+        return entity_rows.map_batches(_unmatched, batch_format="pyarrow", fn_kwargs={"plan": plan}), plan.output
+    options = {"plan": plan, "allow_backfill": allow_backfill, "assume_utc": assume_utc}
+    if partitions is None and broadcasts(view_rows, pa.schema([view_schema.field(c) for c in plan.view_columns])):
+        # The view's blocks go to one task that lays them out once; the driver holds only references.
+        blocks = features.select_columns(list(plan.view_columns)).to_arrow_refs()
+        view = ray.remote(_gather).options(num_cpus=0.5).remote(plan, *blocks)
+        log.info("ray point-in-time join of %s: the view's %d rows broadcast", spec.name, view_rows)
+        joined = entity_rows.map_batches(_broadcast, batch_format="pyarrow", batch_size=_BROADCAST_BATCH,
+                                         fn_kwargs={**options, "view": [view]})
+        return joined, plan.output
     rows = entity_rows.count() if num_rows is None else num_rows
-    view_rows = features.count()
     # Ray hands over an empty input as one block without columns, which a shuffle cannot
     # concatenate with the other side's blocks: an empty side needs no shuffle anyway.
     if rows == 0:
         return ray.data.from_arrow(plan.output.empty_table()), plan.output
-    if view_rows == 0:
-        return entity_rows.map_batches(_unmatched, batch_format="pyarrow", fn_kwargs={"plan": plan}), plan.output
     if partitions is None:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         partitions = max(2 * cpus, (rows + view_rows) // 2_000_000 + 1)
@@ -256,8 +328,7 @@ def join_dataset(
     # A hash repartition hands each partition over whole, as one block (Ray never splits
     # them), so every entity's rows from both sides meet in one call of the kernel.
     joined = left.union(right).repartition(partitions, keys=[_PART]).map_batches(
-        _kernel, batch_format="pyarrow", batch_size=None,
-        fn_kwargs={"plan": plan, "allow_backfill": allow_backfill, "assume_utc": assume_utc},
+        _kernel, batch_format="pyarrow", batch_size=None, fn_kwargs=options,
     )
     return joined, plan.output
 
@@ -271,6 +342,7 @@ def join(
     allow_backfill: bool = False,
     assume_utc: bool = False,
     view_schema: pa.Schema | None = None,
+    view_rows: int | None = None,
     partitions: int | None = None,
 ) -> pa.Table:
     """``_pit.join`` with the feature rows as a Ray Dataset: the features of each entity row, in order."""
@@ -289,7 +361,8 @@ def join(
         return plan.output.empty_table().select(list(spec.features))
     joined, _ = join_dataset(ray.data.from_arrow(queries), features, spec, timestamp=timestamp,
                              allow_backfill=allow_backfill, assume_utc=assume_utc, entity_schema=queries.schema,
-                             view_schema=view_schema, num_rows=queries.num_rows, partitions=partitions)
+                             view_schema=view_schema, num_rows=queries.num_rows, view_rows=view_rows,
+                             partitions=partitions)
     result = pa.concat_tables([t for t in ray.get(joined.to_arrow_refs()) if t.num_rows])
     order = np.argsort(result.column(_ROW).to_numpy())
     return result.select(list(spec.features)).take(pa.array(order))

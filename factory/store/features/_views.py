@@ -323,8 +323,9 @@ class FeatureStore:
             if use_ray:
                 import factory.store.features._pit_ray as _pit_ray
 
-                source, source_schema = self._ray_source(version)
-                joined = _pit_ray.join(rows, source, spec, view_schema=source_schema, **options)
+                source, source_schema, source_rows = self._ray_source(version)
+                joined = _pit_ray.join(rows, source, spec, view_schema=source_schema, view_rows=source_rows,
+                                       **options)
             else:
                 joined = _pit.join(rows, self.source(version), spec, **options)
             for feature in spec.features:
@@ -346,13 +347,15 @@ class FeatureStore:
 
         schema = arrow_schema(rows)
         names = self._output_names(schema.names, versions, full_names)
-        count = rows.count()  # the same after every view: one output row per entity row
-        for version in versions:
+        sources = [self._ray_source(version) for version in versions]
+        count = None
+        if not all(_pit_ray.broadcasts(n, source_schema) for _, source_schema, n in sources):
+            count = rows.count()  # the same after every view (one output row per entity row): counted once
+        for version, (source, source_schema, source_rows) in zip(versions, sources, strict=True):
             spec = version.view.spec()
-            source, source_schema = self._ray_source(version)
             rows, schema = _pit_ray.join_dataset(
                 rows, source, spec, names={f: names[(version.name, f)] for f in spec.features},
-                entity_schema=schema, view_schema=source_schema, num_rows=count, **options)
+                entity_schema=schema, view_schema=source_schema, num_rows=count, view_rows=source_rows, **options)
         digests = tuple(v.digest for v in versions)
         if not record:
             return HistoricalFeatures(None, None, digests, rows)
@@ -360,8 +363,8 @@ class FeatureStore:
                                                metadata={"feature_views": list(digests), **metadata})
         return HistoricalFeatures(None, recorded, digests, self.store.datasets.to_ray(recorded))
 
-    def _ray_source(self, version: ViewVersion) -> tuple[ray.data.Dataset, pa.Schema]:
-        """A view's rows as a Ray Dataset, and their schema (which an empty Ray Dataset does not know).
+    def _ray_source(self, version: ViewVersion) -> tuple[ray.data.Dataset, pa.Schema, int]:
+        """A view's rows as a Ray Dataset, their schema (which an empty Ray Dataset does not know) and count.
 
         Blocks of about a million rows: Ray's default of 200 blocks makes tiny ones, each a
         task to schedule, for a view of modest size.
@@ -370,7 +373,7 @@ class FeatureStore:
         blocks = max(1, -(-source.num_rows // 1_000_000))
         schema = self.store.datasets.lance(source).schema
         return (self.store.datasets.to_ray(source, columns=version.view.columns, blocks=blocks),
-                pa.schema([schema.field(c) for c in version.view.columns]))
+                pa.schema([schema.field(c) for c in version.view.columns]), source.num_rows)
 
     @staticmethod
     def _output_names(columns: Sequence[str], versions: Sequence[ViewVersion], full: bool) -> dict[tuple[str, str], str]:
