@@ -13,6 +13,7 @@ Ray Tune adapter.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from factory.store import Run, Store
     from factory.train.config import TrainingConfig
 
-__all__ = ["TrialRecorder", "tune_callback", "METRICS"]
+__all__ = ["TrialRecorder", "tune_callback", "settle_reports", "METRICS"]
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +132,40 @@ def tune_callback(recorder: TrialRecorder, progress: Callable[[dict[str, Any]], 
             recorder.error(trial.trial_id, trial.config, trial.get_error())
 
     return FactoryTrials()
+
+
+def settle_reports(session: Any = None, *, timeout_s: float = 60.0, quiet_s: float = 1.0,
+                   poll_s: float = 0.05) -> bool:
+    """In a trial, after ``trainer.fit()``: wait until Tune has taken the trial's last forwarded report.
+
+    Works around a race in Ray 2.60's function trainable (seen once in a demo sweep, where the
+    trial then hung for good): ``TuneReportCallback`` forwards each Train report through an
+    inter-actor queue, which the trial's main thread moves into the session's result queue (one
+    slot); when the training function returns, its thread puts a last result into that slot. If
+    ``fit()`` returns before the main thread has moved the last forwarded report, the main thread
+    blocks putting it into the slot it alone empties. So the function returns only once the
+    forwarded queue and the result slot have both been empty for ``quiet_s`` (the main thread moves
+    an item within that). Returns False if they were not within ``timeout_s``, or if this Ray has
+    no such queues (nothing to wait for).
+    """
+    if session is None:
+        from ray.train._internal.session import get_session
+
+        session = get_session()
+    forwarded = getattr(session, "_inter_actor_queue", None)
+    results = getattr(session, "result_queue", None)
+    if forwarded is None or results is None:
+        return False
+    deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if forwarded.empty() and results.empty():
+            quiet_since = now if quiet_since is None else quiet_since
+            if now - quiet_since >= quiet_s:
+                return True
+        else:
+            quiet_since = None
+        time.sleep(poll_s)
+    log.warning("the trial's last report was not taken by Tune within %.0f s", timeout_s)
+    return False

@@ -31,7 +31,7 @@ import factory.train._checkpoint as ckpt
 from factory.train._cluster import connect, report_interval, warm_up
 from factory.train._record import RunRecord, record_inputs
 from factory.train._resources import cluster_nodes
-from factory.train._trials import METRICS, TrialRecorder, tune_callback
+from factory.train._trials import METRICS, TrialRecorder, settle_reports, tune_callback
 from factory.train.config import TrainingConfig, _Frozen, parse_settings, read_yaml
 from factory.train.job import TrainResult, loop_spec, package_checkpoint, trainer_for
 from factory.train.provenance import capture_code, capture_environment
@@ -181,6 +181,7 @@ def _trial(params: dict[str, Any], *, base: dict[str, Any], data: dict[str, Any]
     trainer = trainer_for(spec, name=f"{sweep}-{trial_id}", storage_path=storage_path,
                           callbacks=[TuneReportCallback()])
     trainer.fit()
+    settle_reports()  # Ray 2.60: returning before Tune took the last report can hang the trial
 
 
 def _concurrency(config: TrainingConfig, nodes: Sequence[Mapping[str, float]]) -> int:
