@@ -95,7 +95,10 @@ def start(argv: Sequence[str]) -> None:
         discard()
         return  # the verb reports a bad store in its own words
     if not store.remote:
-        _started = store.blobs.stage(reader)
+        # Registered before its thread starts: a Ctrl-C landing in Thread.start (which waits for the
+        # new thread) would otherwise leave a stager that discard() never hears of, writing a .part.
+        _started = staged = store.blobs.stage(reader, start=False)
+        staged.start()
         # Let the stager load the filesystem layer before this thread imports typer:
         # the imports take the GIL in turn anyway, and a Ctrl-C landing while two
         # threads import at once can leave CPython's module locks held, hanging the

@@ -41,7 +41,7 @@ class StagedBlob:
     ``factory store put`` while it is still parsing its arguments.
     """
 
-    def __init__(self, blobs: BlobWriter, reader: HashingReader):
+    def __init__(self, blobs: BlobWriter, reader: HashingReader, *, start: bool = True):
         self.blobs = blobs
         self.reader = reader
         self._pending: PendingWrite | None = None
@@ -49,7 +49,18 @@ class StagedBlob:
         self._failure: list[BaseException] = []
         self._done = False
         self._opened = threading.Event()
+        # Set once the write has ended and cleaned up after itself. Waited on instead of joining the
+        # thread: in CPython 3.11 a Ctrl-C that lands in Thread.join marks a running thread stopped
+        # (``_wait_for_tstate_lock`` releases the lock the live thread holds), so a later join returned
+        # at once, the CLI's quick exit killed the stager mid-write and its .part file stayed behind.
+        self._finished = threading.Event()
         self._thread = threading.Thread(target=self._write, name="blob-stager", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start writing (done by the constructor unless ``start=False``: register the blob for
+        ``abort`` first, so that a Ctrl-C landing while the thread starts still finds it)."""
         self._thread.start()
 
     def _write(self) -> None:
@@ -59,6 +70,7 @@ class StagedBlob:
             self._failure.append(exc)
         finally:
             self._opened.set()
+            self._finished.set()
 
     def wait_opened(self, timeout: float | None = None) -> bool:
         """Wait until the temporary file is open (the filesystem layer loaded) or the write failed."""
@@ -74,8 +86,8 @@ class StagedBlob:
         self._done = True
         reported = 0
         try:
-            while self._thread.is_alive():
-                self._thread.join(timeout=0.1)
+            while not self._finished.is_set():
+                self._finished.wait(timeout=0.1)
                 if progress is not None and self._written > reported:
                     progress(self._written - reported)
                     reported = self._written
@@ -100,7 +112,8 @@ class StagedBlob:
 
     def _stop(self) -> None:
         self.reader.close()
-        self._thread.join()
+        while not self._finished.wait(timeout=0.05) and self._thread.is_alive():
+            pass  # not alive and not finished: never started (interrupted before start)
         if self._pending is not None:
             self._pending.discard()
 

@@ -337,9 +337,10 @@ class BlobStore:
         upload = self._files.upload(self.path(digest), read, size, digest, progress=progress, name=name)
         return PendingBlob(self, upload, digest, size)
 
-    def stage(self, reader: HashingReader) -> StagedBlob:
-        """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``."""
-        return StagedBlob(self, reader)
+    def stage(self, reader: HashingReader, *, start: bool = True) -> StagedBlob:
+        """Start writing what ``reader`` hashes on a thread of its own; publish with ``commit``.
+        With ``start=False`` the caller starts it (``StagedBlob.start``) once it holds it."""
+        return StagedBlob(self, reader, start=start)
 
     def _open_tmp(self, tmp: str, *, direct: bool = False):
         if not self._tmp_ready:

@@ -88,3 +88,70 @@ def test_small_files_and_missing_files_get_no_head_start(tmp_path):
         _prefetch.start(argv + ["--home", str(tmp_path / "h")])
         assert _prefetch._started is None
     assert not (tmp_path / "h").exists()
+
+
+def test_ctrl_c_while_the_stager_starts_leaves_it_registered_for_discard(tmp_path, monkeypatch):
+    """A Ctrl-C that lands while the stager's thread starts: the head start is registered, and discard
+    removes its temporary file (the console script exits without waiting for daemon threads)."""
+    import os
+    import signal
+    import threading
+
+    from factory.store import _staged
+
+    monkeypatch.setattr(_prefetch, "MIN_BYTES", 0)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 1_000_000)
+    home = tmp_path / "h"
+    real_start = threading.Thread.start
+
+    def interrupted_start(thread):  # the signal arrives while the new thread starts
+        real_start(thread)
+        if thread.name != "blob-stager":
+            return
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100):  # the moments Python checks for signals: it must not act here
+            threading.Event().wait(0.001)
+
+    monkeypatch.setattr(_staged.threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        _prefetch.start(["store", "put", str(big), "--home", str(home)])
+    monkeypatch.undo()
+    assert isinstance(_prefetch._started, _staged.StagedBlob)
+    _prefetch.discard()
+    assert [p for p in home.rglob("*") if p.is_file()] == []
+
+
+def test_ctrl_c_during_the_commit_returns_only_once_the_temporary_file_is_gone(tmp_path):
+    """Interrupted while it waits for the stager, commit stops it and waits until its file is removed:
+    the console script exits at once after, so a file left for later stays (CPython 3.11's Thread.join
+    took a Ctrl-C as the thread's end, and .part files were left in the suite)."""
+    import signal
+    import threading
+    import time
+
+    from factory.store import BlobStore, HashingReader
+
+    class Slow:
+        """A stream of 100 x 1 MB that takes 0.1 s a read: the write runs 10 s unless stopped."""
+
+        reads = 0
+
+        def readinto(self, buffer) -> int:
+            time.sleep(0.1)
+            Slow.reads += 1
+            if Slow.reads > 100:
+                return 0
+            n = min(len(buffer), 1 << 20)
+            buffer[:n] = b"x" * n
+            return n
+
+    blobs = BlobStore(tmp_path / "blobs")
+    staged = blobs.stage(HashingReader(Slow()))
+    # To the main thread itself, as a terminal's Ctrl-C often lands: it breaks the wait in the middle.
+    timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        staged.commit()
+    timer.join()
+    assert [p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == []
