@@ -86,8 +86,7 @@ class StagedBlob:
         self._done = True
         reported = 0
         try:
-            while not self._finished.is_set():
-                self._finished.wait(timeout=0.1)
+            while not self._finished.wait(timeout=0.1):
                 if progress is not None and self._written > reported:
                     progress(self._written - reported)
                     reported = self._written

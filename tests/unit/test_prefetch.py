@@ -110,7 +110,7 @@ def test_ctrl_c_while_the_stager_starts_leaves_it_registered_for_discard(tmp_pat
         if thread.name != "blob-stager":
             return
         os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(100):  # the moments Python checks for signals: it must not act here
+        for _ in range(100):  # Python acts on the signal at one of these waits, still inside start()
             threading.Event().wait(0.001)
 
     monkeypatch.setattr(_staged.threading.Thread, "start", interrupted_start)
